@@ -1,0 +1,36 @@
+"""``conv``: the classic VQ-VAE tutorial decoder, mirroring :class:`~vqtoolkit.encoders.conv.ConvEncoder`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+from vqtoolkit.decoders.base import Decoder
+from vqtoolkit.component import check_positive
+
+
+class ConvDecoder(Decoder):
+    """A 1×1 transposed projection from ``dim``, then 4×4 stride-2 transposed convolutions, sigmoid.
+
+    With the defaults: ``ConvT(dim,64,1) → ReLU → ConvT(64,32,4,2,1) → ReLU → ConvT(32,1,4,2,1) →
+    Sigmoid``, so 7×7 latents become 28×28 images in [0, 1].
+    """
+
+    def __init__(
+        self, out_channels: int = 1, dim: int = 64, hidden_channels: Sequence[int] = (64, 32)
+    ) -> None:
+        check_positive("out_channels", out_channels)
+        check_positive("dim", dim)
+        check_positive("number of hidden_channels", len(hidden_channels))
+        hidden = [int(c) for c in hidden_channels]
+        super().__init__(out_channels=out_channels, dim=dim, hidden_channels=hidden)
+        self.out_channels, self.dim, self.upsample = out_channels, dim, 2 ** len(hidden)
+        layers: list[nn.Module] = [nn.ConvTranspose2d(dim, hidden[0], 1), nn.ReLU()]
+        for c_in, c_out in zip(hidden, hidden[1:], strict=False):
+            layers += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1), nn.ReLU()]
+        layers += [nn.ConvTranspose2d(hidden[-1], out_channels, 4, 2, 1), nn.Sigmoid()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, q: Tensor) -> Tensor:
+        return self.net(q)

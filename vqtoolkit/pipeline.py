@@ -1,0 +1,258 @@
+"""Composition: ``build()`` wires registered components into a :class:`Pipeline` that trains in
+two stages (the autoencoder, then a prior on its codes), samples, evaluates and saves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from vqtoolkit import registry
+from vqtoolkit.data import ImageDataset
+from vqtoolkit.decoders.base import Decoder
+from vqtoolkit.encoders.base import Encoder
+from vqtoolkit.errors import ConfigError, ShapeError
+from vqtoolkit.metrics import bits_per_code
+from vqtoolkit.model import VQVAE
+from vqtoolkit.priors.base import Prior
+from vqtoolkit.quantize.base import Quantizer
+from vqtoolkit.train import evaluate_autoencoder, train_autoencoder
+
+#: build()'s shared options, and the constructor option each component receives them as.
+SHARED_OPTIONS: dict[str, dict[str, str]] = {
+    "encoder": {"in_channels": "in_channels", "dim": "dim"},
+    "quantizer": {"dim": "dim", "num_codes": "num_codes", "beta": "beta"},
+    "decoder": {"in_channels": "out_channels", "dim": "dim"},
+    "prior": {"num_codes": "num_codes"},
+}
+
+
+def _component(kind: str, spec: Any, shared: dict[str, Any], config: dict[str, Any] | None) -> Any:
+    """A ready component: an instance is used as is; a name is created with shared + own options."""
+    if not isinstance(spec, str):
+        if config:
+            raise ConfigError(f"{kind}_config applies to a {kind} given by name, not to an instance")
+        return spec
+    accepted = registry.accepted_options(registry.get_class(kind, spec))
+    options = {
+        option: shared[key]
+        for key, option in SHARED_OPTIONS[kind].items()
+        if shared.get(key) is not None and (accepted is None or option in accepted)
+    }
+    options.update(config or {})
+    return registry.create(kind, spec, **options)
+
+
+def check_wiring(encoder: Encoder, quantizer: Quantizer, decoder: Decoder) -> None:
+    """Raise a :class:`ShapeError` naming both sides of any mismatch between components."""
+
+    def label(c: Any) -> str:
+        return f"{c.kind} {getattr(c, 'registered_name', None) or type(c).__name__!r}"
+
+    pairs = [
+        (encoder, "dim", quantizer, "dim", "pass the same dim to both, e.g. build(dim=64)"),
+        (quantizer, "dim", decoder, "dim", "pass the same dim to both, e.g. build(dim=64)"),
+        (encoder, "in_channels", decoder, "out_channels", "the decoder must output the images' channels"),
+        (encoder, "downsample", decoder, "upsample", "give them the same number of stages"),
+    ]
+    for a, a_attr, b, b_attr, fix in pairs:
+        va, vb = getattr(a, a_attr, None), getattr(b, b_attr, None)
+        if va is not None and vb is not None and va != vb:
+            raise ShapeError(f"{label(a)} has {a_attr}={va} but {label(b)} has {b_attr}={vb}: {fix}")
+
+
+def build(
+    encoder: str | Encoder = "conv",
+    quantizer: str | Quantizer = "vq",
+    decoder: str | Decoder = "conv",
+    prior: str | Prior | None = "gmm",
+    *,
+    in_channels: int | None = None,
+    dim: int | None = None,
+    num_codes: int | None = None,
+    beta: float | None = None,
+    encoder_config: dict[str, Any] | None = None,
+    quantizer_config: dict[str, Any] | None = None,
+    decoder_config: dict[str, Any] | None = None,
+    prior_config: dict[str, Any] | None = None,
+) -> Pipeline:
+    """Assemble a VQ-VAE and its prior from registered names (or ready instances).
+
+    Shared options (``in_channels``, ``dim``, ``num_codes``, ``beta``) go to every component whose
+    constructor takes them; ``*_config`` dicts pass anything else to one component. Mismatched
+    components fail here, before any training.
+
+    >>> pipe = build("conv", "vq", "conv", "gmm", dim=16, num_codes=32)
+    >>> pipe.model.quantizer.num_codes
+    32
+    """
+    shared = {"in_channels": in_channels, "dim": dim, "num_codes": num_codes, "beta": beta}
+    enc = _component("encoder", encoder, shared, encoder_config)
+    quant = _component("quantizer", quantizer, shared, quantizer_config)
+    dec = _component("decoder", decoder, shared, decoder_config)
+    check_wiring(enc, quant, dec)
+    shared["num_codes"] = quant.num_codes
+    pri = None if prior is None else _component("prior", prior, shared, prior_config)
+    return Pipeline(VQVAE(enc, quant, dec), pri)
+
+
+class Pipeline:
+    """A stage-1 :class:`VQVAE` plus an optional stage-2 :class:`Prior`.
+
+    ``info`` records training facts (dataset, image shape, epochs, per-epoch history, metrics)
+    and travels in saved bundles.
+    """
+
+    def __init__(self, model: VQVAE, prior: Prior | None = None, info: dict[str, Any] | None = None) -> None:
+        self.model = model
+        self.prior = prior
+        self.info: dict[str, Any] = dict(info or {})
+
+    # -- training ---------------------------------------------------------------------------
+    def fit(
+        self,
+        data: ImageDataset,
+        *,
+        epochs: int | None = None,
+        batch_size: int = 128,
+        lr: float = 1e-3,
+        seed: int = 0,
+        progress: bool = True,
+    ) -> Pipeline:
+        """Both stages: train the autoencoder on ``data``, then fit the prior on its codes."""
+        self.fit_autoencoder(data, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, progress=progress)
+        if self.prior is not None:
+            self.fit_prior(data, progress=progress)
+        return self
+
+    def fit_autoencoder(
+        self,
+        data: ImageDataset,
+        *,
+        epochs: int | None = None,
+        batch_size: int = 128,
+        lr: float = 1e-3,
+        seed: int = 0,
+        progress: bool = True,
+    ) -> list[dict[str, Any]]:
+        """Stage 1: train encoder, quantizer and decoder; returns the per-epoch history."""
+        epochs = data.default_epochs if epochs is None else epochs
+        history = train_autoencoder(
+            self.model, data.train_images, data.test_images, epochs=epochs,
+            batch_size=batch_size, lr=lr, seed=seed, progress=progress,
+        )
+        self.info.update(
+            dataset=data.name, image_shape=list(data.image_shape), num_classes=data.num_classes,
+            epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, history=history,
+        )
+        self.info["metrics"] = {k: v for k, v in history[-1].items() if k.startswith("test_")}
+        return history
+
+    @torch.inference_mode()
+    def prior_inputs(self, images: Tensor, *, space: str, batch_size: int = 1024) -> Tensor:
+        """What a prior of ``space`` fits on: encoder latents or code indices of ``images``."""
+        self.model.eval()
+        encode = self.model.encode_latents if space == "latents" else self.model.encode
+        return torch.cat([encode(batch) for batch in images.split(batch_size)])
+
+    def fit_prior(
+        self,
+        data: ImageDataset,
+        prior: str | Prior | None = None,
+        *,
+        progress: bool = True,
+        **prior_config: Any,
+    ) -> Prior:
+        """Stage 2: fit ``prior`` (a name, an instance, or the pipeline's own) on the frozen model's codes."""
+        if prior is not None:
+            shared = {"num_codes": self.model.quantizer.num_codes}
+            self.prior = _component("prior", prior, shared, prior_config)
+        if self.prior is None:
+            raise ConfigError("this pipeline has no prior; pass one, e.g. fit_prior(data, 'gmm')")
+        self.check_prior_matches(self.prior)
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        inputs = self.prior_inputs(data.train_images, space=self.prior.space)
+        if progress:
+            tqdm.write(f"stage 2 · fitting {registry.name_of(self.prior)} prior on {tuple(inputs.shape)} {self.prior.space}")
+        self.prior.fit(inputs, labels=data.train_labels, progress=progress)
+        for p in self.model.parameters():
+            p.requires_grad_(True)
+        nll = self.prior_nll(data.test_images, data.test_labels)
+        if nll is not None:
+            self.info.setdefault("metrics", {})["test_prior_bits_per_code"] = nll
+        return self.prior
+
+    def check_prior_matches(self, prior: Prior) -> None:
+        """Refuse an index prior fitted for a codebook of another size."""
+        prior_codes = prior.config.get("num_codes")
+        if prior.space == "indices" and prior_codes is not None and prior_codes != self.model.quantizer.num_codes:
+            raise ConfigError(
+                f"the {registry.name_of(prior)} prior models {prior_codes} codes but the quantizer has "
+                f"{self.model.quantizer.num_codes}; refit it with `vqtool fit-prior`"
+            )
+
+    # -- using a trained pipeline -----------------------------------------------------------
+    def _require_prior(self) -> Prior:
+        if self.prior is None or not self.prior.is_fitted:
+            raise ConfigError(
+                "this model has no fitted prior to sample from; fit one with "
+                "`vqtool fit-prior BUNDLE --prior gmm -o NEW_BUNDLE` or pipeline.fit_prior(data)"
+            )
+        return self.prior
+
+    @torch.inference_mode()
+    def sample_indices(
+        self, n: int, *, label: int | None = None, temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Code indices of ``n`` new images drawn from the prior (latent samples snapped to codes)."""
+        prior = self._require_prior()
+        self.check_prior_matches(prior)
+        drawn = prior.sample(n, label=label, temperature=temperature, generator=generator)
+        if prior.space == "latents":
+            return self.model.quantizer.quantize_indices(drawn)
+        return drawn
+
+    @torch.inference_mode()
+    def sample(
+        self, n: int, *, label: int | None = None, temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """``n`` new images ``(n, C, H, W)`` in [0, 1]: prior sample → codes → decoder."""
+        self.model.eval()
+        indices = self.sample_indices(n, label=label, temperature=temperature, generator=generator)
+        return self.model.decode_indices(indices).clamp(0, 1)
+
+    def reconstruct(self, images: Tensor) -> Tensor:
+        """Images passed through encoder, quantizer and decoder."""
+        self.model.eval()
+        return self.model.reconstruct(images)
+
+    @torch.inference_mode()
+    def prior_nll(self, images: Tensor, labels: Tensor | None = None, *, batch_size: int = 1024) -> float | None:
+        """Held-out NLL of the prior in bits per code, or ``None`` where it has no index likelihood."""
+        if self.prior is None or not self.prior.has_likelihood or not self.prior.is_fitted:
+            return None
+        indices = self.prior_inputs(images, space="indices")
+        label_batches = [None] * len(indices.split(batch_size)) if labels is None else labels.split(batch_size)
+        total = sum(
+            float(-self.prior.log_prob(batch, batch_labels).sum())
+            for batch, batch_labels in zip(indices.split(batch_size), label_batches, strict=True)
+        )
+        return bits_per_code(total, indices.numel())
+
+    def evaluate(self, images: Tensor, labels: Tensor | None = None) -> dict[str, Any]:
+        """Held-out reconstruction MSE/PSNR, perplexity, codes used and the prior's bits per code."""
+        result: dict[str, Any] = dict(evaluate_autoencoder(self.model, images))
+        result["prior_bits_per_code"] = self.prior_nll(images, labels)
+        return result
+
+    def save(self, path: str | Path) -> Path:
+        """Write one ``.safetensors`` bundle (atomically); see :mod:`vqtoolkit.bundle`."""
+        from vqtoolkit.bundle import save
+
+        return save(self, path)

@@ -1,0 +1,142 @@
+"""``gmm``: the classic tutorial's Gaussian mixture over encoder latents, fitted on whole images.
+
+A full-covariance GMM on flattened latents (7·7·64 = 3136 dims on MNIST) is slow and
+ill-posed, and one GMM per position ignores how positions depend on each other. So the latents of
+each image are flattened and reduced with PCA to ``pca_dim`` dimensions, a GMM is fitted there
+(scikit-learn), and samples are mapped back through the PCA basis; the quantizer then snaps each
+sampled latent vector to its nearest code. The density is over continuous latents, so it is not
+comparable with the bits-per-code likelihood of index priors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from einops import rearrange
+from sklearn.decomposition import PCA
+from sklearn.mixture import GaussianMixture
+from torch import Tensor
+
+from vqtoolkit.component import check_positive
+from vqtoolkit.errors import ConfigError, ShapeError
+from vqtoolkit.priors.base import Prior
+
+COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+
+
+class GMMPrior(Prior):
+    """Gaussian mixture over PCA-reduced whole-image latents.
+
+    ``n_components`` mixture components in a ``pca_dim``-dimensional PCA space; at most
+    ``max_fit_samples`` images are used to fit (a random subset, seeded by ``seed``).
+    """
+
+    space = "latents"
+
+    def __init__(
+        self,
+        n_components: int = 16,
+        pca_dim: int = 32,
+        covariance_type: str = "full",
+        reg_covar: float = 1e-4,
+        max_fit_samples: int = 20000,
+        seed: int = 0,
+        latent_shape: Sequence[int] | None = None,
+    ) -> None:
+        check_positive("n_components", n_components)
+        check_positive("pca_dim", pca_dim)
+        check_positive("max_fit_samples", max_fit_samples)
+        if covariance_type not in COVARIANCE_TYPES:
+            raise ConfigError(
+                f"covariance_type must be one of {', '.join(COVARIANCE_TYPES)}; got {covariance_type!r}"
+            )
+        shape = None if latent_shape is None else [int(s) for s in latent_shape]
+        super().__init__(
+            n_components=n_components,
+            pca_dim=pca_dim,
+            covariance_type=covariance_type,
+            reg_covar=reg_covar,
+            max_fit_samples=max_fit_samples,
+            seed=seed,
+            latent_shape=shape,
+        )
+        self._allocate(shape or [1], n_components, pca_dim)
+
+    def _allocate(self, latent_shape: list[int], components: int, dims: int) -> None:
+        features = int(np.prod(latent_shape))
+        self.register_buffer("pca_mean", torch.zeros(features))
+        self.register_buffer("pca_basis", torch.zeros(dims, features))
+        self.register_buffer("weights", torch.full((components,), 1.0 / components))
+        self.register_buffer("means", torch.zeros(components, dims))
+        self.register_buffer("scale_tril", torch.eye(dims).repeat(components, 1, 1))
+
+    def fit(self, data: Tensor, labels: Tensor | None = None, *, progress: bool = True) -> GMMPrior:
+        """Fit PCA then the mixture on latents ``(N, D, *spatial)``."""
+        if data.ndim < 3 or not data.is_floating_point():
+            raise ShapeError(
+                f"the gmm prior fits continuous encoder latents (N, D, *spatial); got "
+                f"{tuple(data.shape)} {data.dtype}. Index priors (categorical, pixelcnn) fit indices."
+            )
+        cfg = self._config
+        rng = np.random.default_rng(cfg["seed"])
+        flat = rearrange(data.detach().float().cpu(), "n ... -> n (...)").numpy()
+        if len(flat) > cfg["max_fit_samples"]:
+            flat = flat[rng.choice(len(flat), cfg["max_fit_samples"], replace=False)]
+        dims = min(cfg["pca_dim"], flat.shape[0] - 1, flat.shape[1])
+        components = min(cfg["n_components"], flat.shape[0])
+        if dims < 1:
+            raise ShapeError(f"the gmm prior needs at least 2 samples to fit; got {flat.shape[0]}")
+        pca = PCA(n_components=dims, random_state=cfg["seed"]).fit(flat)
+        reduced = pca.transform(flat)
+        gmm = GaussianMixture(
+            n_components=components,
+            covariance_type=cfg["covariance_type"],
+            reg_covar=cfg["reg_covar"],
+            random_state=cfg["seed"],
+        ).fit(reduced)
+        covariances = _full_covariances(gmm, components, dims)
+        self._config.update(latent_shape=list(data.shape[1:]), pca_dim=dims, n_components=components)
+        self._allocate(list(data.shape[1:]), components, dims)
+        self.pca_mean.copy_(torch.from_numpy(pca.mean_))
+        self.pca_basis.copy_(torch.from_numpy(pca.components_))
+        self.weights.copy_(torch.from_numpy(gmm.weights_))
+        self.means.copy_(torch.from_numpy(gmm.means_))
+        self.scale_tril.copy_(torch.linalg.cholesky(torch.from_numpy(covariances)))
+        self.fitted.fill_(True)
+        return self
+
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        *,
+        label: int | None = None,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Latents ``(n, D, *spatial)``: a mixture draw in PCA space mapped back to latent space.
+
+        ``temperature`` scales the components' standard deviations (below 1: cleaner, less varied).
+        """
+        self.check_sample_args(n, label, temperature)
+        device = self.means.device
+        which = torch.multinomial(self.weights, n, replacement=True, generator=generator)
+        noise = torch.randn(n, self.means.shape[1], 1, generator=generator, device=device)
+        reduced = self.means[which] + temperature * (self.scale_tril[which] @ noise).squeeze(-1)
+        flat = reduced @ self.pca_basis + self.pca_mean
+        return flat.reshape(n, *self._config["latent_shape"])
+
+
+def _full_covariances(gmm: GaussianMixture, components: int, dims: int) -> np.ndarray:
+    """Every covariance type as ``(components, dims, dims)`` matrices, so sampling has one path."""
+    cov = gmm.covariances_
+    kind = gmm.covariance_type
+    if kind == "full":
+        return cov
+    if kind == "tied":
+        return np.broadcast_to(cov, (components, dims, dims)).copy()
+    if kind == "diag":
+        return np.stack([np.diag(c) for c in cov])
+    return cov[:, None, None] * np.eye(dims)[None]

@@ -1,0 +1,202 @@
+"""Name-based discovery of components through Python entry points.
+
+Built-ins register through vqtoolkit's own ``pyproject.toml`` exactly as a third-party plugin
+would, so there is one code path for both. Entry points are read once, lazily, on first use.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import metadata
+from typing import Any
+
+from vqtoolkit.errors import ComponentNotFoundError, ConfigError
+
+KINDS: tuple[str, ...] = ("encoder", "quantizer", "decoder", "prior")
+GROUP_PREFIX = "vqtoolkit."
+
+
+@dataclass(frozen=True)
+class ComponentSpec:
+    """One registered entry point: where it comes from and how to load it."""
+
+    kind: str
+    name: str
+    value: str
+    distribution: str
+    version: str
+
+    def load(self) -> type:
+        """Import the component class (may raise whatever the plugin's import raises)."""
+        return metadata.EntryPoint(self.name, self.value, group_name(self.kind)).load()
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A plugin that could not be used, and why (reported, never fatal to the others)."""
+
+    kind: str
+    name: str
+    distribution: str
+    reason: str
+
+
+def group_name(kind: str) -> str:
+    """Entry-point group of a component kind, e.g. ``vqtoolkit.priors``."""
+    _check_kind(kind)
+    return f"{GROUP_PREFIX}{kind}s"
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise ConfigError(f"unknown component kind {kind!r}; expected one of {', '.join(KINDS)}")
+
+
+def _distribution_of(ep: metadata.EntryPoint) -> tuple[str, str]:
+    dist = getattr(ep, "dist", None)
+    if dist is None:
+        return "unknown", "unknown"
+    return dist.metadata["Name"], dist.version
+
+
+@lru_cache(maxsize=None)
+def _discover(kind: str) -> tuple[dict[str, tuple[ComponentSpec, ...]], tuple[Problem, ...]]:
+    specs: dict[str, list[ComponentSpec]] = {}
+    seen: set[tuple[str, str, str]] = set()
+    for ep in metadata.entry_points(group=group_name(kind)):
+        dist, version = _distribution_of(ep)
+        key = (ep.name, ep.value, dist)
+        if key in seen:  # the same distribution visible twice on sys.path
+            continue
+        seen.add(key)
+        specs.setdefault(ep.name, []).append(ComponentSpec(kind, ep.name, ep.value, dist, version))
+    problems = [
+        Problem(kind, name, ", ".join(s.distribution for s in found),
+                "registered by more than one distribution: " + ", ".join(s.distribution for s in found)
+                + f"; uninstall all but one, or pick one with create(..., distribution=NAME)")
+        for name, found in specs.items()
+        if len(found) > 1
+    ]
+    return {name: tuple(found) for name, found in specs.items()}, tuple(problems)
+
+
+def refresh() -> None:
+    """Forget what was discovered (after installing a plugin in a running process)."""
+    _discover.cache_clear()
+    _load_class.cache_clear()
+
+
+def available(kind: str) -> list[str]:
+    """Sorted names registered for ``kind`` (``encoder``, ``quantizer``, ``decoder``, ``prior``)."""
+    return sorted(_discover(kind)[0])
+
+
+def specs(kind: str) -> list[ComponentSpec]:
+    """Every registration of ``kind``, duplicates included, sorted by name."""
+    found = _discover(kind)[0]
+    return [spec for name in sorted(found) for spec in found[name]]
+
+
+def problems(kind: str | None = None) -> list[Problem]:
+    """Plugins that cannot be used: import failures and names registered twice."""
+    kinds = KINDS if kind is None else (kind,)
+    out: list[Problem] = []
+    for k in kinds:
+        out.extend(_discover(k)[1])
+        for spec in specs(k):
+            try:
+                _load_class(spec)
+            except ComponentNotFoundError as err:
+                out.append(Problem(k, spec.name, spec.distribution, str(err)))
+    return out
+
+
+def spec(kind: str, name: str, distribution: str | None = None) -> ComponentSpec:
+    """The registration of ``name``; errors list close matches or the competing distributions."""
+    found = _discover(kind)[0]
+    if name not in found:
+        names = sorted(found)
+        close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+        hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        raise ComponentNotFoundError(
+            f"unknown {kind} {name!r}.{hint} Available {kind}s: {', '.join(names) or '(none)'}."
+        )
+    candidates = found[name]
+    if distribution is not None:
+        candidates = tuple(s for s in candidates if s.distribution == distribution)
+        if not candidates:
+            raise ComponentNotFoundError(
+                f"{kind} {name!r} is not provided by distribution {distribution!r}; "
+                f"it is provided by {', '.join(s.distribution for s in found[name])}."
+            )
+    if len(candidates) > 1:
+        dists = " and ".join(s.distribution for s in candidates)
+        raise ComponentNotFoundError(
+            f"{kind} {name!r} is registered by both {dists}; uninstall one of them, "
+            f"or choose with distribution=NAME."
+        )
+    return candidates[0]
+
+
+@lru_cache(maxsize=None)
+def _load_class(s: ComponentSpec) -> type:
+    try:
+        return s.load()
+    except Exception as err:  # a broken plugin must not take the others down
+        raise ComponentNotFoundError(
+            f"{s.kind} {s.name!r} from {s.distribution} {s.version} failed to import "
+            f"({type(err).__name__}: {err}); reinstall or upgrade {s.distribution}."
+        ) from err
+
+
+def get_class(kind: str, name: str, distribution: str | None = None) -> type:
+    """The class registered as ``name`` for ``kind``."""
+    return _load_class(spec(kind, name, distribution))
+
+
+def create(kind: str, name: str, *, distribution: str | None = None, **config: Any) -> Any:
+    """Build the component registered as ``name``, e.g. ``create("quantizer", "vq", num_codes=512)``.
+
+    Options the constructor does not take raise a :class:`ConfigError` naming the valid ones.
+    """
+    cls = get_class(kind, name, distribution)
+    check_options(cls, config, what=f"{kind} {name!r}")
+    component = cls(**config)
+    component.registered_name = name
+    return component
+
+
+def accepted_options(cls: type) -> set[str] | None:
+    """Keyword options ``cls`` accepts, or ``None`` when it takes ``**kwargs``."""
+    params = inspect.signature(cls).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return {p.name for p in params if p.kind is not inspect.Parameter.VAR_POSITIONAL}
+
+
+def check_options(cls: type, config: dict[str, Any], *, what: str) -> None:
+    """Raise a :class:`ConfigError` for options ``cls`` does not take, with close matches."""
+    valid = accepted_options(cls)
+    if valid is None:
+        return
+    unknown = sorted(set(config) - valid)
+    if unknown:
+        hints = [
+            f"{u!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(u, valid, 1))
+            else repr(u)
+            for u in unknown
+        ]
+        raise ConfigError(
+            f"{what} has no option {', '.join(hints)}; valid options: {', '.join(sorted(valid))}."
+        )
+
+
+def name_of(component: Any) -> str:
+    """The registered name a component was created under (or its class's ``name`` attribute)."""
+    name = getattr(component, "registered_name", None) or getattr(type(component), "name", None)
+    if not name:
+        raise ConfigError(f"{type(component).__name__} was not created through the registry")
+    return str(name)
