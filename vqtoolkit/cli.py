@@ -47,7 +47,8 @@ def main() -> None:
 
 @main.command()
 @click.option("--encoder", default="conv", show_default=True, help="Registered encoder name (see `vqtool plugins`).")
-@click.option("--quantizer", default="vq", show_default=True, help="Registered quantizer name.")
+@click.option("--quantizer", default="ema", show_default=True,
+              help="Registered quantizer name (`vq` is the classic tutorial layer).")
 @click.option("--decoder", default="conv", show_default=True, help="Registered decoder name.")
 @click.option("--prior", default="gmm", show_default=True, help="Registered prior name.")
 @click.option("--data", "dataset", type=click.Choice(sorted(DATASETS)), default="digits", show_default=True,

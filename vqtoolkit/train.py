@@ -94,6 +94,7 @@ def train_autoencoder(
             "train_vq": vq_sum / len(train_images),
             "train_perplexity": metrics.perplexity(counts),
             "train_codes_used": metrics.codes_used(counts),
+            "train_dead_codes": metrics.dead_codes(counts),
         }
         if test_images is not None:
             record.update({f"test_{k}": v for k, v in evaluate_autoencoder(model, test_images).items()})
