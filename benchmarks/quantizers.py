@@ -83,6 +83,7 @@ def main() -> None:
     parser.add_argument("--data-root", default="../shared/data")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--only", default=None, help="comma-separated labels (default: all)")
+    parser.add_argument("--train-size", type=int, default=None, help="first N training images (default: all)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3, help="throughput rounds")
     parser.add_argument("--batches", type=int, default=40, help="batches per throughput round")
@@ -95,7 +96,8 @@ def main() -> None:
     print(f"{data.describe()}; {args.epochs} epochs, batch 128, {torch.get_num_threads()} threads", flush=True)
 
     # Throughput: the tutorial layer is timed in the same interleaved rounds as every label.
-    rates = throughput(sorted(set(labels) | {"vq"}, key=list(CONFIGS).index), data.train_images,
+    train_images = data.train_images[: args.train_size]
+    rates = throughput(sorted(set(labels) | {"vq"}, key=list(CONFIGS).index), train_images,
                        args.rounds, args.batches)
     print("throughput (images/s, interleaved): " + ", ".join(f"{k} {v:.0f}" for k, v in rates.items()), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -104,12 +106,12 @@ def main() -> None:
     for label in labels:
         model = make_model(label, 0)
         start = time.perf_counter()
-        history = train_autoencoder(model, data.train_images, data.test_images, epochs=args.epochs, progress=False)
+        history = train_autoencoder(model, train_images, data.test_images, epochs=args.epochs, progress=False)
         wall = time.perf_counter() - start
         last = history[-1]
         counts = test_counts(model, data.test_images)
         results[label] = {
-            "epochs": args.epochs, "mse": last["test_mse"], "codes_used": last["test_codes_used"],
+            "epochs": args.epochs, "train_images": len(train_images), "mse": last["test_mse"], "codes_used": last["test_codes_used"],
             "num_codes": model.quantizer.num_codes, "perplexity": last["test_perplexity"],
             "dead_codes": metrics.dead_codes(counts), "images_per_s": rates[label],
             "images_per_s_tutorial_same_run": rates["vq"], "wall_s": wall, "history": history,
@@ -123,12 +125,12 @@ def main() -> None:
 
 def report(results: dict[str, dict[str, Any]], plot: Path) -> None:
     """The markdown table of every stored result, the target check and the usage histogram."""
-    print("\n| quantizer and options | epochs | test MSE | codes used | perplexity | train images/s "
+    print("\n| quantizer and options | epochs × train images | test MSE | codes used | perplexity | train images/s "
           "| × tutorial (same run) |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for label in sorted(results, key=lambda x: list(CONFIGS).index(x) if x in CONFIGS else len(CONFIGS)):
         r = results[label]
-        print(f"| `{label}` | {r['epochs']} | {r['mse']:.5f} | {r['codes_used']}/{r['num_codes']} "
+        print(f"| `{label}` | {r['epochs']} × {r['train_images']} | {r['mse']:.5f} | {r['codes_used']}/{r['num_codes']} "
               f"| {r['perplexity']:.1f} | {r['images_per_s']:.0f} "
               f"| {r['images_per_s'] / r['images_per_s_tutorial_same_run']:.2f} |")
     if {"vq", "ema"} <= set(results):

@@ -20,15 +20,15 @@ class EMAQuantizer(VectorQuantizer):
         dim: int = 64,
         beta: float = 0.25,
         ema: bool = True,
-        decay: float = 0.99,
+        decay: float = 0.9,
         eps: float = 1e-5,
         kmeans_init: bool = True,
         kmeans_iters: int = 10,
-        revive_after: int | None = 20,
+        revive_after: int | None = 10,
         cosine: bool = False,
         code_dim: int | None = None,
         rotation_trick: bool = False,
-        min_usage: int = 1,
+        min_usage: int = 2,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     ) -> None:
         super().__init__(

@@ -1,0 +1,171 @@
+"""Speed and memory of one quantizer step: vqtoolkit's ``vq`` against the tutorial layer and the bound.
+
+One step is forward + backward on a batch of 128×7×7 = 6 272 vectors, D = 64, for K = 512,
+8 192 and 65 536. In one run, interleaved round-robin so the machine's contention hits all alike
+(the best of the rounds is reported):
+
+* ``bound``    - the bare forward ``addmm`` + ``argmin`` over the whole N×K distance matrix (no
+  lookup, no loss, no backward): what any exact quantizer must at least pay;
+* ``vq``       - vqtoolkit's classic quantizer (chunked exact search, STE, both losses, backward);
+* ``ema``      - vqtoolkit's default recipe (EMA update, revival bookkeeping, backward);
+* ``tutorial`` - the classic tutorial layer verbatim (``‖z‖² + ‖E‖² − 2 z·Eᵀ`` materialised, argmin,
+  ``E[idx]``, both losses, STE, backward);
+* ``vqp``      - vector-quantize-pytorch's ``VectorQuantize`` (EMA) if it is installed (optional).
+
+Extra memory is the growth of peak RSS over the resident size just before the steps, measured in
+a fresh subprocess per (layer, K) so one layer's peak cannot hide another's.
+
+    python benchmarks/quantizer_speed.py            # 2 threads, all K
+    python benchmarks/quantizer_speed.py --sizes 512,8192 --rounds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+import vqtoolkit
+
+B, D, H = 128, 64, 7
+
+
+class TutorialLayer(nn.Module):
+    """The classic VQ-VAE tutorial quantizer, as written there."""
+
+    def __init__(self, num_codes: int, dim: int, beta: float = 0.25) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(num_codes, dim)
+        self.embedding.weight.data.uniform_(-1 / num_codes, 1 / num_codes)
+        self.beta = beta
+
+    def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        z = z.permute(0, 2, 3, 1).contiguous()
+        flat = z.view(-1, z.shape[-1])
+        distances = (flat.pow(2).sum(1, keepdim=True) + self.embedding.weight.pow(2).sum(1)
+                     - 2 * flat @ self.embedding.weight.t())
+        indices = distances.argmin(1)
+        quantized = self.embedding(indices).view(z.shape)
+        loss = F.mse_loss(quantized, z.detach()) + self.beta * F.mse_loss(quantized.detach(), z)
+        quantized = z + (quantized - z).detach()
+        return quantized.permute(0, 3, 1, 2).contiguous(), loss
+
+
+def make_step(layer: str, k: int) -> Callable[[], None]:
+    """A closure doing one timed step of ``layer`` at codebook size ``k``."""
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(B, D, H, H, generator=g).requires_grad_(True)
+    if layer == "bound":
+        flat = z.detach().permute(0, 2, 3, 1).reshape(-1, D).contiguous()
+        codebook = torch.randn(k, D, generator=g)
+        sq = codebook.pow(2).sum(1)
+
+        def bound() -> None:
+            torch.addmm(sq, flat, codebook.t(), alpha=-2).argmin(1)
+
+        return bound
+    if layer in ("vq", "ema"):
+        q = vqtoolkit.create("quantizer", layer, num_codes=k, dim=D).train()
+
+        def ours() -> None:
+            out = q(z)
+            (out.quantized.square().mean() + out.loss).backward()
+
+        return ours
+    if layer == "tutorial":
+        t = TutorialLayer(k, D)
+
+        def tutorial() -> None:
+            quantized, loss = t(z)
+            (quantized.square().mean() + loss).backward()
+
+        return tutorial
+    if layer == "vqp":
+        from vector_quantize_pytorch import VectorQuantize
+
+        v = VectorQuantize(dim=D, codebook_size=k, commitment_weight=0.25).train()
+        zl = z.detach().permute(0, 2, 3, 1).reshape(B, H * H, D).requires_grad_(True)
+
+        def vqp() -> None:
+            quantized, _, loss = v(zl)
+            (quantized.square().mean() + loss.sum()).backward()
+
+        return vqp
+    raise ValueError(layer)
+
+
+def status_mb(field: str) -> float:
+    """A memory field of /proc/self/status (``VmRSS``, ``VmHWM``) in MB."""
+    with open("/proc/self/status") as f:
+        line = next(line for line in f if line.startswith(field + ":"))
+    return int(line.split()[1]) / 1024
+
+
+def measure_memory(layer: str, k: int) -> float:
+    """Peak-RSS growth (MB) of two steps, in this (fresh) process, after a tiny warm-up step."""
+    make_step(layer, 16)()  # one-time costs (thread pools, autograd engine) are not the layer's
+    step = make_step(layer, k)
+    with open("/proc/self/clear_refs", "w") as f:  # reset the peak-RSS high-water mark
+        f.write("5")
+    before = status_mb("VmRSS")
+    for _ in range(2):
+        step()
+    return max(0.0, status_mb("VmHWM") - before)
+
+
+def memory_in_subprocess(layer: str, k: int, threads: int) -> float | None:
+    cmd = [sys.executable, __file__, "--memory-of", f"{layer}:{k}", "--threads", str(threads)]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        return None
+    return float(json.loads(done.stdout.strip().splitlines()[-1])["mb"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="512,8192,65536")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--memory-of", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.memory_of:
+        layer, k = args.memory_of.split(":")
+        print(json.dumps({"mb": measure_memory(layer, int(k))}))
+        return
+    layers = ["bound", "vq", "ema", "tutorial"]
+    if importlib.util.find_spec("vector_quantize_pytorch") is not None:
+        layers.append("vqp")
+    print(f"{B}×{H}×{H} = {B * H * H} vectors, D = {D}, {torch.get_num_threads()} threads, "
+          f"best of {args.rounds} interleaved rounds; memory = peak-RSS growth (fresh process)")
+    print("| K | layer | ms / step | × bound | tutorial ÷ this | extra memory MB |")
+    print("|---:|---|---:|---:|---:|---:|")
+    for k in (int(s) for s in args.sizes.split(",")):
+        steps = {layer: make_step(layer, k) for layer in layers}
+        for step in steps.values():
+            step()  # warm-up
+        times: dict[str, list[float]] = {layer: [] for layer in layers}
+        for _ in range(args.rounds):
+            for layer, step in steps.items():
+                start = time.perf_counter()
+                step()
+                times[layer].append(time.perf_counter() - start)
+        del steps
+        ms = {layer: 1000 * min(t) for layer, t in times.items()}
+        for layer in layers:
+            mem = memory_in_subprocess(layer, k, args.threads)
+            mem_text = "failed" if mem is None else f"{mem:.0f}"
+            print(f"| {k} | {layer} | {ms[layer]:.1f} | {ms[layer] / ms['bound']:.2f} "
+                  f"| {ms['tutorial'] / ms[layer]:.2f} | {mem_text} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

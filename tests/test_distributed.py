@@ -1,0 +1,65 @@
+"""Codebooks stay identical across processes: 2 CPU processes with the gloo backend."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from safetensors.torch import load_file, save_file
+
+from vqtoolkit import registry
+
+OPTIONS = {"num_codes": 16, "dim": 3, "ema": True, "kmeans_init": True, "revive_after": 2, "decay": 0.8}
+#: Plain EMA (nothing random after construction): two half-batches must equal one whole batch.
+PLAIN = {"num_codes": 16, "dim": 3, "ema": True, "kmeans_init": False, "revive_after": None, "decay": 0.8}
+STEPS = 6
+
+
+def batches(rank: int) -> list[torch.Tensor]:
+    """Different data on each rank (and a far-away cluster so some codes die and are revived)."""
+    g = torch.Generator().manual_seed(100 + rank)
+    return [torch.randn(2, 3, 4, 4, generator=g) + (8.0 if step % 3 == 2 else 0.0) for step in range(STEPS)]
+
+
+def worker(rank: int, port: int, out: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        for label, options in (("full", OPTIONS), ("plain", PLAIN)):
+            torch.manual_seed(0)  # the same initial weights, as DDP would broadcast them
+            q = registry.create("quantizer", "ema", **options).train()
+            torch.manual_seed(rank)  # different RNG streams: agreement must come from the broadcasts
+            for z in batches(rank):
+                q(z)
+            state = {k: v.contiguous() for k, v in q.state_dict().items()}
+            save_file(state, f"{out}/{label}-rank{rank}.safetensors")
+    finally:
+        dist.destroy_process_group()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
+def test_two_ranks_end_with_identical_codebooks(tmp_path: Path) -> None:
+    mp.spawn(worker, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
+    rank0, rank1 = (load_file(tmp_path / f"full-rank{r}.safetensors") for r in (0, 1))
+    assert rank0.keys() == rank1.keys()
+    for key in rank0:
+        assert torch.equal(rank0[key], rank1[key]), key
+    assert int(rank0["unused_steps"].max()) <= OPTIONS["revive_after"]
+
+    # Plain EMA over two half-batches equals one process seeing the whole batch.
+    rank0 = load_file(tmp_path / "plain-rank0.safetensors")
+    torch.manual_seed(0)
+    single = registry.create("quantizer", "ema", **PLAIN).train()
+    for z0, z1 in zip(batches(0), batches(1), strict=True):
+        single(torch.cat([z0, z1]))
+    assert torch.allclose(rank0["embedding.weight"], single.embedding.weight, atol=1e-5)
