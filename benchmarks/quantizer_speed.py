@@ -50,8 +50,11 @@ class TutorialLayer(nn.Module):
     def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
         z = z.permute(0, 2, 3, 1).contiguous()
         flat = z.view(-1, z.shape[-1])
-        distances = (flat.pow(2).sum(1, keepdim=True) + self.embedding.weight.pow(2).sum(1)
-                     - 2 * flat @ self.embedding.weight.t())
+        distances = (
+            flat.pow(2).sum(1, keepdim=True)
+            + self.embedding.weight.pow(2).sum(1)
+            - 2 * flat @ self.embedding.weight.t()
+        )
         indices = distances.argmin(1)
         quantized = self.embedding(indices).view(z.shape)
         loss = F.mse_loss(quantized, z.detach()) + self.beta * F.mse_loss(quantized.detach(), z)
@@ -130,7 +133,9 @@ def memory_in_subprocess(layer: str, k: int, threads: int) -> float | None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sizes", default="512,8192,65536")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
@@ -144,8 +149,10 @@ def main() -> None:
     layers = ["bound", "vq", "ema", "tutorial"]
     if importlib.util.find_spec("vector_quantize_pytorch") is not None:
         layers.append("vqp")
-    print(f"{B}×{H}×{H} = {B * H * H} vectors, D = {D}, {torch.get_num_threads()} threads, "
-          f"best of {args.rounds} interleaved rounds; memory = peak-RSS growth (fresh process)")
+    print(
+        f"{B}×{H}×{H} = {B * H * H} vectors, D = {D}, {torch.get_num_threads()} threads, "
+        f"best of {args.rounds} interleaved rounds; memory = peak-RSS growth (fresh process)"
+    )
     print("| K | layer | ms / step | × bound | tutorial ÷ this | extra memory MB |")
     print("|---:|---|---:|---:|---:|---:|")
     for k in (int(s) for s in args.sizes.split(",")):
@@ -163,8 +170,11 @@ def main() -> None:
         for layer in layers:
             mem = memory_in_subprocess(layer, k, args.threads)
             mem_text = "failed" if mem is None else f"{mem:.0f}"
-            print(f"| {k} | {layer} | {ms[layer]:.1f} | {ms[layer] / ms['bound']:.2f} "
-                  f"| {ms['tutorial'] / ms[layer]:.2f} | {mem_text} |", flush=True)
+            print(
+                f"| {k} | {layer} | {ms[layer]:.1f} | {ms[layer] / ms['bound']:.2f} "
+                f"| {ms['tutorial'] / ms[layer]:.2f} | {mem_text} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

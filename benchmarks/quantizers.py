@@ -43,7 +43,10 @@ CONFIGS: dict[str, tuple[str, dict[str, Any], int]] = {
     "ema cosine=True": ("ema", {"cosine": True}, D),
     "ema code_dim=8": ("ema", {"code_dim": 8}, D),
     "residual num_stages=2 ema=True kmeans_init=True revive_after=20": (
-        "residual", {"num_stages": 2, "ema": True, "kmeans_init": True, "revive_after": 20}, D),
+        "residual",
+        {"num_stages": 2, "ema": True, "kmeans_init": True, "revive_after": 20},
+        D,
+    ),
     "fsq levels=[8,8,8]": ("fsq", {"levels": [8, 8, 8]}, 3),
 }
 TARGETS = {"mse": 0.0020, "used_fraction": 0.99, "perplexity": 250.0}
@@ -53,8 +56,9 @@ def make_model(label: str, seed: int) -> vqtoolkit.VQVAE:
     name, options, dim = CONFIGS[label]
     torch.manual_seed(seed)
     shared = {} if name == "fsq" else {"num_codes": K}
-    return vqtoolkit.build("conv", name, "conv", None, in_channels=1, dim=dim, quantizer_config=options,
-                           **shared).model
+    return vqtoolkit.build(
+        "conv", name, "conv", None, in_channels=1, dim=dim, quantizer_config=options, **shared
+    ).model
 
 
 def throughput(labels: list[str], images: torch.Tensor, rounds: int, batches: int) -> dict[str, float]:
@@ -79,7 +83,9 @@ def test_counts(model: vqtoolkit.VQVAE, images: torch.Tensor) -> torch.Tensor:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data-root", default="../shared/data")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--only", default=None, help="comma-separated labels (default: all)")
@@ -93,13 +99,19 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     labels = list(CONFIGS) if args.only is None else args.only.split(",")
     data = vqtoolkit.load_dataset("mnist", args.data_root)
-    print(f"{data.describe()}; {args.epochs} epochs, batch 128, {torch.get_num_threads()} threads", flush=True)
+    print(
+        f"{data.describe()}; {args.epochs} epochs, batch 128, {torch.get_num_threads()} threads", flush=True
+    )
 
     # Throughput: the tutorial layer is timed in the same interleaved rounds as every label.
     train_images = data.train_images[: args.train_size]
-    rates = throughput(sorted(set(labels) | {"vq"}, key=list(CONFIGS).index), train_images,
-                       args.rounds, args.batches)
-    print("throughput (images/s, interleaved): " + ", ".join(f"{k} {v:.0f}" for k, v in rates.items()), flush=True)
+    rates = throughput(
+        sorted(set(labels) | {"vq"}, key=list(CONFIGS).index), train_images, args.rounds, args.batches
+    )
+    print(
+        "throughput (images/s, interleaved): " + ", ".join(f"{k} {v:.0f}" for k, v in rates.items()),
+        flush=True,
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     store = args.out / "quantizers.json"
     results: dict[str, dict[str, Any]] = json.loads(store.read_text()) if store.exists() else {}
@@ -111,35 +123,51 @@ def main() -> None:
         last = history[-1]
         counts = test_counts(model, data.test_images)
         results[label] = {
-            "epochs": args.epochs, "train_images": len(train_images), "mse": last["test_mse"], "codes_used": last["test_codes_used"],
-            "num_codes": model.quantizer.num_codes, "perplexity": last["test_perplexity"],
-            "dead_codes": metrics.dead_codes(counts), "images_per_s": rates[label],
-            "images_per_s_tutorial_same_run": rates["vq"], "wall_s": wall, "history": history,
+            "epochs": args.epochs,
+            "train_images": len(train_images),
+            "mse": last["test_mse"],
+            "codes_used": last["test_codes_used"],
+            "num_codes": model.quantizer.num_codes,
+            "perplexity": last["test_perplexity"],
+            "dead_codes": metrics.dead_codes(counts),
+            "images_per_s": rates[label],
+            "images_per_s_tutorial_same_run": rates["vq"],
+            "wall_s": wall,
+            "history": history,
             "test_counts": counts.tolist(),
         }
         store.write_text(json.dumps(results, indent=1))
-        print(f"{label}: mse {last['test_mse']:.5f}  codes {last['test_codes_used']}/{model.quantizer.num_codes}  "
-              f"perplexity {last['test_perplexity']:.1f}  {rates[label]:.0f} img/s  ({wall:.0f} s)", flush=True)
+        print(
+            f"{label}: mse {last['test_mse']:.5f}  "
+            f"codes {last['test_codes_used']}/{model.quantizer.num_codes}  "
+            f"perplexity {last['test_perplexity']:.1f}  {rates[label]:.0f} img/s  ({wall:.0f} s)",
+            flush=True,
+        )
     report(results, args.plot)
 
 
 def report(results: dict[str, dict[str, Any]], plot: Path) -> None:
     """The markdown table of every stored result, the target check and the usage histogram."""
-    print("\n| quantizer and options | epochs × train images | test MSE | codes used | perplexity | train images/s "
-          "| × tutorial (same run) |")
+    print(
+        "\n| quantizer and options | epochs × train images | test MSE | codes used | perplexity "
+        "| train images/s | × tutorial (same run) |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|")
     for label in sorted(results, key=lambda x: list(CONFIGS).index(x) if x in CONFIGS else len(CONFIGS)):
         r = results[label]
-        print(f"| `{label}` | {r['epochs']} × {r['train_images']} | {r['mse']:.5f} | {r['codes_used']}/{r['num_codes']} "
-              f"| {r['perplexity']:.1f} | {r['images_per_s']:.0f} "
-              f"| {r['images_per_s'] / r['images_per_s_tutorial_same_run']:.2f} |")
+        print(
+            f"| `{label}` | {r['epochs']} × {r['train_images']} | {r['mse']:.5f} "
+            f"| {r['codes_used']}/{r['num_codes']} | {r['perplexity']:.1f} | {r['images_per_s']:.0f} "
+            f"| {r['images_per_s'] / r['images_per_s_tutorial_same_run']:.2f} |"
+        )
     if {"vq", "ema"} <= set(results):
         d = results["ema"]
         speed = d["images_per_s"] / d["images_per_s_tutorial_same_run"]
         checks = {
             f"test MSE {d['mse']:.5f} <= {TARGETS['mse']}": d["mse"] <= TARGETS["mse"],
             f"codes used {d['codes_used']}/{K} >= 99%": d["codes_used"] >= TARGETS["used_fraction"] * K,
-            f"perplexity {d['perplexity']:.1f} >= {TARGETS['perplexity']}": d["perplexity"] >= TARGETS["perplexity"],
+            f"perplexity {d['perplexity']:.1f} >= {TARGETS['perplexity']}": d["perplexity"]
+            >= TARGETS["perplexity"],
             f"images/s {speed:.2f}x the tutorial layer's in the same run (>= 1)": speed >= 1.0,
             f"within 5 epochs ({d['epochs']})": d["epochs"] <= 5,
         }
@@ -160,11 +188,20 @@ def plot_usage(tutorial: torch.Tensor, default: torch.Tensor, path: Path) -> Non
     fig, ax = plt.subplots(figsize=(8, 3.2), dpi=120)
     for counts, name in ((tutorial, "vq (tutorial layer)"), (default, "ema (default recipe)")):
         share = (counts.double() / counts.sum()).sort(descending=True).values * 100
-        ax.bar(range(len(share)), share.numpy(), width=1.0, alpha=0.6,
-               label=f"{name}: {metrics.codes_used(counts)} codes, perplexity {metrics.perplexity(counts):.0f}")
+        ax.bar(
+            range(len(share)),
+            share.numpy(),
+            width=1.0,
+            alpha=0.6,
+            label=f"{name}: {metrics.codes_used(counts)} codes, perplexity {metrics.perplexity(counts):.0f}",
+        )
     ax.axhline(100 / K, color="k", lw=0.8, ls="--", label="uniform (1/K)")
-    ax.set(xlabel="code rank (sorted by use)", ylabel="% of test positions", yscale="log",
-           title=f"MNIST test-set code usage, K = {K}")
+    ax.set(
+        xlabel="code rank (sorted by use)",
+        ylabel="% of test positions",
+        yscale="log",
+        title=f"MNIST test-set code usage, K = {K}",
+    )
     ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

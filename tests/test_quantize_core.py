@@ -39,7 +39,9 @@ def test_nearest_is_exact_with_ties_to_lowest_index(problem: tuple[torch.Tensor,
 
 @given(integer_problem(), st.integers(8, 400))
 @settings(max_examples=40, deadline=None)
-def test_chunked_search_equals_unchunked(problem: tuple[torch.Tensor, torch.Tensor], chunk_bytes: int) -> None:
+def test_chunked_search_equals_unchunked(
+    problem: tuple[torch.Tensor, torch.Tensor], chunk_bytes: int
+) -> None:
     flat, codebook = problem
     assert torch.equal(nearest_codes(flat, codebook, chunk_bytes=chunk_bytes), nearest_codes(flat, codebook))
 
@@ -58,9 +60,16 @@ def test_losses_follow_the_formula(n: int, d: int, seed: int) -> None:
     assert torch.allclose(q.grad, 2 * (q - z).detach() / q.numel())
 
 
-@given(st.integers(1, 30), st.integers(1, 8), st.integers(0, 10_000), st.sampled_from([torch.float32, torch.float64]))
+@given(
+    st.integers(1, 30),
+    st.integers(1, 8),
+    st.integers(0, 10_000),
+    st.sampled_from([torch.float32, torch.float64]),
+)
 @settings(max_examples=30, deadline=None)
-def test_straight_through_has_value_q_and_identity_gradient(n: int, d: int, seed: int, dtype: torch.dtype) -> None:
+def test_straight_through_has_value_q_and_identity_gradient(
+    n: int, d: int, seed: int, dtype: torch.dtype
+) -> None:
     g = torch.Generator().manual_seed(seed)
     z = torch.randn(n, d, generator=g, dtype=dtype, requires_grad=True)
     q = torch.randn(n, d, generator=g, dtype=dtype)

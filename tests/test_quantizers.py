@@ -51,10 +51,16 @@ shapes = st.tuples(st.integers(1, 3), st.lists(st.integers(1, 4), min_size=0, ma
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))
-@given(shape=shapes, dtype=st.sampled_from([torch.float32, torch.float64]), seed=st.integers(0, 1000),
-       training=st.booleans())
+@given(
+    shape=shapes,
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+    seed=st.integers(0, 1000),
+    training=st.booleans(),
+)
 @settings(max_examples=15, deadline=None)
-def test_conformance(name: str, shape: tuple[int, list[int]], dtype: torch.dtype, seed: int, training: bool) -> None:
+def test_conformance(
+    name: str, shape: tuple[int, list[int]], dtype: torch.dtype, seed: int, training: bool
+) -> None:
     torch.manual_seed(seed)
     q = make(name).to(dtype).train(training)
     batch, spatial = shape
@@ -190,7 +196,9 @@ def test_residual_indices_and_tokens() -> None:
     expected = sum(q.stages[r].codebook[out.indices[:, r]] for r in range(3))
     assert torch.allclose(out.quantized, expected.movedim(-1, 1), atol=1e-5)
     tokens = q.to_tokens(out.indices)
-    assert q.num_tokens == 6**3 and torch.equal(tokens, out.indices[:, 0] * 36 + out.indices[:, 1] * 6 + out.indices[:, 2])
+    assert q.num_tokens == 6**3 and torch.equal(
+        tokens, out.indices[:, 0] * 36 + out.indices[:, 1] * 6 + out.indices[:, 2]
+    )
     # each stage lowers the error: the residual really is being refined
     first = q.stages[0].lookup(out.indices[:, 0])
     assert (out.quantized - z).pow(2).sum() <= (first - z).pow(2).sum()

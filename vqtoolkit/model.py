@@ -56,7 +56,7 @@ class VQVAE(nn.Module):
         return self.quantizer.quantize_indices(self.encode_latents(x))
 
     def encode_tokens(self, x: Tensor) -> Tensor:
-        """One token per latent position ``(B, h, w)``, what index priors model (see ``Quantizer.to_tokens``)."""
+        """One token per latent position ``(B, h, w)``: what index priors model (``Quantizer.to_tokens``)."""
         return self.quantizer.to_tokens(self.encode(x))
 
     def decode(self, quantized: Tensor) -> Tensor:

@@ -105,4 +105,3 @@ class Quantizer(Component):
     def quantize_indices(self, z: Tensor) -> Tensor:
         """Indices ``(B, *spatial)`` of the nearest codes of channel-first latents (no losses)."""
         return self.nearest(to_flat(z, self.dim)).reshape(z.shape[0], *z.shape[2:])
-

@@ -32,7 +32,18 @@ class EMAQuantizer(VectorQuantizer):
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     ) -> None:
         super().__init__(
-            num_codes=num_codes, dim=dim, beta=beta, ema=ema, decay=decay, eps=eps, kmeans_init=kmeans_init,
-            kmeans_iters=kmeans_iters, revive_after=revive_after, cosine=cosine, code_dim=code_dim,
-            rotation_trick=rotation_trick, min_usage=min_usage, chunk_bytes=chunk_bytes,
+            num_codes=num_codes,
+            dim=dim,
+            beta=beta,
+            ema=ema,
+            decay=decay,
+            eps=eps,
+            kmeans_init=kmeans_init,
+            kmeans_iters=kmeans_iters,
+            revive_after=revive_after,
+            cosine=cosine,
+            code_dim=code_dim,
+            rotation_trick=rotation_trick,
+            min_usage=min_usage,
+            chunk_bytes=chunk_bytes,
         )

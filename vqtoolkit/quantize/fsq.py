@@ -27,10 +27,14 @@ class FSQ(Quantizer):
     levels. ``eps`` widens the tanh range slightly so the extreme levels are reachable.
     """
 
-    def __init__(self, levels: Sequence[int] = (8, 5, 5, 5), dim: int | None = None, eps: float = 1e-3) -> None:
+    def __init__(
+        self, levels: Sequence[int] = (8, 5, 5, 5), dim: int | None = None, eps: float = 1e-3
+    ) -> None:
         levels = [int(level) for level in levels]
         if not levels or any(level < 2 for level in levels):
-            raise ConfigError(f"fsq levels must be a non-empty list of integers >= 2, e.g. [8, 5, 5, 5]; got {levels}")
+            raise ConfigError(
+                f"fsq levels must be a non-empty list of integers >= 2, e.g. [8, 5, 5, 5]; got {levels}"
+            )
         if dim is not None and dim != len(levels):
             raise ConfigError(
                 f"fsq levels {levels} quantize {len(levels)} channels but dim={dim}: give the encoder "

@@ -44,8 +44,14 @@ def smoothed_sizes(cluster_size: Tensor, eps: float) -> Tensor:
 
 @torch.no_grad()
 def ema_update_(
-    weight: Tensor, cluster_size: Tensor, embed_sum: Tensor, counts: Tensor, sums: Tensor,
-    *, decay: float, eps: float,
+    weight: Tensor,
+    cluster_size: Tensor,
+    embed_sum: Tensor,
+    counts: Tensor,
+    sums: Tensor,
+    *,
+    decay: float,
+    eps: float,
 ) -> None:
     """One EMA step, in place: ``size ← γ·size + (1−γ)·counts``, ``sum ← γ·sum + (1−γ)·sums``,
     ``weight ← sum / smoothed(size)``. ``counts`` ``(K,)`` and ``sums`` ``(K, D)`` are this step's

@@ -35,18 +35,25 @@ class ResidualQuantizer(Quantizer):
     """
 
     def __init__(
-        self, num_codes: int = 512, dim: int = 64, beta: float = 0.25, num_stages: int = 2,
+        self,
+        num_codes: int = 512,
+        dim: int = 64,
+        beta: float = 0.25,
+        num_stages: int = 2,
         **stage_options: Any,
     ) -> None:
         check_positive("num_stages", num_stages)
         check_options(VectorQuantizer, stage_options, what="quantizer 'residual' (its stages)")
         if stage_options.get("rotation_trick"):
-            raise ConfigError("rotation_trick applies to single-stage quantizers; residual passes gradients "
-                              "straight through to z")
+            raise ConfigError(
+                "rotation_trick applies to single-stage quantizers; residual passes gradients "
+                "straight through to z"
+            )
         super().__init__(num_codes=num_codes, dim=dim, beta=beta, num_stages=num_stages, **stage_options)
         self.num_codes, self.dim, self.num_stages = num_codes, dim, num_stages
         self.stages = nn.ModuleList(
-            VectorQuantizer(num_codes=num_codes, dim=dim, beta=beta, **stage_options) for _ in range(num_stages)
+            VectorQuantizer(num_codes=num_codes, dim=dim, beta=beta, **stage_options)
+            for _ in range(num_stages)
         )
         radix = num_codes ** torch.arange(num_stages - 1, -1, -1)
         self.register_buffer("radix", radix, persistent=False)
@@ -70,7 +77,9 @@ class ResidualQuantizer(Quantizer):
     def check_indices(self, indices: Tensor) -> None:
         super().check_indices(indices)
         if indices.ndim < 2 or indices.shape[1] != self.num_stages:
-            raise ConfigError(f"residual indices must be (B, {self.num_stages}, *spatial); got {tuple(indices.shape)}")
+            raise ConfigError(
+                f"residual indices must be (B, {self.num_stages}, *spatial); got {tuple(indices.shape)}"
+            )
 
     def nearest(self, flat: Tensor) -> Tensor:
         """Indices ``(N, R)``: each stage's nearest code to what the stages before it left."""

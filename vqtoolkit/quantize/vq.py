@@ -39,8 +39,15 @@ from vqtoolkit.quantize.health import ema_update_, kmeans
 
 
 def check_codebook_options(
-    num_codes: int, dim: int, beta: float, decay: float, eps: float, kmeans_iters: int,
-    revive_after: int | None, code_dim: int | None, chunk_bytes: int,
+    num_codes: int,
+    dim: int,
+    beta: float,
+    decay: float,
+    eps: float,
+    kmeans_iters: int,
+    revive_after: int | None,
+    code_dim: int | None,
+    chunk_bytes: int,
 ) -> None:
     """Raise a :class:`ConfigError` for any option a codebook quantizer cannot work with."""
     check_positive("num_codes (codebook size K)", num_codes)
@@ -84,12 +91,25 @@ class VectorQuantizer(Quantizer):
         min_usage: int = 1,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     ) -> None:
-        check_codebook_options(num_codes, dim, beta, decay, eps, kmeans_iters, revive_after, code_dim, chunk_bytes)
+        check_codebook_options(
+            num_codes, dim, beta, decay, eps, kmeans_iters, revive_after, code_dim, chunk_bytes
+        )
         check_positive("min_usage", min_usage)
         super().__init__(
-            num_codes=num_codes, dim=dim, beta=beta, ema=ema, decay=decay, eps=eps, kmeans_init=kmeans_init,
-            kmeans_iters=kmeans_iters, revive_after=revive_after, cosine=cosine, code_dim=code_dim,
-            rotation_trick=rotation_trick, min_usage=min_usage, chunk_bytes=chunk_bytes,
+            num_codes=num_codes,
+            dim=dim,
+            beta=beta,
+            ema=ema,
+            decay=decay,
+            eps=eps,
+            kmeans_init=kmeans_init,
+            kmeans_iters=kmeans_iters,
+            revive_after=revive_after,
+            cosine=cosine,
+            code_dim=code_dim,
+            rotation_trick=rotation_trick,
+            min_usage=min_usage,
+            chunk_bytes=chunk_bytes,
         )
         self.num_codes, self.dim, self.beta, self.chunk_bytes = num_codes, dim, beta, chunk_bytes
         self.ema, self.decay, self.eps, self.cosine = ema, decay, eps, cosine
@@ -175,8 +195,15 @@ class VectorQuantizer(Quantizer):
         if self.ema:
             sums = torch.zeros_like(self.embedding.weight).index_add_(0, indices, x.to(self.embedding.weight))
             all_reduce_sum_(counts, sums)
-            ema_update_(self.embedding.weight, self.cluster_size, self.embed_sum, counts, sums,
-                        decay=self.decay, eps=self.eps)
+            ema_update_(
+                self.embedding.weight,
+                self.cluster_size,
+                self.embed_sum,
+                counts,
+                sums,
+                decay=self.decay,
+                eps=self.eps,
+            )
         elif self.revive_after is not None:
             all_reduce_sum_(counts)
         if self.revive_after is not None:
