@@ -95,7 +95,12 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=40, help="batches per throughput round")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--plot", type=Path, default=Path("docs/assets/codebook-usage.png"))
+    parser.add_argument("--report", action="store_true", help="only print the table of stored results")
     args = parser.parse_args()
+    store = args.out / "quantizers.json"
+    if args.report:
+        report(json.loads(store.read_text()), args.plot)
+        return
     torch.set_num_threads(args.threads)
     labels = list(CONFIGS) if args.only is None else args.only.split(",")
     data = vqtoolkit.load_dataset("mnist", args.data_root)
@@ -113,7 +118,6 @@ def main() -> None:
         flush=True,
     )
     args.out.mkdir(parents=True, exist_ok=True)
-    store = args.out / "quantizers.json"
     results: dict[str, dict[str, Any]] = json.loads(store.read_text()) if store.exists() else {}
     for label in labels:
         model = make_model(label, 0)

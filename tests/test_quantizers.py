@@ -245,3 +245,21 @@ def test_wrong_channels_and_bad_indices_are_clear() -> None:
         q.lookup(torch.tensor([[q.num_codes]]))
     with pytest.raises(ConfigError, match="residual indices"):
         make("residual").lookup(torch.zeros(2, 2, dtype=torch.long))
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_bundle_round_trip(name: str, tmp_path: Any) -> None:
+    """Every buffer (EMA sums, usage counters, init flag) survives a bundle, and so do the codes."""
+    import vqtoolkit
+
+    options = {k: v for k, v in SMALL[name].items() if k != "dim"}
+    dim = SMALL[name]["dim"]
+    torch.manual_seed(0)
+    pipe = vqtoolkit.build("conv", name, "conv", None, dim=dim, quantizer_config=options)
+    pipe.model.train()
+    images = torch.rand(4, 1, 28, 28)
+    pipe.model(images)  # one training-mode pass: k-means init, EMA and usage buffers change
+    again = vqtoolkit.load(pipe.save(tmp_path / "m.safetensors"))
+    for key, value in pipe.model.quantizer.state_dict().items():
+        assert torch.equal(again.model.quantizer.state_dict()[key], value), key
+    assert torch.equal(again.model.eval().encode(images), pipe.model.eval().encode(images))
