@@ -114,7 +114,7 @@ class VectorQuantizer(Quantizer):
         self.num_codes, self.dim, self.beta, self.chunk_bytes = num_codes, dim, beta, chunk_bytes
         self.ema, self.decay, self.eps, self.cosine = ema, decay, eps, cosine
         self.kmeans_iters, self.revive_after, self.min_usage = kmeans_iters, revive_after, min_usage
-        self.use_rotation_trick = rotation_trick
+        self.use_rotation_trick, self.kmeans_init = rotation_trick, kmeans_init
         search_dim = code_dim or dim
         self.embedding = nn.Embedding(num_codes, search_dim)
         nn.init.uniform_(self.embedding.weight, -1.0 / num_codes, 1.0 / num_codes)
@@ -214,7 +214,7 @@ class VectorQuantizer(Quantizer):
         flat = to_flat(z, self.dim)
         x = self._to_search_space(flat)
         if self.training:
-            if hasattr(self, "initialized") and not bool(self.initialized):
+            if self.kmeans_init and not bool(self.initialized):
                 self._kmeans_init(x.detach())
             if self.revive_after is not None:
                 self._revive(x.detach())
