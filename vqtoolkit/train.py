@@ -78,7 +78,7 @@ def train_autoencoder(
             step += 1
             if not torch.isfinite(loss):
                 raise TrainingError(
-                    f"loss became {float(loss)} at step {step} (epoch {epoch}): lower the learning "
+                    f"loss became {float(loss.detach())} at step {step} (epoch {epoch}): lower the learning "
                     f"rate (--lr, now {lr}), check the images for NaN/Inf, or try --beta smaller"
                 )
             optimizer.zero_grad(set_to_none=True)
