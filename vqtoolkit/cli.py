@@ -150,3 +150,51 @@ def plugins(as_json: bool) -> None:
         click.echo("problems:")
         for p in problems:
             click.echo(f"  {p['kind']} {p['name']!r} ({p['distribution']}): {p['reason']}")
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return ""  # unreachable
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (everything, training history included).")
+@friendly_errors
+def inspect(bundle: Path, as_json: bool) -> None:
+    """Show what a bundle holds, without building it or needing its plugins installed.
+
+    Components with their providers and configs, tensor counts and sizes, training facts and
+    stored metrics. The bundle's checksum and structure are verified first.
+
+    \b
+    Example:
+      vqtool inspect vqtool-out/model.safetensors
+      vqtool inspect vqtool-out/model.safetensors --json | jq .info.metrics
+    """
+    from vqtoolkit.bundle import summary
+
+    s = summary(bundle)
+    if as_json:
+        click.echo(json.dumps(s, indent=2))
+        return
+    click.echo(f"{s['path']}: {_size(s['file_bytes'])}, bundle format {s['format_version']}, "
+               f"written by vqtoolkit {s['vqtoolkit_version']} (torch {s['torch_version']}), checksum {s['checksum']}")
+    for role, c in s["components"].items():
+        installed = c["installed"]
+        status = ("installed " + ", ".join(f"{d} {v}" for d, v in installed.items()) if installed
+                  else f"NOT INSTALLED: pip install {c['distribution']}")
+        click.echo(f"{role:<10} {c['name']:<12} from {c['distribution']} {c['version']} ({status})")
+        click.echo(f"{'':<10} {c['tensors']} tensors, {c['values']:,} values, {_size(c['bytes'])}; "
+                   f"config {json.dumps(c['config'])}")
+    info = s["info"]
+    facts = {k: info[k] for k in ("dataset", "image_shape", "epochs", "batch_size", "lr", "seed") if k in info}
+    if facts:
+        click.echo("training   " + ", ".join(f"{k} {v}" for k, v in facts.items()))
+    metrics = info.get("metrics") or {}
+    if metrics:
+        click.echo("metrics    " + ", ".join(f"{k} {v:.5g}" if isinstance(v, float) else f"{k} {v}"
+                                            for k, v in metrics.items()))
