@@ -111,6 +111,21 @@ class Pipeline:
         self.prior = prior
         self.info: dict[str, Any] = dict(info or {})
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model's weights live."""
+        return next(self.model.parameters()).device
+
+    def to(self, device: str | torch.device) -> Pipeline:
+        """Move model and prior to ``device`` (``auto``, ``cpu``, ``cuda[:i]``, ``mps``); returns self."""
+        from vqtoolkit.devices import resolve_device
+
+        target = resolve_device(device)
+        self.model.to(target)
+        if self.prior is not None:
+            self.prior.to(target)
+        return self
+
     # -- training ---------------------------------------------------------------------------
     def fit(
         self,
@@ -121,9 +136,15 @@ class Pipeline:
         lr: float = 1e-3,
         seed: int = 0,
         progress: bool = True,
+        **train_options: Any,
     ) -> Pipeline:
-        """Both stages: train the autoencoder on ``data``, then fit the prior on its codes."""
-        self.fit_autoencoder(data, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, progress=progress)
+        """Both stages: train the autoencoder on ``data``, then fit the prior on its codes.
+
+        ``train_options`` (device, precision, checkpoint_path, resume, log_path, ...) go to
+        :func:`~vqtoolkit.train.train_autoencoder`.
+        """
+        self.fit_autoencoder(data, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, progress=progress,
+                             **train_options)
         if self.prior is not None:
             self.fit_prior(data, progress=progress)
         return self
@@ -137,12 +158,16 @@ class Pipeline:
         lr: float = 1e-3,
         seed: int = 0,
         progress: bool = True,
+        **train_options: Any,
     ) -> list[dict[str, Any]]:
-        """Stage 1: train encoder, quantizer and decoder; returns the per-epoch history."""
+        """Stage 1: train encoder, quantizer and decoder; returns the per-epoch history.
+
+        ``train_options`` go to :func:`~vqtoolkit.train.train_autoencoder` (device, precision, ...).
+        """
         epochs = data.default_epochs if epochs is None else epochs
         history = train_autoencoder(
             self.model, data.train_images, data.test_images, epochs=epochs,
-            batch_size=batch_size, lr=lr, seed=seed, progress=progress,
+            batch_size=batch_size, lr=lr, seed=seed, progress=progress, **train_options,
         )
         self.info.update(
             dataset=data.name, image_shape=list(data.image_shape), num_classes=data.num_classes,
@@ -156,7 +181,7 @@ class Pipeline:
         """What a prior of ``space`` fits on: encoder latents or code indices of ``images``."""
         self.model.eval()
         encode = self.model.encode_latents if space == "latents" else self.model.encode
-        return torch.cat([encode(batch) for batch in images.split(batch_size)])
+        return torch.cat([encode(batch.to(self.device)) for batch in images.split(batch_size)])
 
     def fit_prior(
         self,
@@ -230,7 +255,7 @@ class Pipeline:
     def reconstruct(self, images: Tensor) -> Tensor:
         """Images passed through encoder, quantizer and decoder."""
         self.model.eval()
-        return self.model.reconstruct(images)
+        return self.model.reconstruct(images.to(self.device))
 
     @torch.inference_mode()
     def prior_nll(self, images: Tensor, labels: Tensor | None = None, *, batch_size: int = 1024) -> float | None:
