@@ -66,7 +66,7 @@ def check_wiring(encoder: Encoder, quantizer: Quantizer, decoder: Decoder) -> No
 
 def build(
     encoder: str | Encoder = "conv",
-    quantizer: str | Quantizer = "vq",
+    quantizer: str | Quantizer = "ema",
     decoder: str | Decoder = "conv",
     prior: str | Prior | None = "gmm",
     *,
@@ -94,7 +94,7 @@ def build(
     quant = _component("quantizer", quantizer, shared, quantizer_config)
     dec = _component("decoder", decoder, shared, decoder_config)
     check_wiring(enc, quant, dec)
-    shared["num_codes"] = quant.num_codes
+    shared["num_codes"] = quant.num_tokens
     pri = None if prior is None else _component("prior", prior, shared, prior_config)
     return Pipeline(VQVAE(enc, quant, dec), pri)
 
@@ -180,7 +180,7 @@ class Pipeline:
     def prior_inputs(self, images: Tensor, *, space: str, batch_size: int = 1024) -> Tensor:
         """What a prior of ``space`` fits on: encoder latents or code indices of ``images``."""
         self.model.eval()
-        encode = self.model.encode_latents if space == "latents" else self.model.encode
+        encode = self.model.encode_latents if space == "latents" else self.model.encode_tokens
         return torch.cat([encode(batch.to(self.device)) for batch in images.split(batch_size)])
 
     def fit_prior(
@@ -193,7 +193,7 @@ class Pipeline:
     ) -> Prior:
         """Stage 2: fit ``prior`` (a name, an instance, or the pipeline's own) on the frozen model's codes."""
         if prior is not None:
-            shared = {"num_codes": self.model.quantizer.num_codes}
+            shared = {"num_codes": self.model.quantizer.num_tokens}
             self.prior = _component("prior", prior, shared, prior_config)
         if self.prior is None:
             raise ConfigError("this pipeline has no prior; pass one, e.g. fit_prior(data, 'gmm')")
@@ -214,10 +214,10 @@ class Pipeline:
     def check_prior_matches(self, prior: Prior) -> None:
         """Refuse an index prior fitted for a codebook of another size."""
         prior_codes = prior.config.get("num_codes")
-        if prior.space == "indices" and prior_codes is not None and prior_codes != self.model.quantizer.num_codes:
+        if prior.space == "indices" and prior_codes is not None and prior_codes != self.model.quantizer.num_tokens:
             raise ConfigError(
                 f"the {registry.name_of(prior)} prior models {prior_codes} codes but the quantizer has "
-                f"{self.model.quantizer.num_codes}; refit it with `vqtool fit-prior`"
+                f"{self.model.quantizer.num_tokens}; refit it with `vqtool fit-prior`"
             )
 
     # -- using a trained pipeline -----------------------------------------------------------
@@ -240,7 +240,7 @@ class Pipeline:
         drawn = prior.sample(n, label=label, temperature=temperature, generator=generator)
         if prior.space == "latents":
             return self.model.quantizer.quantize_indices(drawn)
-        return drawn
+        return self.model.quantizer.from_tokens(drawn)
 
     @torch.inference_mode()
     def sample(

@@ -159,7 +159,7 @@ def train_autoencoder(
                 step += 1
                 if not torch.isfinite(loss):
                     raise TrainingError(
-                        f"loss became {float(loss)} at step {step} (epoch {epoch}): lower the learning "
+                        f"loss became {float(loss.detach())} at step {step} (epoch {epoch}): lower the learning "
                         f"rate (--lr, now {lr}), check the images for NaN/Inf, or try --beta smaller"
                     )
                 optimizer.zero_grad(set_to_none=True)
@@ -186,6 +186,7 @@ def train_autoencoder(
                 "train_vq": float(vq_sum) / len(train_images),
                 "train_perplexity": metrics.perplexity(counts),
                 "train_codes_used": metrics.codes_used(counts),
+                "train_dead_codes": metrics.dead_codes(counts),
                 "seconds": seconds,
                 "images_per_s": len(train_images) / max(seconds, 1e-9),
             }
