@@ -48,12 +48,12 @@ def main() -> None:
     """
 
 
-<<<<<<< HEAD
 def stage1_options(command: F) -> F:
     """The options ``build`` and ``train`` share: components, data, training, device and outputs."""
     options = [
         click.option("--encoder", default="conv", show_default=True, help="Registered encoder name (see `vqtool plugins`)."),
-        click.option("--quantizer", default="vq", show_default=True, help="Registered quantizer name."),
+        click.option("--quantizer", default="ema", show_default=True,
+                     help="Registered quantizer name (`vq` is the classic tutorial layer)."),
         click.option("--decoder", default="conv", show_default=True, help="Registered decoder name."),
         click.option("--data", "dataset", type=click.Choice(sorted(DATASETS)), default="digits", show_default=True,
                      help="Dataset; `digits` is embedded and works offline."),
@@ -87,37 +87,6 @@ def stage1_options(command: F) -> F:
     for option in reversed(options):
         command = option(command)
     return command
-=======
-@main.command()
-@click.option("--encoder", default="conv", show_default=True, help="Registered encoder name (see `vqtool plugins`).")
-@click.option("--quantizer", default="ema", show_default=True,
-              help="Registered quantizer name (`vq` is the classic tutorial layer).")
-@click.option("--decoder", default="conv", show_default=True, help="Registered decoder name.")
-@click.option("--prior", default="gmm", show_default=True, help="Registered prior name.")
-@click.option("--data", "dataset", type=click.Choice(sorted(DATASETS)), default="digits", show_default=True,
-              help="Dataset; `digits` is embedded and works offline.")
-@click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Folder holding the dataset in torchvision's layout (e.g. ROOT/MNIST/raw).")
-@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Stage-1 epochs [default: per dataset].")
-@click.option("--num-codes", "--codes", type=click.IntRange(min=1), default=512, show_default=True, help="Codebook size K.")
-@click.option("--dim", type=click.IntRange(min=1), default=64, show_default=True, help="Code dimension D.")
-@click.option("--beta", type=click.FloatRange(min=0), default=0.25, show_default=True, help="Commitment weight β.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True, help="Adam learning rate.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for weights, shuffling and sampling.")
-@click.option("--samples", "num_samples", type=click.IntRange(min=1), default=64, show_default=True,
-              help="Images in the sample grid.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              default=Path("vqtool-out/model.safetensors"), show_default=True, help="Bundle path; grids go beside it.")
-@click.option("--quiet", is_flag=True, help="No progress bars or per-epoch lines.")
-@friendly_errors
-def build(
-    encoder: str, quantizer: str, decoder: str, prior: str, dataset: str, data_root: Path | None,
-    epochs: int | None, num_codes: int, dim: int, beta: float, batch_size: int, lr: float, seed: int,
-    num_samples: int, output: Path, quiet: bool,
-) -> None:
-    """Train both stages end to end and write a bundle plus sample and reconstruction grids.
->>>>>>> issue-5
 
 
 def beside(output: Path, suffix: str) -> Path:
