@@ -174,6 +174,12 @@ def test_missing_file_and_directory(tmp_path: Path, pipe) -> None:
         pipe.save(tmp_path)
 
 
+def test_saved_file_has_the_usual_permissions(saved: Path) -> None:
+    mask = os.umask(0)
+    os.umask(mask)
+    assert saved.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
 def test_interrupted_save_leaves_the_previous_file_intact(pipe, saved: Path, monkeypatch) -> None:
     before = saved.read_bytes()
 
