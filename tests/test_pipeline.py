@@ -18,7 +18,7 @@ def test_build_routes_shared_options() -> None:
 
 
 def test_mismatched_components_fail_at_build_naming_both_sides() -> None:
-    with pytest.raises(ShapeError, match=r"encoder 'conv' has dim=8 but quantizer 'vq' has dim=64"):
+    with pytest.raises(ShapeError, match=r"encoder 'conv' has dim=8 but quantizer 'ema' has dim=64"):
         vqtoolkit.build(encoder_config={"dim": 8})
     with pytest.raises(ShapeError, match=r"encoder 'conv' has downsample=8 but decoder 'conv' has upsample=4"):
         vqtoolkit.build(encoder_config={"hidden_channels": [8, 8, 8]})

@@ -199,6 +199,7 @@ def train_autoencoder(
                 tqdm.write(format_epoch(record, epochs))
             if on_epoch_end is not None:
                 on_epoch_end(record)
+    model.to(memory_format=torch.contiguous_format)  # channels-last is a training-time layout only
     model.eval()
     return history
 
