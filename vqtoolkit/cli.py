@@ -260,7 +260,7 @@ def plugins(as_json: bool) -> None:
             click.echo(f"  {p['kind']} {p['name']!r} ({p['distribution']}): {p['reason']}")
 
 
-def _size(n: int) -> str:
+def _size(n: float) -> str:
     for unit in ("B", "kB", "MB", "GB"):
         if n < 1000 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

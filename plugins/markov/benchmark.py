@@ -21,7 +21,10 @@ from vqtoolkit.metrics import bits_per_code
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    """Print the table for the bundle given on the command line."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("bundle")
     parser.add_argument("--data-root", default=None)
     args = parser.parse_args()
@@ -30,10 +33,15 @@ def main() -> None:
     train = pipe.prior_inputs(data.train_images, space="indices")
     test = pipe.prior_inputs(data.test_images, space="indices")
     k = pipe.model.quantizer.num_codes
-    print(f"{pipe.info['dataset']}: {len(train)} train / {len(test)} test code grids {tuple(train.shape[1:])}, K={k}")
+    print(
+        f"{pipe.info['dataset']}: {len(train)} train / {len(test)} test code grids "
+        f"{tuple(train.shape[1:])}, K={k}"
+    )
     print(f"{'prior':<34} {'test bits/code':>14} {'fit s':>7} {'sample 64 s':>11}")
     print(f"{'uniform':<34} {math.log2(k):>14.3f} {'-':>7} {'-':>11}")
-    rows = [("per-position unigram (strength=1e12)", 1e12)] + [(f"markov strength={s:g}", s) for s in (1, 5, 25)]
+    rows = [("per-position unigram (strength=1e12)", 1e12)] + [
+        (f"markov strength={s:g}", s) for s in (1, 5, 25)
+    ]
     for label, strength in rows:
         start = time.perf_counter()
         prior = MarkovPrior(k, strength=strength).fit(train, progress=False)
