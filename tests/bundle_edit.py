@@ -20,7 +20,9 @@ def split(data: bytes) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     return json.loads(header["__metadata__"][bundle.METADATA_KEY]), load_bytes(data)
 
 
-def join(document: Any, tensors: dict[str, torch.Tensor], *, sign: bool = True, text: str | None = None) -> bytes:
+def join(
+    document: Any, tensors: dict[str, torch.Tensor], *, sign: bool = True, text: str | None = None
+) -> bytes:
     """A bundle's bytes from a (possibly edited) document and tensors; ``sign`` recomputes the checksum,
     as someone who edits a bundle on purpose would."""
     text = json.dumps(document) if text is None else text
@@ -46,8 +48,14 @@ def tiny_pipeline(prior: str | None = "gmm", **prior_config: Any):
 
     torch.manual_seed(0)
     pipe = vqtoolkit.build(
-        "conv", "vq", "conv", None, dim=4, num_codes=8,
-        encoder_config={"hidden_channels": [8, 8]}, decoder_config={"hidden_channels": [8, 8]},
+        "conv",
+        "vq",
+        "conv",
+        None,
+        dim=4,
+        num_codes=8,
+        encoder_config={"hidden_channels": [8, 8]},
+        decoder_config={"hidden_channels": [8, 8]},
     )
     images = torch.rand(48, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     labels = torch.arange(48) % 3

@@ -96,11 +96,17 @@ def _edit(saved: Path, tmp_path: Path, **kwargs) -> Path:
         (lambda d: d["components"]["prior"].update(kind="encoder"), "has kind 'encoder'"),
         (lambda d: d["components"]["prior"].update(distribution="x; rm -rf ~"), "invalid distribution"),
         (lambda d: d["components"]["prior"].update(config=[1]), "needs a 'config' object"),
-        (lambda d: d["components"]["quantizer"]["config"].update(num_codes="512"), "num_codes='512' is not of type int"),
+        (
+            lambda d: d["components"]["quantizer"]["config"].update(num_codes="512"),
+            "num_codes='512' is not of type int",
+        ),
         (lambda d: d["components"]["quantizer"]["config"].update(num_codes=True), "is not of type int"),
         (lambda d: d["components"]["quantizer"]["config"].update(codes=8), "no option 'codes'"),
-        (lambda d: d["components"]["quantizer"]["config"].update(num_codes=-3), "num_codes.* must be >= 1"),
-        (lambda d: d["components"]["quantizer"]["config"].update(num_codes=10**12), "expected \\(1000000000000, 4\\)"),
+        (lambda d: d["components"]["quantizer"]["config"].update(num_codes=-3), "num_codes.*must be >= 1"),
+        (
+            lambda d: d["components"]["quantizer"]["config"].update(num_codes=10**12),
+            "expected \\(1000000000000, 4\\)",
+        ),
         (lambda d: d["components"]["encoder"]["config"].update(hidden_channels=[8, "x"]), "hidden_channels"),
         (lambda d: d["components"]["encoder"]["config"].update(dim=5), "do not match|tensor"),
         (lambda d: d.update(info=[]), "'info' must be a JSON object"),
@@ -113,9 +119,11 @@ def test_edited_metadata_is_refused_with_the_reason(saved: Path, tmp_path: Path,
 
 def test_missing_plugin_names_the_package_to_install(saved: Path, tmp_path: Path) -> None:
     def edit(d):
-        d["components"]["prior"].update(name="markov", distribution="vqtoolkit-markov")
+        d["components"]["prior"].update(name="bigram", distribution="vqtoolkit-bigram")
 
-    with pytest.raises(BundleError, match=r"prior 'markov' from the package 'vqtoolkit-markov'.*pip install vqtoolkit-markov"):
+    with pytest.raises(
+        BundleError, match=r"prior 'bigram' from the package 'vqtoolkit-bigram'.*pip install vqtoolkit-bigram"
+    ):
         vqtoolkit.load(_edit(saved, tmp_path, edit_document=edit))
 
 
@@ -129,9 +137,18 @@ def _drop_first(prefix: str):
         (_drop_first("encoder."), "missing \\['net.0.bias'\\]"),
         (lambda t: t.update({"prior.extra": torch.zeros(2)}), "unexpected \\['extra'\\]"),
         (lambda t: t.update({"critic.weight": torch.zeros(2)}), "belong to no component"),
-        (lambda t: t.update({"quantizer.embedding.weight": torch.zeros(8, 5)}), "is \\(8, 5\\) torch.float32, expected \\(8, 4\\)"),
-        (lambda t: t.update({"quantizer.embedding.weight": torch.zeros(8, 4, dtype=torch.float64)}), "float64"),
-        (lambda t: t.update({"prior.fitted": torch.ones((), dtype=torch.uint8)}), "torch.uint8, expected \\(\\) torch.bool"),
+        (
+            lambda t: t.update({"quantizer.embedding.weight": torch.zeros(8, 5)}),
+            "is \\(8, 5\\) torch.float32, expected \\(8, 4\\)",
+        ),
+        (
+            lambda t: t.update({"quantizer.embedding.weight": torch.zeros(8, 4, dtype=torch.float64)}),
+            "float64",
+        ),
+        (
+            lambda t: t.update({"prior.fitted": torch.ones((), dtype=torch.uint8)}),
+            "torch.uint8, expected \\(\\) torch.bool",
+        ),
     ],
 )
 def test_edited_tensors_are_refused_with_the_reason(saved: Path, tmp_path: Path, edit, message: str) -> None:
@@ -172,6 +189,12 @@ def test_missing_file_and_directory(tmp_path: Path, pipe) -> None:
         vqtoolkit.load(tmp_path / "nope.safetensors")
     with pytest.raises(BundleError, match="is a directory"):
         pipe.save(tmp_path)
+
+
+def test_saved_file_has_the_usual_permissions(saved: Path) -> None:
+    mask = os.umask(0)
+    os.umask(mask)
+    assert saved.stat().st_mode & 0o777 == 0o666 & ~mask
 
 
 def test_interrupted_save_leaves_the_previous_file_intact(pipe, saved: Path, monkeypatch) -> None:

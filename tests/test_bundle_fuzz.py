@@ -55,7 +55,7 @@ def no_hang(seconds: int = 20) -> Iterator[None]:
 
 
 def load_bytes(data: bytes) -> Any | None:
-    """Load ``data`` as a bundle: the pipeline, or ``None`` when it raised BundleError (anything else escapes)."""
+    """Load ``data`` as a bundle: the pipeline, or ``None`` on BundleError (anything else escapes)."""
     path = WORKDIR / "mutated.safetensors"
     path.write_bytes(data)
     with no_hang():
@@ -70,11 +70,31 @@ def load_bytes(data: bytes) -> Any | None:
 
 
 def outcome(message: str) -> str:
-    """The kind of problem a message reports, for Hypothesis' statistics (``--hypothesis-show-statistics``)."""
-    for phrase in ("not a readable safetensors", "not a vqtoolkit bundle", "not valid JSON", "checksum",
-                   "format version", "does not describe", "not installed", "not of type", "has no option",
-                   "cannot rebuild", "do not match", "expected", "belong to no component", "entry", "info",
-                   "must describe", "components", "unknown component role", "does not have", "has dim", "has in_channels", "has downsample"):
+    """The kind of problem a message reports, for Hypothesis' statistics (--hypothesis-show-statistics)."""
+    for phrase in (
+        "not a readable safetensors",
+        "not a vqtoolkit bundle",
+        "not valid JSON",
+        "checksum",
+        "format version",
+        "does not describe",
+        "not installed",
+        "not of type",
+        "has no option",
+        "cannot rebuild",
+        "do not match",
+        "expected",
+        "belong to no component",
+        "entry",
+        "info",
+        "must describe",
+        "components",
+        "unknown component role",
+        "does not have",
+        "has dim",
+        "has in_channels",
+        "has downsample",
+    ):
         if phrase in message:
             return phrase
     return message[:60]
@@ -82,7 +102,12 @@ def outcome(message: str) -> str:
 
 def parts(pipe: Any) -> dict[str, torch.nn.Module]:
     model = pipe.model
-    return {"encoder": model.encoder, "quantizer": model.quantizer, "decoder": model.decoder, "prior": pipe.prior}
+    return {
+        "encoder": model.encoder,
+        "quantizer": model.quantizer,
+        "decoder": model.decoder,
+        "prior": pipe.prior,
+    }
 
 
 def assert_identical(loaded: Any) -> None:
@@ -97,7 +122,12 @@ def assert_identical(loaded: Any) -> None:
 
 def assert_matches_file(loaded: Any, tensors: dict[str, torch.Tensor]) -> None:
     """A deliberate, re-signed edit may load: then the model holds exactly the file's tensors."""
-    state = {f"{role}.{k}": v for role, c in parts(loaded).items() if c is not None for k, v in c.state_dict().items()}
+    state = {
+        f"{role}.{k}": v
+        for role, c in parts(loaded).items()
+        if c is not None
+        for k, v in c.state_dict().items()
+    }
     assert state.keys() == tensors.keys()
     assert all(torch.equal(state[k], tensors[k]) for k in state)
 
@@ -116,8 +146,14 @@ def test_flipped_bytes(data: st.DataObject) -> None:
     raw = bytearray(original()[1])
     header_end = 8 + int.from_bytes(raw[:8], "little")
     region = data.draw(st.sampled_from([(0, header_end), (0, len(raw))]), label="region")
-    flips = data.draw(st.lists(st.tuples(st.integers(*region).map(lambda i: min(i, len(raw) - 1)),
-                                         st.integers(1, 255)), min_size=1, max_size=4), label="flips")
+    flips = data.draw(
+        st.lists(
+            st.tuples(st.integers(*region).map(lambda i: min(i, len(raw) - 1)), st.integers(1, 255)),
+            min_size=1,
+            max_size=4,
+        ),
+        label="flips",
+    )
     for position, mask in flips:
         raw[position] ^= mask
     loaded = load_bytes(bytes(raw))
@@ -189,7 +225,9 @@ def test_edited_tensors(data: st.DataObject, sign: bool) -> None:
     if action == "drop":
         del tensors[name]
     elif action == "extra":
-        prefix = data.draw(st.sampled_from(["encoder.", "quantizer.", "decoder.", "prior.", "", "x."]), label="prefix")
+        prefix = data.draw(
+            st.sampled_from(["encoder.", "quantizer.", "decoder.", "prior.", "", "x."]), label="prefix"
+        )
         tensors[prefix + data.draw(st.text(min_size=1, max_size=8), label="name")] = torch.zeros(2)
     elif action == "reshape":
         shape = data.draw(st.lists(st.integers(0, 9), max_size=4), label="shape")

@@ -83,7 +83,7 @@ def digest(document_json: str, tensors: Mapping[str, Tensor]) -> str:
     for key in sorted(tensors):
         t = tensors[key]
         h.update(f"\0{key}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
-        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 
@@ -96,6 +96,8 @@ def atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        if os.name == "posix":  # mkstemp makes 0600 files; give the bundle the mode a plain open() would
+            os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -110,6 +112,12 @@ def atomic_write(path: Path, data: bytes) -> None:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def role_components(pipeline: Any) -> dict[str, nn.Module]:
@@ -162,14 +170,16 @@ def read(path: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
-            tensors = {key: f.get_tensor(key) for key in f.keys()}
-    except Exception as err:  # noqa: BLE001 - safetensors reports corrupt input with several types
+            tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 - safe_open is no dict
+    except Exception as err:
         raise BundleError(
             f"{path} is not a readable safetensors file ({type(err).__name__}: {err}); "
             f"it may be truncated or corrupt"
         ) from err
     if METADATA_KEY not in metadata:
-        raise BundleError(f"{path} is a safetensors file but not a vqtoolkit bundle (no '{METADATA_KEY}' metadata)")
+        raise BundleError(
+            f"{path} is a safetensors file but not a vqtoolkit bundle (no '{METADATA_KEY}' metadata)"
+        )
     text = metadata[METADATA_KEY]
     try:
         document = json.loads(text)
@@ -203,7 +213,9 @@ def _check_document(path: Path, document: dict[str, Any], tensors: Mapping[str, 
         raise BundleError(f"{path}: the bundle metadata has no 'components' table")
     absent = [role for role in REQUIRED_ROLES if role not in components]
     if absent:
-        raise BundleError(f"{path}: the bundle must describe an encoder, a quantizer and a decoder (missing {absent})")
+        raise BundleError(
+            f"{path}: the bundle must describe an encoder, a quantizer and a decoder (missing {absent})"
+        )
     for role, entry in components.items():
         if role not in ROLES:
             raise BundleError(f"{path}: unknown component role {role!r}; roles are {', '.join(ROLES)}")
@@ -274,7 +286,7 @@ def check_config_types(cls: type, config: Mapping[str, Any], *, what: str) -> No
         raise BundleError(str(err)) from err
     try:
         hints = typing.get_type_hints(cls.__init__)  # type: ignore[misc]
-    except Exception:  # noqa: BLE001 - unresolvable annotations: the constructor validates instead
+    except Exception:
         return
     for key, value in config.items():
         expected = hints.get(key)
@@ -317,13 +329,14 @@ def _type_name(tp: Any) -> str:
 
 
 def construct(cls: type, config: Mapping[str, Any], *, what: str, device: str | None = None) -> nn.Module:
-    """``cls(**config)`` (on ``device``), any failure of the constructor reported as a :class:`BundleError`."""
+    """``cls(**config)`` on ``device``; any failure of the constructor becomes a :class:`BundleError`."""
     try:
         with torch.device(device or "cpu"):
-            return cls(**config)
+            component: nn.Module = cls(**config)
+            return component
     except VQToolkitError as err:
         raise BundleError(f"cannot rebuild the {what} from its config: {err}") from err
-    except Exception as err:  # noqa: BLE001 - constructors are plugin code; a bad config must surface as ours
+    except Exception as err:
         raise BundleError(f"cannot rebuild the {what} from its config ({type(err).__name__}: {err})") from err
 
 
@@ -334,13 +347,18 @@ def expected_state(cls: type, config: Mapping[str, Any], *, what: str) -> dict[s
     """
     try:
         with torch.device("meta"):
-            return cls(**config).state_dict()
-    except Exception:  # noqa: BLE001 - fall back to a real build, which reports the error if there is one
+            state: dict[str, Tensor] = cls(**config).state_dict()
+            return state
+    except Exception:
         return construct(cls, config, what=what).state_dict()
 
 
 def restore(
-    cls: type, config: Mapping[str, Any], state: Mapping[str, Tensor], *, what: str,
+    cls: type,
+    config: Mapping[str, Any],
+    state: Mapping[str, Tensor],
+    *,
+    what: str,
 ) -> nn.Module:
     """Rebuild ``cls(**config)`` and load ``state`` into it, after checking every name, shape and dtype."""
     check_config_types(cls, config, what=what)
@@ -348,7 +366,8 @@ def restore(
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     if missing or unexpected:
         raise BundleError(
-            f"the {what}'s tensors do not match its config (missing {missing[:5]}, unexpected {unexpected[:5]})"
+            f"the {what}'s tensors do not match its config "
+            f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
         )
     for key, value in state.items():
         want = expected[key]
@@ -360,7 +379,7 @@ def restore(
     component = construct(cls, config, what=what)
     try:
         component.load_state_dict(dict(state), strict=True)
-    except Exception as err:  # noqa: BLE001 - a custom _load_from_state_dict may reject values
+    except Exception as err:
         raise BundleError(f"cannot load the {what}'s tensors ({type(err).__name__}: {err})") from err
     return component
 
@@ -369,7 +388,7 @@ def _build_component(role: str, entry: Mapping[str, Any], tensors: Mapping[str, 
     cls = resolve_class(role, entry)
     what = f"{role} {entry['name']!r} ({entry['distribution']} {entry['version']})"
     prefix = f"{role}."
-    state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
     component = restore(cls, entry["config"], state, what=what)
     component.registered_name = entry["name"]
     return component
@@ -386,7 +405,9 @@ def load(path: str | Path) -> Any:
     path = Path(path)
     document, tensors = read(path)
     try:
-        parts = {role: _build_component(role, entry, tensors) for role, entry in document["components"].items()}
+        parts = {
+            role: _build_component(role, entry, tensors) for role, entry in document["components"].items()
+        }
         check_wiring(parts["encoder"], parts["quantizer"], parts["decoder"])  # type: ignore[arg-type]
     except VQToolkitError as err:
         raise BundleError(f"{path}: {err}") from err

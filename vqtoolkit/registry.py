@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import inspect
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from importlib import metadata
 from typing import Any
 
@@ -31,7 +31,8 @@ class ComponentSpec:
 
     def load(self) -> type:
         """Import the component class (may raise whatever the plugin's import raises)."""
-        return metadata.EntryPoint(self.name, self.value, group_name(self.kind)).load()
+        cls: type = metadata.EntryPoint(self.name, self.value, group_name(self.kind)).load()
+        return cls
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ def _distribution_of(ep: metadata.EntryPoint) -> tuple[str, str]:
     return dist.metadata["Name"], dist.version
 
 
-@lru_cache(maxsize=None)
+@cache
 def _discover(kind: str) -> tuple[dict[str, tuple[ComponentSpec, ...]], tuple[Problem, ...]]:
     specs: dict[str, list[ComponentSpec]] = {}
     seen: set[tuple[str, str, str]] = set()
@@ -74,9 +75,14 @@ def _discover(kind: str) -> tuple[dict[str, tuple[ComponentSpec, ...]], tuple[Pr
         seen.add(key)
         specs.setdefault(ep.name, []).append(ComponentSpec(kind, ep.name, ep.value, dist, version))
     problems = [
-        Problem(kind, name, ", ".join(s.distribution for s in found),
-                "registered by more than one distribution: " + ", ".join(s.distribution for s in found)
-                + f"; uninstall all but one, or choose one as '{name}@DISTRIBUTION'")
+        Problem(
+            kind,
+            name,
+            ", ".join(s.distribution for s in found),
+            "registered by more than one distribution: "
+            + ", ".join(s.distribution for s in found)
+            + f"; uninstall all but one, or choose one as '{name}@DISTRIBUTION'",
+        )
         for name, found in specs.items()
         if len(found) > 1
     ]
@@ -124,8 +130,10 @@ def split_name(name: str) -> tuple[str, str | None]:
 
 
 def spec(kind: str, name: str, distribution: str | None = None) -> ComponentSpec:
-    """The registration of ``name`` (or ``name@distribution``); errors list close matches or the
-    competing distributions."""
+    """The registration of ``name`` (or ``name@distribution``).
+
+    Errors list close matches, or the competing distributions of a name registered twice.
+    """
     name, chosen = split_name(name)
     distribution = distribution or chosen
     found = _discover(kind)[0]
@@ -153,7 +161,7 @@ def spec(kind: str, name: str, distribution: str | None = None) -> ComponentSpec
     return candidates[0]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _load_class(s: ComponentSpec) -> type:
     try:
         return s.load()
@@ -198,7 +206,8 @@ def check_options(cls: type, config: dict[str, Any], *, what: str) -> None:
     unknown = sorted(set(config) - valid)
     if unknown:
         hints = [
-            f"{u!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(u, valid, 1))
+            f"{u!r} (did you mean {close[0]!r}?)"
+            if (close := difflib.get_close_matches(u, valid, 1))
             else repr(u)
             for u in unknown
         ]
@@ -208,8 +217,11 @@ def check_options(cls: type, config: dict[str, Any], *, what: str) -> None:
 
 
 def name_of(component: Any) -> str:
-    """The registered name a component was created under, its class's ``name`` attribute, or the
-    name its class is registered as (so a directly constructed built-in still has a name)."""
+    """The registered name of a component.
+
+    The name it was created under, its class's ``name`` attribute, or the name its class is
+    registered as (so a directly constructed built-in still has a name).
+    """
     name = getattr(component, "registered_name", None) or getattr(type(component), "name", None)
     if not name:
         cls = type(component)

@@ -28,7 +28,7 @@ import sys
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from safetensors.torch import load as load_bytes
@@ -76,80 +76,111 @@ def _resolve(kind: str, component: str | type) -> tuple[type, str | None]:
     return component, None
 
 
-def _build(kind: str, cls: type, config: Mapping[str, Any], name: str | None) -> nn.Module:
+def _build(kind: str, cls: type, config: Mapping[str, Any], name: str | None) -> Any:
     try:
-        instance = cls(**config)
-    except Exception as err:  # noqa: BLE001 - report any constructor failure as the first failed check
+        instance: Any = cls(**config)
+    except Exception as err:
         raise _fail(cls, "construct", f"cls(**{dict(config)!r}) raised {type(err).__name__}: {err}") from err
     if not isinstance(instance, nn.Module):
-        raise _fail(cls, "is a module", "components must subclass torch.nn.Module (via vqtoolkit's base classes)")
+        raise _fail(
+            cls, "is a module", "components must subclass torch.nn.Module (via vqtoolkit's base classes)"
+        )
+    instance = cast(Any, instance)  # components carry attributes nn.Module's typing does not know
     if getattr(instance, "kind", None) != kind:
-        raise _fail(cls, "kind", f"kind is {getattr(instance, 'kind', None)!r}, expected {kind!r}: "
-                                 f"subclass the {kind} base class in vqtoolkit")
+        raise _fail(
+            cls,
+            "kind",
+            f"kind is {getattr(instance, 'kind', None)!r}, expected {kind!r}: "
+            f"subclass the {kind} base class in vqtoolkit",
+        )
     if name is not None:
         instance.registered_name = name
     return instance
 
 
-def check_config(cls: type, instance: nn.Module) -> None:
-    """``config`` is plain JSON, names only constructor options, and ``cls(**config)`` rebuilds the same config."""
+def check_config(cls: type, instance: Any) -> None:
+    """``config`` is plain JSON, names only constructor options, and ``cls(**config)`` rebuilds it."""
     config = getattr(instance, "config", None)
     if not isinstance(config, dict) or not all(isinstance(k, str) for k in config):
         raise _fail(cls, "config", "config must be a dict of constructor options keyed by name")
     try:
         round_tripped = json.loads(json.dumps(config, allow_nan=False))
     except (TypeError, ValueError) as err:
-        raise _fail(cls, "config is JSON", f"{err}; keep only numbers, strings, booleans, None, lists, dicts") from err
+        raise _fail(
+            cls, "config is JSON", f"{err}; keep only numbers, strings, booleans, None, lists, dicts"
+        ) from err
     if round_tripped != config:
-        raise _fail(cls, "config is JSON", f"{config!r} changes through JSON (to {round_tripped!r}); "
-                                           f"store lists, not tuples, and string dict keys")
+        raise _fail(
+            cls,
+            "config is JSON",
+            f"{config!r} changes through JSON (to {round_tripped!r}); "
+            f"store lists, not tuples, and string dict keys",
+        )
     try:
         registry.check_options(cls, config, what=cls.__name__)
         rebuilt = cls(**config)
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         raise _fail(cls, "config rebuilds", f"cls(**config) raised {type(err).__name__}: {err}") from err
     if rebuilt.config != config:
         raise _fail(cls, "config rebuilds", f"cls(**config).config is {rebuilt.config!r}, not {config!r}")
 
 
-def check_state(cls: type, instance: nn.Module) -> None:
+def check_state(cls: type, instance: Any) -> None:
     """Every buffer is a tensor and every tensor attribute is registered, so ``state_dict`` is complete."""
     for module_name, module in instance.named_modules():
         where = f"{module_name}." if module_name else ""
         for name, buffer in module._buffers.items():
             if buffer is None:
-                raise _fail(cls, "no None buffers", f"buffer {where}{name} is None, so state_dict drops it and a "
-                                                    f"bundle cannot restore it; register a tensor of the right shape")
+                raise _fail(
+                    cls,
+                    "no None buffers",
+                    f"buffer {where}{name} is None, so state_dict drops it and a "
+                    f"bundle cannot restore it; register a tensor of the right shape",
+                )
         for name, value in vars(module).items():
             if isinstance(value, Tensor):
-                raise _fail(cls, "tensors are registered", f"{where}{name} is a plain tensor attribute: bundles "
-                                                           f"do not save it and .to() does not move it; use "
-                                                           f"register_buffer({name!r}, ...)")
+                raise _fail(
+                    cls,
+                    "tensors are registered",
+                    f"{where}{name} is a plain tensor attribute: bundles "
+                    f"do not save it and .to() does not move it; use "
+                    f"register_buffer({name!r}, ...)",
+                )
 
 
-def check_meta_build(cls: type, instance: nn.Module) -> None:
-    """``cls(**config)`` on the meta device has the same state names, shapes and dtypes (bundles rely on it)."""
+def check_meta_build(cls: type, instance: Any) -> None:
+    """``cls(**config)`` on the meta device has the same state names, shapes and dtypes (bundles need it)."""
     try:
         with torch.device("meta"):
             meta = cls(**instance.config).state_dict()
-    except Exception as err:  # noqa: BLE001
-        raise _fail(cls, "builds on meta", f"building on torch.device('meta') raised {type(err).__name__}: "
-                                           f"{err}; avoid reading tensor values (.item(), numpy) in __init__") from err
+    except Exception as err:
+        raise _fail(
+            cls,
+            "builds on meta",
+            f"building on torch.device('meta') raised {type(err).__name__}: "
+            f"{err}; avoid reading tensor values (.item(), numpy) in __init__",
+        ) from err
     real = instance.state_dict()
     shapes = {k: (tuple(v.shape), v.dtype) for k, v in real.items()}
     meta_shapes = {k: (tuple(v.shape), v.dtype) for k, v in meta.items()}
     if shapes != meta_shapes:
         changed = sorted(k for k in shapes.keys() | meta_shapes.keys() if shapes.get(k) != meta_shapes.get(k))
-        raise _fail(cls, "config fixes the state", f"cls(**config) has different tensors than the instance at "
-                                                   f"{changed[:5]}; record in config whatever decides their shapes")
+        raise _fail(
+            cls,
+            "config fixes the state",
+            f"cls(**config) has different tensors than the instance at "
+            f"{changed[:5]}; record in config whatever decides their shapes",
+        )
 
 
-def bundle_round_trip(kind: str, cls: type, instance: nn.Module) -> nn.Module:
-    """The component through safetensors bytes and the bundle loader's validation; returns the rebuilt copy."""
-    data = save_bytes(bundle.component_tensors(kind, instance), metadata={"config": json.dumps(instance.config)})
+def bundle_round_trip(kind: str, cls: type, instance: Any) -> Any:
+    """The component through safetensors bytes and the bundle loader's validation; returns the copy."""
+    data = save_bytes(
+        bundle.component_tensors(kind, instance), metadata={"config": json.dumps(instance.config)}
+    )
     state = {k.split(".", 1)[1]: v for k, v in load_bytes(data).items()}
     try:
-        rebuilt = bundle.restore(cls, json.loads(json.dumps(instance.config)), state, what=cls.__name__)
+        rebuilt: Any = bundle.restore(cls, json.loads(json.dumps(instance.config)), state, what=cls.__name__)
     except VQToolkitError as err:
         raise _fail(cls, "bundle round trip", str(err)) from err
     before, after = instance.state_dict(), rebuilt.state_dict()
@@ -159,7 +190,7 @@ def bundle_round_trip(kind: str, cls: type, instance: nn.Module) -> nn.Module:
     return rebuilt.train(instance.training)
 
 
-def _check_registered(kind: str, cls: type, instance: nn.Module, name: str | None) -> None:
+def _check_registered(kind: str, cls: type, instance: Any, name: str | None) -> None:
     if name is None:
         return
     try:
@@ -170,7 +201,7 @@ def _check_registered(kind: str, cls: type, instance: nn.Module, name: str | Non
         raise _fail(cls, "registered", f"saved as {entry['name']!r}, not {name!r}")
 
 
-def _common(kind: str, component: str | type, config: Mapping[str, Any] | None) -> tuple[type, nn.Module]:
+def _common(kind: str, component: str | type, config: Mapping[str, Any] | None) -> tuple[type, Any]:
     cls, name = _resolve(kind, component)
     instance = _build(kind, cls, dict(config or {}), name)
     check_config(cls, instance)
@@ -180,33 +211,45 @@ def _common(kind: str, component: str | type, config: Mapping[str, Any] | None) 
     return cls, instance
 
 
-def _positive_ints(cls: type, instance: nn.Module, *names: str) -> list[int]:
+def _positive_ints(cls: type, instance: Any, *names: str) -> list[int]:
     values = [getattr(instance, n, None) for n in names]
     for n, v in zip(names, values, strict=True):
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise _fail(cls, "declares its shape", f"attribute {n} must be a positive int (build() reads it); got {v!r}")
+            raise _fail(
+                cls,
+                "declares its shape",
+                f"attribute {n} must be a positive int (build() reads it); got {v!r}",
+            )
     return values  # type: ignore[return-value]
 
 
-def _check_gradients(cls: type, module: nn.Module, output: Tensor, x: Tensor) -> None:
+def _check_gradients(cls: type, module: Any, output: Tensor, x: Tensor) -> None:
     output.square().mean().backward()
     if x.grad is None or not torch.isfinite(x.grad).all() or not x.grad.abs().sum() > 0:
         raise _fail(cls, "differentiable", "no finite, non-zero gradient reaches the input")
     unused = [n for n, p in module.named_parameters() if p.requires_grad and p.grad is None]
     if unused:
-        raise _fail(cls, "every parameter is used", f"{unused[:5]} receive no gradient (unused parameters "
-                                                      f"waste memory and break DistributedDataParallel)")
+        raise _fail(
+            cls,
+            "every parameter is used",
+            f"{unused[:5]} receive no gradient (unused parameters "
+            f"waste memory and break DistributedDataParallel)",
+        )
 
 
-def _check_dtypes_devices(cls: type, module: nn.Module, run: Any, example: Tensor) -> None:
+def _check_dtypes_devices(cls: type, module: Any, run: Any, example: Tensor) -> None:
     """``run(module, x)`` keeps float64 and every available device."""
     for device in devices():
         for dtype in (torch.float32, torch.float64) if device.type != "mps" else (torch.float32,):
             moved = module.to(device=device, dtype=dtype)
             out = run(moved, example.to(device=device, dtype=dtype))
             if out.dtype != dtype or out.device.type != device.type:
-                raise _fail(cls, "dtype and device", f"on {device} with {dtype} the output is {out.dtype} on "
-                                                     f"{out.device}; create new tensors with like=input's dtype/device")
+                raise _fail(
+                    cls,
+                    "dtype and device",
+                    f"on {device} with {dtype} the output is {out.dtype} on "
+                    f"{out.device}; create new tensors with like=input's dtype/device",
+                )
     module.to(device="cpu", dtype=torch.float32)
 
 
@@ -233,12 +276,14 @@ def check_decoder(component: str | type, config: Mapping[str, Any] | None = None
         raise _fail(cls, "bundle round trip", "the restored decoder computes something else")
 
 
-def _check_map(cls: type, module: nn.Module, x: Tensor, shape: tuple[int, ...]) -> None:
+def _check_map(cls: type, module: Any, x: Tensor, shape: tuple[int, ...]) -> None:
     module.train()
     x = x.clone().requires_grad_(True)
     out = module(x)
     if tuple(out.shape) != shape or not torch.isfinite(out).all():
-        raise _fail(cls, "shapes", f"input {tuple(x.shape)} gave {tuple(out.shape)}, expected {shape} (finite)")
+        raise _fail(
+            cls, "shapes", f"input {tuple(x.shape)} gave {tuple(out.shape)}, expected {shape} (finite)"
+        )
     _check_gradients(cls, module, out, x)
     module.eval()
     with torch.no_grad():
@@ -249,7 +294,11 @@ def _check_map(cls: type, module: nn.Module, x: Tensor, shape: tuple[int, ...]) 
 
 # -- quantizers ------------------------------------------------------------------------------------
 def check_quantizer_invariants(
-    quantizer: nn.Module, z: Tensor, *, exact_nearest: bool = True, straight_through: bool = True,
+    quantizer: Any,
+    z: Tensor,
+    *,
+    exact_nearest: bool = True,
+    straight_through: bool = True,
 ) -> None:
     """The quantizer contract on one input ``z`` (B, D, *spatial), in eval mode.
 
@@ -264,23 +313,42 @@ def check_quantizer_invariants(
     out = quantizer(z)
     for field in ("quantized", "indices", "loss"):
         if not hasattr(out, field):
-            raise _fail(cls, "output fields", f"forward's result has no {field!r}; return vqtoolkit's QuantizerOutput")
+            raise _fail(
+                cls, "output fields", f"forward's result has no {field!r}; return vqtoolkit's QuantizerOutput"
+            )
     quantized, indices, loss = out.quantized, out.indices, out.loss
     if quantized.shape != z.shape or quantized.dtype != z.dtype:
-        raise _fail(cls, "quantized shape", f"quantized is {tuple(quantized.shape)} {quantized.dtype}, z is "
-                                            f"{tuple(z.shape)} {z.dtype}")
-    if indices.dtype != torch.long or indices.shape[0] != b or tuple(indices.shape[indices.ndim - len(spatial):]) != spatial:
-        raise _fail(cls, "indices shape", f"indices are {tuple(indices.shape)} {indices.dtype}; expected long "
-                                          f"(B, *spatial) = {(b, *spatial)} (or (B, stages, *spatial))")
+        raise _fail(
+            cls,
+            "quantized shape",
+            f"quantized is {tuple(quantized.shape)} {quantized.dtype}, z is {tuple(z.shape)} {z.dtype}",
+        )
+    if (
+        indices.dtype != torch.long
+        or indices.shape[0] != b
+        or tuple(indices.shape[indices.ndim - len(spatial) :]) != spatial
+    ):
+        raise _fail(
+            cls,
+            "indices shape",
+            f"indices are {tuple(indices.shape)} {indices.dtype}; expected long "
+            f"(B, *spatial) = {(b, *spatial)} (or (B, stages, *spatial))",
+        )
     k = int(quantizer.num_codes)
     if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= k):
-        raise _fail(cls, "indices in range", f"indices span [{int(indices.min())}, {int(indices.max())}], not [0, {k})")
+        raise _fail(
+            cls,
+            "indices in range",
+            f"indices span [{int(indices.min())}, {int(indices.max())}], not [0, {k})",
+        )
     if loss.ndim != 0 or not torch.isfinite(loss):
         raise _fail(cls, "loss", f"loss must be a finite scalar; got shape {tuple(loss.shape)} value {loss}")
     looked_up = quantizer.lookup(indices)
     tolerance = 1e-5 if z.dtype == torch.float64 else 1e-4
     if not torch.allclose(looked_up.to(quantized.dtype), quantized.detach(), atol=tolerance, rtol=tolerance):
-        raise _fail(cls, "quantized == lookup(indices)", "the quantized values are not the codes the indices name")
+        raise _fail(
+            cls, "quantized == lookup(indices)", "the quantized values are not the codes the indices name"
+        )
     if exact_nearest and indices.shape == (b, *spatial):
         flat = z.detach().movedim(1, -1).reshape(-1, z.shape[1]).double()
         codebook = quantizer.codebook.detach().double()
@@ -294,8 +362,12 @@ def check_quantizer_invariants(
         grad = torch.randn_like(quantized)
         (quantized * grad).sum().backward()
         if z.grad is None or not torch.allclose(z.grad, grad, atol=1e-5, rtol=1e-4):
-            raise _fail(cls, "straight-through gradient", "d quantized / d z is not the identity; return "
-                                                          "straight_through(z, q) from vqtoolkit.quantize.core")
+            raise _fail(
+                cls,
+                "straight-through gradient",
+                "d quantized / d z is not the identity; return "
+                "straight_through(z, q) from vqtoolkit.quantize.core",
+            )
 
 
 def check_quantizer(
@@ -306,18 +378,30 @@ def check_quantizer(
     straight_through: bool = True,
     codebook_learns: bool = True,
 ) -> None:
-    """Verify a quantizer: the invariants of :func:`check_quantizer_invariants` on several shapes,
+    """Verify a quantizer against the contract.
+
+    The invariants of :func:`check_quantizer_invariants` on several shapes,
     ``codebook``/``lookup``/``nearest``, float64 and devices, a bundle round trip, and (unless
     ``codebook_learns=False``, for implicit codebooks such as FSQ) that one training step changes the
-    codebook, by gradient or by EMA."""
+    codebook, by gradient or by EMA.
+    """
     cls, quantizer = _common("quantizer", component, config)
     k, d = _positive_ints(cls, quantizer, "num_codes", "dim")
-    if tuple(quantizer.codebook.shape) != (k, d):
-        raise _fail(cls, "codebook", f"codebook is {tuple(quantizer.codebook.shape)}, expected (num_codes, dim) = {(k, d)}")
+    if tuple(quantizer.codebook.shape[-2:]) != (k, d) or quantizer.codebook.ndim not in (2, 3):
+        raise _fail(
+            cls,
+            "codebook",
+            f"codebook is {tuple(quantizer.codebook.shape)}, expected (num_codes, dim) = {(k, d)} "
+            f"(or (stages, num_codes, dim) for a multi-stage quantizer)",
+        )
     g = torch.Generator().manual_seed(0)
     for shape in [(2, d, 3, 4), (1, d, 1, 1), (3, d, 5)]:
-        check_quantizer_invariants(quantizer, torch.randn(shape, generator=g),
-                                   exact_nearest=exact_nearest, straight_through=straight_through)
+        check_quantizer_invariants(
+            quantizer,
+            torch.randn(shape, generator=g),
+            exact_nearest=exact_nearest,
+            straight_through=straight_through,
+        )
     z = torch.randn(4, d, 3, 3, generator=g)
     _check_dtypes_devices(cls, quantizer.eval(), lambda m, t: m(t).quantized, z)
     copy = bundle_round_trip("quantizer", cls, quantizer.eval())
@@ -344,13 +428,17 @@ def _check_codebook_learns(cls: type, config: dict[str, Any], z: Tensor) -> None
     if params:
         torch.optim.SGD(params, lr=0.5).step()
     if torch.equal(quantizer.codebook.detach(), before):
-        raise _fail(cls, "codebook learns", "one training step left the codebook unchanged: its codes get no "
-                                            "gradient (is the codebook loss computed from a detached copy?) "
-                                            "and no EMA update in train mode")
+        raise _fail(
+            cls,
+            "codebook learns",
+            "one training step left the codebook unchanged: its codes get no "
+            "gradient (is the codebook loss computed from a detached copy?) "
+            "and no EMA update in train mode",
+        )
 
 
 # -- priors ----------------------------------------------------------------------------------------
-def example_data(prior: nn.Module, n: int = 64, spatial: tuple[int, ...] = (2, 3)) -> Tensor:
+def example_data(prior: Any, n: int = 64, spatial: tuple[int, ...] = (2, 3)) -> Tensor:
     """Structured training data in the prior's space: indices following a random walk, or latents."""
     g = torch.Generator().manual_seed(0)
     if prior.space == "latents":
@@ -368,10 +456,13 @@ def check_prior(
     data: Tensor | None = None,
     labels: Tensor | None = None,
 ) -> None:
-    """Verify a prior: fit/sample/log_prob on ``data`` (default :func:`example_data`), unfitted and bad
+    """Verify a prior against the contract.
+
+    fit/sample/log_prob on ``data`` (default :func:`example_data`), unfitted and bad
     arguments refused with vqtoolkit errors, reproducible samples, fitted state restored exactly by a
     bundle, and, where ``has_likelihood`` and ``num_codes ** positions <= 4096``, that ``log_prob``
-    sums to one over every possible index grid (e.g. ``num_codes=4`` on the default 2×3 data)."""
+    sums to one over every possible index grid (e.g. ``num_codes=4`` on the default 2×3 data).
+    """
     cls, prior = _common("prior", component, config)
     if prior.space not in ("indices", "latents"):
         raise _fail(cls, "space", f"space must be 'indices' or 'latents'; got {prior.space!r}")
@@ -402,38 +493,55 @@ def _expect_error(cls: type, check: str, call: Any) -> None:
         call()
     except VQToolkitError:
         return
-    except Exception as err:  # noqa: BLE001
-        raise _fail(cls, check, f"raised {type(err).__name__}: {err}; raise a vqtoolkit error (ConfigError) "
-                                f"so the CLI prints one line") from err
+    except Exception as err:
+        raise _fail(
+            cls,
+            check,
+            f"raised {type(err).__name__}: {err}; raise a vqtoolkit error (ConfigError) "
+            f"so the CLI prints one line",
+        ) from err
     raise _fail(cls, check, "no error was raised")
 
 
-def _check_samples(cls: type, prior: nn.Module, data: Tensor, label: int | None) -> Tensor:
+def _check_samples(cls: type, prior: Any, data: Tensor, label: int | None) -> Tensor:
     samples = prior.sample(5, label=label, generator=torch.Generator().manual_seed(0))
     if tuple(samples.shape) != (5, *data.shape[1:]):
-        raise _fail(cls, "sample shape", f"sample(5) is {tuple(samples.shape)}, expected {(5, *data.shape[1:])}")
+        raise _fail(
+            cls, "sample shape", f"sample(5) is {tuple(samples.shape)}, expected {(5, *data.shape[1:])}"
+        )
     if prior.space == "indices":
         k = int(prior.config["num_codes"])
         if samples.dtype != torch.long or int(samples.min()) < 0 or int(samples.max()) >= k:
-            raise _fail(cls, "sample values", f"index samples must be long in [0, {k}); got {samples.dtype} "
-                                              f"in [{int(samples.min())}, {int(samples.max())}]")
+            raise _fail(
+                cls,
+                "sample values",
+                f"index samples must be long in [0, {k}); got {samples.dtype} "
+                f"in [{int(samples.min())}, {int(samples.max())}]",
+            )
     elif not samples.is_floating_point() or not torch.isfinite(samples).all():
         raise _fail(cls, "sample values", "latent samples must be finite floats")
     again = prior.sample(5, label=label, generator=torch.Generator().manual_seed(0))
     if not torch.equal(samples, again):
-        raise _fail(cls, "reproducible", "the same generator seed gave different samples; draw all randomness "
-                                         "from the generator argument")
+        raise _fail(
+            cls,
+            "reproducible",
+            "the same generator seed gave different samples; draw all randomness from the generator argument",
+        )
     for kwargs in ({"temperature": 0.5}, {"temperature": 2.0}):
         if tuple(prior.sample(1, label=label, **kwargs).shape) != (1, *data.shape[1:]):
             raise _fail(cls, "temperature", f"sample(1, {kwargs}) has the wrong shape")
     return samples
 
 
-def _check_likelihood(cls: type, prior: nn.Module, copy: nn.Module, data: Tensor) -> None:
+def _check_likelihood(cls: type, prior: Any, copy: Any, data: Tensor) -> None:
     log_p = prior.log_prob(data)
     if tuple(log_p.shape) != (len(data),) or not torch.isfinite(log_p).all() or (log_p > 1e-5).any():
-        raise _fail(cls, "log_prob", f"log_prob must be finite, <= 0, one per sample; got shape "
-                                     f"{tuple(log_p.shape)}, max {float(log_p.max())}")
+        raise _fail(
+            cls,
+            "log_prob",
+            f"log_prob must be finite, <= 0, one per sample; got shape "
+            f"{tuple(log_p.shape)}, max {float(log_p.max())}",
+        )
     if not torch.allclose(copy.log_prob(data), log_p):
         raise _fail(cls, "bundle round trip", "the restored prior gives other likelihoods")
     k, spatial = int(prior.config["num_codes"]), tuple(data.shape[1:])
@@ -442,14 +550,23 @@ def _check_likelihood(cls: type, prior: nn.Module, copy: nn.Module, data: Tensor
         grids = torch.tensor(list(itertools.product(range(k), repeat=positions))).reshape(-1, *spatial)
         total = float(torch.logsumexp(prior.log_prob(grids).double(), 0).exp())
         if abs(total - 1) > 1e-3:
-            raise _fail(cls, "normalised", f"probabilities of all {len(grids)} index grids sum to {total:.6f}, not 1")
+            raise _fail(
+                cls, "normalised", f"probabilities of all {len(grids)} index grids sum to {total:.6f}, not 1"
+            )
 
 
 # -- dispatch and fake installs --------------------------------------------------------------------
-CHECKS = {"encoder": check_encoder, "decoder": check_decoder, "quantizer": check_quantizer, "prior": check_prior}
+CHECKS = {
+    "encoder": check_encoder,
+    "decoder": check_decoder,
+    "quantizer": check_quantizer,
+    "prior": check_prior,
+}
 
 
-def check_component(kind: str, component: str | type, config: Mapping[str, Any] | None = None, **options: Any) -> None:
+def check_component(
+    kind: str, component: str | type, config: Mapping[str, Any] | None = None, **options: Any
+) -> None:
     """Run the check of ``kind`` (``encoder``, ``decoder``, ``quantizer`` or ``prior``)."""
     CHECKS[kind](component, config, **options)
 
@@ -462,8 +579,10 @@ def fake_distribution(
     version: str = "0.0.0",
     paths: tuple[str | Path, ...] = (),
 ) -> Iterator[None]:
-    """Make distribution ``name`` look installed, with ``entry_points`` (``{group: {name: "module:Class"}}``),
-    for the duration, without pip: a ``.dist-info`` folder in a temporary directory on ``sys.path``.
+    """Make distribution ``name`` look installed for the duration, without pip.
+
+    ``entry_points`` is ``{group: {name: "module:Class"}}``; a ``.dist-info`` folder holding them goes
+    in a temporary directory on ``sys.path``.
 
     ``paths`` are put on ``sys.path`` too (the plugin's sources). Useful to test name clashes and
     broken plugins; modules imported from ``paths`` are forgotten again on exit.
@@ -472,9 +591,12 @@ def fake_distribution(
     info = root / f"{name.replace('-', '_')}-{version}.dist-info"
     info.mkdir()
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
-    (info / "entry_points.txt").write_text("".join(
-        f"[{group}]\n" + "".join(f"{ep} = {value}\n" for ep, value in eps.items()) for group, eps in entry_points.items()
-    ))
+    (info / "entry_points.txt").write_text(
+        "".join(
+            f"[{group}]\n" + "".join(f"{ep} = {value}\n" for ep, value in eps.items())
+            for group, eps in entry_points.items()
+        )
+    )
     added = [str(root), *(str(Path(p).resolve()) for p in paths)]
     sys.path[:0] = added
     importlib.invalidate_caches()
@@ -493,11 +615,17 @@ def fake_distribution(
 
 
 def fake_install(project: str | Path) -> contextlib.AbstractContextManager[None]:
-    """:func:`fake_distribution` for a plugin project folder, read from its ``pyproject.toml`` (src layout
-    or flat), as if it had been ``pip install``-ed: its own entry points, name and version."""
-    import tomllib  # Python 3.11+, needed only here
+    """:func:`fake_distribution` for a plugin project folder, as if it had been ``pip install``-ed.
+
+    Name, version and entry points come from its ``pyproject.toml``; sources from ``src/`` or the folder.
+    """
+    if sys.version_info < (3, 11):
+        raise ImportError("fake_install reads pyproject.toml with tomllib: it needs Python 3.11 or newer")
+    import tomllib  # type: ignore[import-not-found, unused-ignore]
 
     project = Path(project)
     meta = tomllib.loads((project / "pyproject.toml").read_text())["project"]
     source = project / "src" if (project / "src").is_dir() else project
-    return fake_distribution(meta["name"], meta.get("entry-points", {}), version=meta["version"], paths=(source,))
+    return fake_distribution(
+        meta["name"], meta.get("entry-points", {}), version=meta["version"], paths=(source,)
+    )

@@ -57,8 +57,16 @@ def test_bad_input_is_refused_clearly() -> None:
 
 
 def test_a_pipeline_with_the_markov_prior_round_trips_through_a_bundle(tmp_path) -> None:
-    pipe = vqtoolkit.build("conv", "vq", "conv", "markov", dim=4, num_codes=8,
-                           encoder_config={"hidden_channels": [4, 4]}, decoder_config={"hidden_channels": [4, 4]})
+    pipe = vqtoolkit.build(
+        "conv",
+        "vq",
+        "conv",
+        "markov",
+        dim=4,
+        num_codes=8,
+        encoder_config={"hidden_channels": [4, 4]},
+        decoder_config={"hidden_channels": [4, 4]},
+    )
     images = torch.rand(20, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     data = vqtoolkit.ImageDataset("tiny", images[:16], torch.zeros(16), images[16:], torch.zeros(4), 1, 1)
     pipe.fit_prior(data, progress=False)

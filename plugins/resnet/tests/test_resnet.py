@@ -27,8 +27,9 @@ def test_paper_architecture_by_default() -> None:
 
 
 def test_builds_into_a_pipeline_that_trains_and_round_trips(tmp_path) -> None:
-    pipe = vqtoolkit.build("resnet", "vq", "resnet", None, dim=8, num_codes=16,
-                           encoder_config=SMALL, decoder_config=SMALL)
+    pipe = vqtoolkit.build(
+        "resnet", "vq", "resnet", None, dim=8, num_codes=16, encoder_config=SMALL, decoder_config=SMALL
+    )
     images = torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     before = pipe.model.encoder.net[0].weight.detach().clone()
     loss = torch.nn.functional.mse_loss(pipe.model(images).reconstruction, images)

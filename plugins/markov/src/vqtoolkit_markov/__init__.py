@@ -66,10 +66,14 @@ class MarkovPrior(Prior):
         """Count transitions and per-position codes of indices ``(N, *grid)``."""
         k = self._config["num_codes"]
         if data.ndim < 2 or data.dtype != torch.long:
-            raise ShapeError(f"the markov prior fits code indices (N, *grid) of dtype long; got "
-                             f"{tuple(data.shape)} {data.dtype}")
+            raise ShapeError(
+                f"the markov prior fits code indices (N, *grid) of dtype long; got "
+                f"{tuple(data.shape)} {data.dtype}"
+            )
         if data.numel() == 0 or int(data.min()) < 0 or int(data.max()) >= k:
-            raise ShapeError(f"indices must lie in [0, {k}) (num_codes={k}); got an empty or out-of-range tensor")
+            raise ShapeError(
+                f"indices must lie in [0, {k}) (num_codes={k}); got an empty or out-of-range tensor"
+            )
         flat = data.reshape(len(data), -1).cpu()
         positions = flat.shape[1]
         self._config["grid_shape"] = list(data.shape[1:])
@@ -77,7 +81,9 @@ class MarkovPrior(Prior):
         at = (torch.arange(positions) * k + flat).reshape(-1)
         device = self.transitions.device
         self.transitions = torch.bincount(pairs, minlength=k * k).reshape(k, k).float().to(device)
-        self.position_counts = torch.bincount(at, minlength=positions * k).reshape(positions, k).float().to(device)
+        self.position_counts = (
+            torch.bincount(at, minlength=positions * k).reshape(positions, k).float().to(device)
+        )
         self.fitted.fill_(True)
         return self
 
@@ -136,5 +142,7 @@ class MarkovPrior(Prior):
             raise ConfigError("the markov prior is not fitted; call fit() first")
         grid = list(data.shape[1:])
         if grid != self._config["grid_shape"] or data.dtype != torch.long:
-            raise ShapeError(f"the markov prior was fitted on index grids {self._config['grid_shape']}; got "
-                             f"{grid} {data.dtype}")
+            raise ShapeError(
+                f"the markov prior was fitted on index grids {self._config['grid_shape']}; got "
+                f"{grid} {data.dtype}"
+            )
