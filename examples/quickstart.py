@@ -28,7 +28,9 @@ def main() -> None:
     print(data.describe())
 
     # 2. Compose registered components by name; shared options go to every component that takes them.
-    pipe = vqtoolkit.build(encoder="conv", quantizer="ema", decoder="conv", prior="gmm", dim=64, num_codes=512)
+    pipe = vqtoolkit.build(
+        encoder="conv", quantizer="ema", decoder="conv", prior="gmm", dim=64, num_codes=512
+    )
 
     # 3. Stage 1 trains the autoencoder, stage 2 fits the prior on its latents.
     pipe.fit(data, epochs=1 if FAST else None, progress=not FAST)
