@@ -26,7 +26,7 @@ SHARED_OPTIONS: dict[str, dict[str, str]] = {
     "encoder": {"in_channels": "in_channels", "dim": "dim"},
     "quantizer": {"dim": "dim", "num_codes": "num_codes", "beta": "beta"},
     "decoder": {"in_channels": "out_channels", "dim": "dim"},
-    "prior": {"num_codes": "num_codes"},
+    "prior": {"num_codes": "num_codes", "num_classes": "num_classes"},
 }
 
 
@@ -111,6 +111,21 @@ class Pipeline:
         self.prior = prior
         self.info: dict[str, Any] = dict(info or {})
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model's weights live."""
+        return next(self.model.parameters()).device
+
+    def to(self, device: str | torch.device) -> Pipeline:
+        """Move model and prior to ``device`` (``auto``, ``cpu``, ``cuda[:i]``, ``mps``); returns self."""
+        from vqtoolkit.devices import resolve_device
+
+        target = resolve_device(device)
+        self.model.to(target)
+        if self.prior is not None:
+            self.prior.to(target)
+        return self
+
     # -- training ---------------------------------------------------------------------------
     def fit(
         self,
@@ -121,9 +136,15 @@ class Pipeline:
         lr: float = 1e-3,
         seed: int = 0,
         progress: bool = True,
+        **train_options: Any,
     ) -> Pipeline:
-        """Both stages: train the autoencoder on ``data``, then fit the prior on its codes."""
-        self.fit_autoencoder(data, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, progress=progress)
+        """Both stages: train the autoencoder on ``data``, then fit the prior on its codes.
+
+        ``train_options`` (device, precision, checkpoint_path, resume, log_path, ...) go to
+        :func:`~vqtoolkit.train.train_autoencoder`.
+        """
+        self.fit_autoencoder(data, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, progress=progress,
+                             **train_options)
         if self.prior is not None:
             self.fit_prior(data, progress=progress)
         return self
@@ -137,12 +158,16 @@ class Pipeline:
         lr: float = 1e-3,
         seed: int = 0,
         progress: bool = True,
+        **train_options: Any,
     ) -> list[dict[str, Any]]:
-        """Stage 1: train encoder, quantizer and decoder; returns the per-epoch history."""
+        """Stage 1: train encoder, quantizer and decoder; returns the per-epoch history.
+
+        ``train_options`` go to :func:`~vqtoolkit.train.train_autoencoder` (device, precision, ...).
+        """
         epochs = data.default_epochs if epochs is None else epochs
         history = train_autoencoder(
             self.model, data.train_images, data.test_images, epochs=epochs,
-            batch_size=batch_size, lr=lr, seed=seed, progress=progress,
+            batch_size=batch_size, lr=lr, seed=seed, progress=progress, **train_options,
         )
         self.info.update(
             dataset=data.name, image_shape=list(data.image_shape), num_classes=data.num_classes,
@@ -156,7 +181,7 @@ class Pipeline:
         """What a prior of ``space`` fits on: encoder latents or code indices of ``images``."""
         self.model.eval()
         encode = self.model.encode_latents if space == "latents" else self.model.encode_tokens
-        return torch.cat([encode(batch) for batch in images.split(batch_size)])
+        return torch.cat([encode(batch.to(self.device)) for batch in images.split(batch_size)])
 
     def fit_prior(
         self,
@@ -166,9 +191,16 @@ class Pipeline:
         progress: bool = True,
         **prior_config: Any,
     ) -> Prior:
-        """Stage 2: fit ``prior`` (a name, an instance, or the pipeline's own) on the frozen model's codes."""
+        """Stage 2: fit ``prior`` (a name, an instance, or the pipeline's own) on the frozen model's codes.
+
+        ``prior_config`` goes to a prior given by name, e.g.
+        ``fit_prior(data, "pixelcnn", conditional=True, epochs=5)``; a conditional prior learns
+        ``p(codes | label)`` from ``data``'s labels so :meth:`sample` can take ``label=``.
+        """
         if prior is not None:
             shared = {"num_codes": self.model.quantizer.num_tokens}
+            if prior_config.get("conditional"):
+                shared["num_classes"] = data.num_classes
             self.prior = _component("prior", prior, shared, prior_config)
         if self.prior is None:
             raise ConfigError("this pipeline has no prior; pass one, e.g. fit_prior(data, 'gmm')")
@@ -181,9 +213,13 @@ class Pipeline:
         self.prior.fit(inputs, labels=data.train_labels, progress=progress)
         for p in self.model.parameters():
             p.requires_grad_(True)
-        nll = self.prior_nll(data.test_images, data.test_labels)
-        if nll is not None:
-            self.info.setdefault("metrics", {})["test_prior_bits_per_code"] = nll
+        history = getattr(self.prior, "history", None)
+        if history:
+            self.info["prior_history"] = history
+        metrics = self.info.setdefault("metrics", {})
+        for key, value in self.prior_metrics(data.test_images, data.test_labels).items():
+            if value is not None:
+                metrics[f"test_{key}"] = value
         return self.prior
 
     def check_prior_matches(self, prior: Prior) -> None:
@@ -200,7 +236,7 @@ class Pipeline:
         if self.prior is None or not self.prior.is_fitted:
             raise ConfigError(
                 "this model has no fitted prior to sample from; fit one with "
-                "`vqtool fit-prior BUNDLE --prior gmm -o NEW_BUNDLE` or pipeline.fit_prior(data)"
+                "`vqtool fit-prior BUNDLE --prior pixelcnn -o NEW_BUNDLE` or pipeline.fit_prior(data, 'pixelcnn')"
             )
         return self.prior
 
@@ -230,14 +266,20 @@ class Pipeline:
     def reconstruct(self, images: Tensor) -> Tensor:
         """Images passed through encoder, quantizer and decoder."""
         self.model.eval()
-        return self.model.reconstruct(images)
+        return self.model.reconstruct(images.to(self.device))
 
     @torch.inference_mode()
     def prior_nll(self, images: Tensor, labels: Tensor | None = None, *, batch_size: int = 1024) -> float | None:
-        """Held-out NLL of the prior in bits per code, or ``None`` where it has no index likelihood."""
+        """Held-out NLL of the prior in bits per code, or ``None`` where it has no index likelihood.
+
+        Without ``labels`` a conditional prior is scored by its marginal ``p(codes)``, the number
+        comparable across priors; with them, by ``p(codes | label)``. Unconditional priors ignore labels.
+        """
         if self.prior is None or not self.prior.has_likelihood or not self.prior.is_fitted:
             return None
         indices = self.prior_inputs(images, space="indices")
+        if labels is None or not self.prior.conditional:
+            labels = None
         label_batches = [None] * len(indices.split(batch_size)) if labels is None else labels.split(batch_size)
         total = sum(
             float(-self.prior.log_prob(batch, batch_labels).sum())
@@ -245,10 +287,19 @@ class Pipeline:
         )
         return bits_per_code(total, indices.numel())
 
+    def prior_metrics(self, images: Tensor, labels: Tensor | None = None) -> dict[str, float | None]:
+        """``prior_bits_per_code`` (marginal, comparable across priors; ``None`` for latent priors such
+        as gmm, whose density is over continuous latents) and, for a conditional prior given
+        ``labels``, ``prior_bits_per_code_given_label``."""
+        result = {"prior_bits_per_code": self.prior_nll(images)}
+        if self.prior is not None and self.prior.conditional and labels is not None:
+            result["prior_bits_per_code_given_label"] = self.prior_nll(images, labels)
+        return result
+
     def evaluate(self, images: Tensor, labels: Tensor | None = None) -> dict[str, Any]:
         """Held-out reconstruction MSE/PSNR, perplexity, codes used and the prior's bits per code."""
         result: dict[str, Any] = dict(evaluate_autoencoder(self.model, images))
-        result["prior_bits_per_code"] = self.prior_nll(images, labels)
+        result.update(self.prior_metrics(images, labels))
         return result
 
     def save(self, path: str | Path) -> Path:
