@@ -218,7 +218,7 @@ def test_killed_writer_never_leaves_a_broken_bundle(tmp_path: Path) -> None:
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from bundle_edit import tiny_pipeline
         pipe = tiny_pipeline(None)
-        pipe.model.quantizer = type(pipe.model.quantizer)(num_codes=200_000, dim=4)  # a ~3 MB bundle
+        pipe.model.quantizer = type(pipe.model.quantizer)(num_codes=100_000, dim=4)  # a ~1.6 MB bundle
         pipe.save({str(target)!r})
         print("ready", flush=True)
         while True:
@@ -228,11 +228,11 @@ def test_killed_writer_never_leaves_a_broken_bundle(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "ready"
-        time.sleep(1.0)
+        time.sleep(0.5)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    assert vqtoolkit.load(target).model.quantizer.num_codes == 200_000
+    assert vqtoolkit.load(target).model.quantizer.num_codes == 100_000
 
 
 def test_inspect_prints_components_sizes_and_metrics(saved: Path) -> None:

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 import vqtoolkit
 from vqtoolkit.errors import BundleError
 
-EXAMPLES = int(os.environ.get("VQTOOLKIT_FUZZ_EXAMPLES", "120"))
+EXAMPLES = int(os.environ.get("VQTOOLKIT_FUZZ_EXAMPLES", "80"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 WORKDIR = Path(tempfile.mkdtemp(prefix="vqtoolkit-fuzz-"))
 DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.int8, torch.int64, torch.bool]
