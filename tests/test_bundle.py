@@ -127,6 +127,21 @@ def test_missing_plugin_names_the_package_to_install(saved: Path, tmp_path: Path
         vqtoolkit.load(_edit(saved, tmp_path, edit_document=edit))
 
 
+def test_a_config_asking_for_absurd_work_is_stopped(saved: Path, tmp_path: Path, monkeypatch) -> None:
+    """A billion residual stages would allocate nothing on meta but build modules for hours: cut short."""
+    monkeypatch.setattr(bundle, "BUILD_SECONDS", 0.5)
+
+    def edit(d):
+        d["components"]["quantizer"].update(
+            name="residual", config={"num_codes": 8, "dim": 4, "num_stages": 10**9}
+        )
+
+    start = time.monotonic()
+    with pytest.raises(BundleError, match=r"took more than 0\.5 s"):
+        vqtoolkit.load(_edit(saved, tmp_path, edit_document=edit))
+    assert time.monotonic() - start < 30
+
+
 def _drop_first(prefix: str):
     return lambda t: t.pop(next(k for k in sorted(t) if k.startswith(prefix)))
 
