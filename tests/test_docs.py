@@ -37,7 +37,7 @@ DOCS = ROOT / "docs"
 EXAMPLES = ROOT / "examples"
 SKIP_MARKER = "<!-- docs-test: skip -->"
 FAST_ENV = "VQTOOLKIT_EXAMPLE_FAST"
-TINY_TRAIN, TINY_TEST = 256, 64
+TINY_TRAIN, TINY_TEST = 128, 32
 EXAMPLE_TIMEOUT_S = 300
 
 _FENCE_OPEN = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>[^\n`]*)$")
@@ -256,3 +256,13 @@ def test_public_name_is_in_the_api_reference_with_a_docstring(name: str) -> None
         f"add a page with '::: {obj.__module__}' and list it in mkdocs.yml"
     )
     assert (obj.__doc__ or "").strip(), f"vqtoolkit.{name} has no docstring for the API reference"
+
+
+def test_sphinx_roles_become_links_resolved_through_imports() -> None:
+    griffe = pytest.importorskip("griffe")  # a docs tool: installed by the dev extra
+    extensions = griffe.load_extensions(f"{ROOT / 'scripts' / 'griffe_sphinx_roles.py'}:SphinxRoles")
+    package = griffe.load("vqtoolkit", search_paths=[str(ROOT)], extensions=extensions)
+    create = package["registry"]["create"].docstring.value
+    link = '<autoref identifier="vqtoolkit.errors.ConfigError" optional><code>ConfigError</code></autoref>'
+    assert link in create
+    assert ":class:" not in create

@@ -26,7 +26,7 @@ SHARED_OPTIONS: dict[str, dict[str, str]] = {
     "encoder": {"in_channels": "in_channels", "dim": "dim"},
     "quantizer": {"dim": "dim", "num_codes": "num_codes", "beta": "beta"},
     "decoder": {"in_channels": "out_channels", "dim": "dim"},
-    "prior": {"num_codes": "num_codes"},
+    "prior": {"num_codes": "num_codes", "num_classes": "num_classes"},
 }
 
 
@@ -191,9 +191,16 @@ class Pipeline:
         progress: bool = True,
         **prior_config: Any,
     ) -> Prior:
-        """Stage 2: fit ``prior`` (a name, an instance, or the pipeline's own) on the frozen model's codes."""
+        """Stage 2: fit ``prior`` (a name, an instance, or the pipeline's own) on the frozen model's codes.
+
+        ``prior_config`` goes to a prior given by name, e.g.
+        ``fit_prior(data, "pixelcnn", conditional=True, epochs=5)``; a conditional prior learns
+        ``p(codes | label)`` from ``data``'s labels so :meth:`sample` can take ``label=``.
+        """
         if prior is not None:
             shared = {"num_codes": self.model.quantizer.num_tokens}
+            if prior_config.get("conditional"):
+                shared["num_classes"] = data.num_classes
             self.prior = _component("prior", prior, shared, prior_config)
         if self.prior is None:
             raise ConfigError("this pipeline has no prior; pass one, e.g. fit_prior(data, 'gmm')")
@@ -206,9 +213,13 @@ class Pipeline:
         self.prior.fit(inputs, labels=data.train_labels, progress=progress)
         for p in self.model.parameters():
             p.requires_grad_(True)
-        nll = self.prior_nll(data.test_images, data.test_labels)
-        if nll is not None:
-            self.info.setdefault("metrics", {})["test_prior_bits_per_code"] = nll
+        history = getattr(self.prior, "history", None)
+        if history:
+            self.info["prior_history"] = history
+        metrics = self.info.setdefault("metrics", {})
+        for key, value in self.prior_metrics(data.test_images, data.test_labels).items():
+            if value is not None:
+                metrics[f"test_{key}"] = value
         return self.prior
 
     def check_prior_matches(self, prior: Prior) -> None:
@@ -225,7 +236,7 @@ class Pipeline:
         if self.prior is None or not self.prior.is_fitted:
             raise ConfigError(
                 "this model has no fitted prior to sample from; fit one with "
-                "`vqtool fit-prior BUNDLE --prior gmm -o NEW_BUNDLE` or pipeline.fit_prior(data)"
+                "`vqtool fit-prior BUNDLE --prior pixelcnn -o NEW_BUNDLE` or pipeline.fit_prior(data, 'pixelcnn')"
             )
         return self.prior
 
@@ -259,10 +270,16 @@ class Pipeline:
 
     @torch.inference_mode()
     def prior_nll(self, images: Tensor, labels: Tensor | None = None, *, batch_size: int = 1024) -> float | None:
-        """Held-out NLL of the prior in bits per code, or ``None`` where it has no index likelihood."""
+        """Held-out NLL of the prior in bits per code, or ``None`` where it has no index likelihood.
+
+        Without ``labels`` a conditional prior is scored by its marginal ``p(codes)``, the number
+        comparable across priors; with them, by ``p(codes | label)``. Unconditional priors ignore labels.
+        """
         if self.prior is None or not self.prior.has_likelihood or not self.prior.is_fitted:
             return None
         indices = self.prior_inputs(images, space="indices")
+        if labels is None or not self.prior.conditional:
+            labels = None
         label_batches = [None] * len(indices.split(batch_size)) if labels is None else labels.split(batch_size)
         total = sum(
             float(-self.prior.log_prob(batch, batch_labels).sum())
@@ -270,10 +287,19 @@ class Pipeline:
         )
         return bits_per_code(total, indices.numel())
 
+    def prior_metrics(self, images: Tensor, labels: Tensor | None = None) -> dict[str, float | None]:
+        """``prior_bits_per_code`` (marginal, comparable across priors; ``None`` for latent priors such
+        as gmm, whose density is over continuous latents) and, for a conditional prior given
+        ``labels``, ``prior_bits_per_code_given_label``."""
+        result = {"prior_bits_per_code": self.prior_nll(images)}
+        if self.prior is not None and self.prior.conditional and labels is not None:
+            result["prior_bits_per_code_given_label"] = self.prior_nll(images, labels)
+        return result
+
     def evaluate(self, images: Tensor, labels: Tensor | None = None) -> dict[str, Any]:
         """Held-out reconstruction MSE/PSNR, perplexity, codes used and the prior's bits per code."""
         result: dict[str, Any] = dict(evaluate_autoencoder(self.model, images))
-        result["prior_bits_per_code"] = self.prior_nll(images, labels)
+        result.update(self.prior_metrics(images, labels))
         return result
 
     def save(self, path: str | Path) -> Path:

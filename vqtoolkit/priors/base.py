@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
 
-from vqtoolkit.component import Component
-from vqtoolkit.errors import ConfigError
+from vqtoolkit.component import Component, check_positive
+from vqtoolkit.errors import ConfigError, ShapeError
 
 Space = Literal["indices", "latents"]
 
@@ -76,3 +78,167 @@ class Prior(Component):
                 f"{type(self).__name__} is unconditional, so it cannot sample a label; "
                 f"fit a conditional prior (e.g. --prior pixelcnn --conditional) to use --label"
             )
+
+
+class IndexPrior(Prior):
+    """Shared machinery of priors over a 2-D grid of code indices ``(N, H, W)``.
+
+    Subclasses implement ``_fit``, ``_log_likelihood`` and ``_sample``; this class validates
+    indices and labels, learns the grid shape and (for ``conditional`` priors) the class
+    frequencies, and turns a class-conditional model into an honest marginal likelihood:
+    ``log p(x) = logsumexp_y [log p(y) + log p(x | y)]`` when no labels are given, so every index
+    prior reports bits per code on one scale.
+
+    ``grid_shape`` and ``num_classes`` are learned by ``fit`` and written into ``config`` so a
+    bundle rebuilds buffers of the right shape before loading them.
+    """
+
+    space = "indices"
+    has_likelihood = True
+
+    def __init__(
+        self,
+        *,
+        num_codes: int,
+        conditional: bool = False,
+        num_classes: int | None = None,
+        grid_shape: Sequence[int] | None = None,
+        **config: Any,
+    ) -> None:
+        check_positive("num_codes", num_codes)
+        if num_classes is not None:
+            check_positive("num_classes", num_classes)
+        if grid_shape is not None and (len(grid_shape) != 2 or min(grid_shape) < 1):
+            raise ConfigError(f"grid_shape must be two positive sizes (H, W); got {list(grid_shape)}")
+        grid = None if grid_shape is None else [int(s) for s in grid_shape]
+        super().__init__(
+            num_codes=num_codes, conditional=conditional, num_classes=num_classes, grid_shape=grid, **config
+        )
+        self.num_codes, self.conditional = num_codes, conditional
+        classes = (num_classes or 1) if conditional else 1
+        self.register_buffer("class_log_prior", torch.full((classes,), -math.log(classes)))
+
+    @property
+    def num_classes(self) -> int | None:
+        """Classes a conditional prior was fitted on (``None`` while unknown or unconditional)."""
+        return self._config["num_classes"] if self.conditional else None
+
+    @property
+    def grid_shape(self) -> tuple[int, int]:
+        """``(H, W)`` of the index grids this prior models (known after ``fit``)."""
+        if self._config["grid_shape"] is None:
+            raise ConfigError(f"{type(self).__name__} is not fitted; call fit() first")
+        return tuple(self._config["grid_shape"])  # type: ignore[return-value]
+
+    # -- validation --------------------------------------------------------------------------
+    def check_indices(self, indices: Tensor) -> None:
+        """Raise unless ``indices`` is an integer ``(N, H, W)`` grid of codes in ``[0, num_codes)``."""
+        if indices.is_floating_point() or indices.is_complex() or indices.dtype == torch.bool:
+            raise ShapeError(
+                f"the {type(self).__name__} models code indices (N, H, W) of an integer dtype; got "
+                f"{indices.dtype}. Continuous latents go to a latent prior such as gmm."
+            )
+        if indices.ndim != 3:
+            raise ShapeError(f"code indices must be (N, H, W); got shape {tuple(indices.shape)}")
+        if self._config["grid_shape"] is not None and tuple(indices.shape[1:]) != self.grid_shape:
+            raise ShapeError(
+                f"this prior was fitted on {self.grid_shape[0]}×{self.grid_shape[1]} code grids; got "
+                f"{indices.shape[1]}×{indices.shape[2]}. Refit it on this model with `vqtool fit-prior`"
+            )
+        if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= self.num_codes):
+            raise ConfigError(
+                f"code indices must lie in [0, {self.num_codes}); got range [{int(indices.min())}, "
+                f"{int(indices.max())}]. Was this prior fitted for a codebook of another size?"
+            )
+
+    def check_labels(self, labels: Tensor | None, n: int, *, fitting: bool = False) -> Tensor | None:
+        """Labels as a long ``(n,)`` tensor for a conditional prior (``None`` for an unconditional one)."""
+        if not self.conditional:
+            return None
+        if labels is None:
+            if fitting:
+                raise ConfigError(
+                    f"a conditional {type(self).__name__} needs class labels to fit; pass labels=, or "
+                    f"drop conditional=True (--conditional)"
+                )
+            return None
+        labels = torch.as_tensor(labels)
+        if labels.shape != (n,) or labels.is_floating_point():
+            raise ShapeError(f"labels must be an integer tensor of shape ({n},); got {labels.dtype} {tuple(labels.shape)}")
+        labels = labels.long()
+        limit = None if fitting and self.num_classes is None else self.num_classes
+        if n and (int(labels.min()) < 0 or (limit is not None and int(labels.max()) >= limit)):
+            raise ConfigError(
+                f"labels must lie in [0, {limit}); got range [{int(labels.min())}, {int(labels.max())}]"
+            )
+        return labels
+
+    def check_sample_args(self, n: int, label: int | None, temperature: float) -> None:
+        super().check_sample_args(n, label, temperature)
+        classes = self.num_classes
+        if label is not None and classes is not None and not 0 <= label < classes:
+            raise ConfigError(f"label {label} is out of range: this prior knows classes 0..{classes - 1}")
+
+    # -- the estimator interface -----------------------------------------------------------
+    def fit(self, data: Tensor, labels: Tensor | None = None, *, progress: bool = True) -> IndexPrior:
+        """Learn the distribution of index grids ``data`` ``(N, H, W)`` (and labels if conditional)."""
+        self._config["grid_shape"] = None  # refitting may change the grid
+        self.check_indices(data)
+        if len(data) < 2:
+            raise ShapeError(f"a prior needs at least 2 index grids to fit; got {len(data)}")
+        labels = self.check_labels(labels, len(data), fitting=True)
+        self._config["grid_shape"] = [int(s) for s in data.shape[1:]]
+        if labels is not None:
+            classes = self.num_classes or int(labels.max()) + 1
+            self._config["num_classes"] = classes
+            counts = torch.bincount(labels, minlength=classes).double() + 1.0  # add-one: no class has p = 0
+            self.class_log_prior = (counts / counts.sum()).log().float()
+        self._fit(data, labels, progress=progress)
+        self.fitted.fill_(True)
+        return self
+
+    def log_prob(self, data: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Per-grid log-likelihood in nats ``(N,)``; marginal over classes when a conditional prior gets
+        no labels. Labels given to an unconditional prior are ignored."""
+        if not self.is_fitted:
+            raise ConfigError(f"{type(self).__name__} is not fitted; call fit() first")
+        self.check_indices(data)
+        labels = self.check_labels(labels, len(data))
+        if not self.conditional or labels is not None:
+            return self._log_likelihood(data, labels)
+        per_class = torch.stack([
+            self._log_likelihood(data, torch.full((len(data),), c, dtype=torch.long, device=data.device))
+            for c in range(len(self.class_log_prior))
+        ])
+        return torch.logsumexp(per_class + self.class_log_prior[:, None], dim=0)
+
+    def sample(
+        self,
+        n: int,
+        *,
+        label: int | None = None,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Index grids ``(n, H, W)``; a conditional prior draws ``label`` (or classes by frequency).
+
+        ``temperature`` divides the logits: below 1 gives cleaner, less varied samples.
+        """
+        self.check_sample_args(n, label, temperature)
+        labels = None
+        if self.conditional:
+            device = self.class_log_prior.device
+            labels = (
+                torch.full((n,), label, dtype=torch.long, device=device) if label is not None
+                else torch.multinomial(self.class_log_prior.exp(), n, replacement=True, generator=generator)
+            )
+        return self._sample(n, labels, temperature, generator)
+
+    def _fit(self, data: Tensor, labels: Tensor | None, *, progress: bool) -> None:
+        raise NotImplementedError
+
+    def _log_likelihood(self, data: Tensor, labels: Tensor | None) -> Tensor:
+        raise NotImplementedError
+
+    def _sample(self, n: int, labels: Tensor | None, temperature: float, generator: torch.Generator | None) -> Tensor:
+        raise NotImplementedError

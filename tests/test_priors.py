@@ -1,0 +1,267 @@
+"""Priors over codes: categorical and PixelCNN likelihoods, causality, sampling, bundles, CLI errors."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import vqtoolkit
+from vqtoolkit import registry
+from vqtoolkit.cli import main
+from vqtoolkit.data import ImageDataset
+from vqtoolkit.errors import ConfigError, ShapeError
+from vqtoolkit.priors.pixelcnn import GatedPixelCNN
+
+K = 6
+TINY_PIXELCNN = {"channels": 8, "layers": 3, "epochs": 2, "batch_size": 32}
+INDEX_PRIORS = [
+    ("categorical", {}),
+    ("categorical", {"conditional": True}),
+    ("pixelcnn", TINY_PIXELCNN),
+    ("pixelcnn", {**TINY_PIXELCNN, "conditional": True}),
+]
+
+
+def grids(n: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Index grids (n, 3, 4) with structure (each row copies a per-image code) and labels 0-2."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 3, (n,), generator=g)
+    base = (labels[:, None, None] + torch.randint(0, 2, (n, 3, 1), generator=g)) % K
+    return base.expand(n, 3, 4).clone(), labels
+
+
+def fitted(name: str, options: dict, **extra) -> vqtoolkit.priors.Prior:
+    data, labels = grids()
+    return registry.create("prior", name, num_codes=K, **options, **extra).fit(data, labels, progress=False)
+
+
+def tiny_pipeline(prior=None, num_codes: int = 16) -> vqtoolkit.Pipeline:
+    pipe = vqtoolkit.build(
+        "conv", "vq", "conv", prior, dim=8, num_codes=num_codes,
+        encoder_config={"hidden_channels": [8, 8]}, decoder_config={"hidden_channels": [8, 8]},
+    )
+    pipe.info.update(dataset="digits", seed=0)
+    return pipe
+
+
+def tiny_images(seed: int = 0) -> ImageDataset:
+    g = torch.Generator().manual_seed(seed)
+    images, labels = torch.rand(48, 1, 28, 28, generator=g), torch.randint(0, 3, (48,), generator=g)
+    return ImageDataset("tiny", images[:32], labels[:32], images[32:], labels[32:], 3, 1)
+
+
+# -- sampling returns valid indices -------------------------------------------------------------
+@pytest.mark.parametrize(("name", "options"), INDEX_PRIORS)
+def test_index_prior_samples_valid_indices(name, options):
+    prior = fitted(name, options)
+    label = 1 if prior.conditional else None
+    drawn = prior.sample(5, label=label, generator=torch.Generator().manual_seed(0))
+    assert drawn.shape == (5, 3, 4) and drawn.dtype == torch.long
+    assert 0 <= int(drawn.min()) and int(drawn.max()) < K
+
+
+@pytest.mark.parametrize("name", ["gmm", "categorical", "pixelcnn"])
+def test_pipeline_samples_images_from_each_prior(name):
+    pipe = tiny_pipeline()
+    config = TINY_PIXELCNN if name == "pixelcnn" else {"n_components": 2, "pca_dim": 4} if name == "gmm" else {}
+    pipe.fit_prior(tiny_images(), name, progress=False, **config)
+    indices = pipe.sample_indices(4, generator=torch.Generator().manual_seed(0))
+    assert indices.shape == (4, 7, 7) and 0 <= int(indices.min()) and int(indices.max()) < 16
+    images = pipe.sample(4, generator=torch.Generator().manual_seed(0))
+    assert images.shape == (4, 1, 28, 28) and 0 <= float(images.min()) and float(images.max()) <= 1
+
+
+# -- likelihoods --------------------------------------------------------------------------------
+def test_categorical_log_prob_matches_hand_computation():
+    data = torch.tensor([[[0, 1]], [[0, 2]], [[1, 2]]])  # three 1×2 grids over K=3 codes
+    prior = registry.create("prior", "categorical", num_codes=3, smoothing=0.5).fit(data, progress=False)
+    x = torch.tensor([[[0, 2]], [[2, 0]]])
+    expected = []
+    for grid in x.reshape(2, -1).tolist():
+        total = 0.0
+        for position, code in enumerate(grid):
+            seen = data.reshape(3, -1)[:, position].tolist()
+            total += math.log((seen.count(code) + 0.5) / (len(seen) + 3 * 0.5))
+        expected.append(total)
+    torch.testing.assert_close(prior.log_prob(x), torch.tensor(expected), rtol=1e-5, atol=1e-6)
+
+
+def test_conditional_log_prob_without_labels_is_the_class_marginal():
+    prior = fitted("categorical", {"conditional": True})
+    data, labels = grids(8, seed=1)
+    per_class = torch.stack([prior.log_prob(data, torch.full((8,), c)) for c in range(3)])
+    expected = torch.logsumexp(per_class + prior.class_log_prior[:, None], 0)
+    torch.testing.assert_close(prior.log_prob(data), expected)
+    assert (prior.log_prob(data) <= per_class.max(0).values + 1e-6).all()
+
+
+def test_pixelcnn_learns_structure_the_categorical_prior_cannot_see():
+    data, _ = grids(256)
+    test, _ = grids(128, seed=1)
+    cat = registry.create("prior", "categorical", num_codes=K).fit(data, progress=False)
+    cnn = registry.create("prior", "pixelcnn", num_codes=K, channels=8, layers=2, epochs=10, batch_size=64, lr=1e-2)
+    cnn.fit(data, progress=False)
+    with torch.no_grad():
+        bits = {name: -float(p.log_prob(test).sum()) / test.numel() / math.log(2) for name, p in [("cat", cat), ("cnn", cnn)]}
+    assert bits["cnn"] < bits["cat"] < math.log2(K)
+    assert cnn.history and set(cnn.history[0]) >= {"epoch", "train_bits_per_code", "val_bits_per_code"}
+
+
+# -- PixelCNN causality --------------------------------------------------------------------------
+@settings(max_examples=25, deadline=None)
+@given(
+    h=st.integers(1, 5), w=st.integers(1, 5), kernel=st.sampled_from([3, 5]), data=st.data(),
+)
+def test_pixelcnn_logits_depend_only_on_earlier_positions(h, w, kernel, data):
+    torch.manual_seed(data.draw(st.integers(0, 2**16), label="seed"))
+    net = GatedPixelCNN(num_codes=5, channels=6, layers=5, kernel_size=kernel, num_classes=None).eval()
+    x = torch.randint(0, 5, (1, h, w))
+    p = data.draw(st.integers(0, h * w - 1), label="position")
+    changed = x.clone().reshape(-1)
+    changed[p:] = torch.randint(0, 5, (h * w - p,))  # change p and anything after it
+    with torch.no_grad():
+        before, after = net(x).reshape(1, 5, -1), net(changed.reshape(1, h, w)).reshape(1, 5, -1)
+    torch.testing.assert_close(before[..., : p + 1], after[..., : p + 1], rtol=0, atol=1e-6)
+
+    # and no blind spot: with enough layers, every earlier position influences the logits at p
+    emb = net.embed(x).detach().requires_grad_(True)
+    net.head(net.horizontal(emb, net.vertical(emb, None), None)).reshape(5, -1)[:, p].sum().backward()
+    influence = emb.grad.abs().sum(1).reshape(-1)
+    assert (influence[:p] > 0).all() and (influence[p:] == 0).all()
+
+
+def test_pixelcnn_incremental_sampler_agrees_with_the_full_network():
+    prior = fitted("pixelcnn", TINY_PIXELCNN)
+    greedy = prior.sample(6, temperature=1e-6, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(prior.net(greedy).argmax(1), greedy)
+
+
+# -- determinism and bundles -----------------------------------------------------------------------
+@pytest.mark.parametrize(("name", "options"), INDEX_PRIORS)
+def test_same_seed_same_samples(name, options):
+    prior = fitted(name, options)
+    a, b = (prior.sample(8, generator=torch.Generator().manual_seed(3)) for _ in range(2))
+    assert torch.equal(a, b)
+
+
+def test_pixelcnn_fit_is_deterministic_for_a_seed():
+    a, b = (fitted("pixelcnn", TINY_PIXELCNN, seed=7).state_dict() for _ in range(2))
+    assert all(torch.equal(a[key], b[key]) for key in a)
+
+
+@pytest.mark.parametrize(
+    ("name", "options"), [*INDEX_PRIORS, ("gmm", {"n_components": 2, "pca_dim": 4})]
+)
+def test_save_load_gives_identical_samples(tmp_path, name, options):
+    pipe = tiny_pipeline()
+    prior = pipe.fit_prior(tiny_images(), name, progress=False, **options)
+    label = 2 if prior.conditional else None
+    path = pipe.save(tmp_path / "m.safetensors")
+    loaded = vqtoolkit.load(path)
+    assert loaded.prior.config == prior.config
+    for p in (pipe, loaded):
+        p.model.eval()
+    drawn = [p.sample(6, label=label, generator=torch.Generator().manual_seed(5)) for p in (pipe, loaded)]
+    assert torch.equal(*drawn)
+    images = tiny_images().test_images
+    assert loaded.prior_nll(images) == pipe.prior_nll(images)
+
+
+# -- bad input ----------------------------------------------------------------------------------
+def test_sampling_without_a_prior_names_fit_prior():
+    with pytest.raises(ConfigError, match="fit-prior"):
+        tiny_pipeline().sample(2)
+
+
+def test_label_errors():
+    with pytest.raises(ConfigError, match="unconditional"):
+        fitted("pixelcnn", TINY_PIXELCNN).sample(2, label=1)
+    with pytest.raises(ConfigError, match="out of range"):
+        fitted("categorical", {"conditional": True}).sample(2, label=3)
+    with pytest.raises(ConfigError, match="needs class labels"):
+        registry.create("prior", "categorical", num_codes=K, conditional=True).fit(grids()[0], progress=False)
+
+
+def test_prior_for_another_codebook_size_is_refused():
+    pipe = tiny_pipeline(num_codes=16)
+    pipe.prior = fitted("categorical", {})  # fitted for K=6
+    with pytest.raises(ConfigError, match="6 codes but the quantizer has 16"):
+        pipe.sample(2)
+
+
+@pytest.mark.parametrize(
+    ("bad", "error", "match"),
+    [
+        (torch.rand(2, 3, 4), ShapeError, "integer dtype"),
+        (torch.zeros(2, 12, dtype=torch.long), ShapeError, r"\(N, H, W\)"),
+        (torch.zeros(2, 4, 3, dtype=torch.long), ShapeError, "fitted on 3×4"),
+        (torch.full((2, 3, 4), K), ConfigError, r"\[0, 6\)"),
+    ],
+)
+def test_bad_indices_are_named(bad, error, match):
+    with pytest.raises(error, match=match):
+        fitted("categorical", {}).log_prob(bad)
+
+
+def test_bad_sample_arguments():
+    prior = fitted("categorical", {})
+    with pytest.raises(ConfigError, match="temperature"):
+        prior.sample(2, temperature=0)
+    with pytest.raises(ConfigError, match="not fitted"):
+        registry.create("prior", "pixelcnn", num_codes=K).sample(2)
+
+
+# -- CLI ---------------------------------------------------------------------------------------
+@pytest.fixture()
+def stage1_bundle(tmp_path):
+    return tiny_pipeline().save(tmp_path / "stage1.safetensors")
+
+
+def test_cli_fit_prior_eval_and_labelled_npy_samples(tmp_path, stage1_bundle):
+    runner = CliRunner()
+    out = tmp_path / "cond.safetensors"
+    before = stage1_bundle.read_bytes()
+    result = runner.invoke(main, ["fit-prior", str(stage1_bundle), "--prior", "categorical", "--conditional",
+                                  "-o", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert stage1_bundle.read_bytes() == before  # stage 1 untouched
+    result = runner.invoke(main, ["eval", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["prior"] == "categorical" and 0 < report["prior_bits_per_code"] <= math.log2(16)
+    assert report["prior_bits_per_code_given_label"] is not None and report["codes_used"] >= 1
+    npy = tmp_path / "threes.npy"
+    result = runner.invoke(main, ["sample", str(out), "-n", "5", "--label", "3", "--seed", "1", "-o", str(npy)])
+    assert result.exit_code == 0, result.output
+    assert np.load(npy).shape == (5, 1, 28, 28)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["sample", "{b}", "-o", "{t}/x.png"], "fit-prior"),
+        (["fit-prior", "{b}", "--prior", "categorical", "-o", "{b}"], "is the input bundle"),
+        (["fit-prior", "{b}", "--prior", "gmm", "--conditional", "-o", "{t}/g.safetensors"], "no option 'conditional'"),
+        (["fit-prior", "{b}", "--prior", "pixelcnn", "--prior-option", "epochs", "-o", "{t}/p.safetensors"], "KEY=VALUE"),
+    ],
+)
+def test_cli_errors_are_one_line(tmp_path, stage1_bundle, args, message):
+    result = CliRunner().invoke(main, [a.format(b=stage1_bundle, t=tmp_path) for a in args])
+    assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_cli_sample_label_on_unconditional_prior(tmp_path, stage1_bundle):
+    runner = CliRunner()
+    out = tmp_path / "cat.safetensors"
+    assert runner.invoke(main, ["fit-prior", str(stage1_bundle), "--prior", "categorical", "-o", str(out), "--quiet"]).exit_code == 0
+    result = runner.invoke(main, ["sample", str(out), "--label", "1", "-o", str(tmp_path / "x.png")])
+    assert result.exit_code == 1 and "--conditional" in result.output
