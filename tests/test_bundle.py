@@ -171,6 +171,14 @@ def test_edited_tensors_are_refused_with_the_reason(saved: Path, tmp_path: Path,
         vqtoolkit.load(_edit(saved, tmp_path, edit_tensors=edit))
 
 
+def test_a_bundle_without_checksum_is_refused_with_the_reason(saved: Path, tmp_path: Path) -> None:
+    document, tensors = split(saved.read_bytes())
+    path = tmp_path / "old.safetensors"
+    path.write_bytes(save_bytes(tensors, metadata={bundle.METADATA_KEY: json.dumps(document)}))
+    with pytest.raises(BundleError, match="no 'vqtoolkit.sha256' checksum"):
+        vqtoolkit.load(path)
+
+
 def test_corruption_fails_the_checksum(saved: Path, tmp_path: Path) -> None:
     data = bytearray(saved.read_bytes())
     data[-5] ^= 0x10  # inside the last tensor's bytes: still a valid safetensors file

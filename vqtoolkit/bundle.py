@@ -192,7 +192,12 @@ def read(path: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
     except (ValueError, RecursionError) as err:
         raise BundleError(f"{path}: the bundle metadata is not valid JSON ({err})") from err
     _check_format(path, document)
-    if metadata.get(DIGEST_KEY) != digest(text, tensors):
+    if DIGEST_KEY not in metadata:
+        raise BundleError(
+            f"{path} has no '{DIGEST_KEY}' checksum: it was written before bundles carried one (or it was "
+            f"stripped); rebuild it with this vqtoolkit"
+        )
+    if metadata[DIGEST_KEY] != digest(text, tensors):
         raise BundleError(
             f"{path}: checksum mismatch: the file changed after it was written (corrupt copy or edited "
             f"by hand); copy it again from its source"
