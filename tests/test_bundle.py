@@ -175,7 +175,7 @@ def test_a_bundle_without_checksum_is_refused_with_the_reason(saved: Path, tmp_p
     document, tensors = split(saved.read_bytes())
     path = tmp_path / "old.safetensors"
     path.write_bytes(save_bytes(tensors, metadata={bundle.METADATA_KEY: json.dumps(document)}))
-    with pytest.raises(BundleError, match="no 'vqtoolkit.sha256' checksum"):
+    with pytest.raises(BundleError, match=r"no 'vqtoolkit\.sha256' checksum"):
         vqtoolkit.load(path)
 
 
