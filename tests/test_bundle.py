@@ -127,6 +127,21 @@ def test_missing_plugin_names_the_package_to_install(saved: Path, tmp_path: Path
         vqtoolkit.load(_edit(saved, tmp_path, edit_document=edit))
 
 
+def test_a_config_asking_for_absurd_work_is_stopped(saved: Path, tmp_path: Path, monkeypatch) -> None:
+    """A billion residual stages would allocate nothing on meta but build modules for hours: cut short."""
+    monkeypatch.setattr(bundle, "BUILD_SECONDS", 0.5)
+
+    def edit(d):
+        d["components"]["quantizer"].update(
+            name="residual", config={"num_codes": 8, "dim": 4, "num_stages": 10**9}
+        )
+
+    start = time.monotonic()
+    with pytest.raises(BundleError, match=r"took more than 0\.5 s"):
+        vqtoolkit.load(_edit(saved, tmp_path, edit_document=edit))
+    assert time.monotonic() - start < 30
+
+
 def _drop_first(prefix: str):
     return lambda t: t.pop(next(k for k in sorted(t) if k.startswith(prefix)))
 
@@ -154,6 +169,14 @@ def _drop_first(prefix: str):
 def test_edited_tensors_are_refused_with_the_reason(saved: Path, tmp_path: Path, edit, message: str) -> None:
     with pytest.raises(BundleError, match=message):
         vqtoolkit.load(_edit(saved, tmp_path, edit_tensors=edit))
+
+
+def test_a_bundle_without_checksum_is_refused_with_the_reason(saved: Path, tmp_path: Path) -> None:
+    document, tensors = split(saved.read_bytes())
+    path = tmp_path / "old.safetensors"
+    path.write_bytes(save_bytes(tensors, metadata={bundle.METADATA_KEY: json.dumps(document)}))
+    with pytest.raises(BundleError, match=r"no 'vqtoolkit\.sha256' checksum"):
+        vqtoolkit.load(path)
 
 
 def test_corruption_fails_the_checksum(saved: Path, tmp_path: Path) -> None:
@@ -218,7 +241,7 @@ def test_killed_writer_never_leaves_a_broken_bundle(tmp_path: Path) -> None:
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from bundle_edit import tiny_pipeline
         pipe = tiny_pipeline(None)
-        pipe.model.quantizer = type(pipe.model.quantizer)(num_codes=200_000, dim=4)  # a ~3 MB bundle
+        pipe.model.quantizer = type(pipe.model.quantizer)(num_codes=100_000, dim=4)  # a ~1.6 MB bundle
         pipe.save({str(target)!r})
         print("ready", flush=True)
         while True:
@@ -228,11 +251,11 @@ def test_killed_writer_never_leaves_a_broken_bundle(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "ready"
-        time.sleep(1.0)
+        time.sleep(0.5)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    assert vqtoolkit.load(target).model.quantizer.num_codes == 200_000
+    assert vqtoolkit.load(target).model.quantizer.num_codes == 100_000
 
 
 def test_inspect_prints_components_sizes_and_metrics(saved: Path) -> None:

@@ -8,11 +8,13 @@ runs under an alarm). ``VQTOOLKIT_FUZZ_EXAMPLES`` sets the examples per mutation
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import copy
 import functools
 import json
 import os
+import shutil
 import signal
 import tempfile
 from collections.abc import Iterator
@@ -27,9 +29,10 @@ from hypothesis import strategies as st
 import vqtoolkit
 from vqtoolkit.errors import BundleError
 
-EXAMPLES = int(os.environ.get("VQTOOLKIT_FUZZ_EXAMPLES", "120"))
+EXAMPLES = int(os.environ.get("VQTOOLKIT_FUZZ_EXAMPLES", "80"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 WORKDIR = Path(tempfile.mkdtemp(prefix="vqtoolkit-fuzz-"))
+atexit.register(shutil.rmtree, WORKDIR, ignore_errors=True)
 DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.int8, torch.int64, torch.bool]
 
 

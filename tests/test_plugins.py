@@ -58,12 +58,15 @@ def tiny_data(monkeypatch: pytest.MonkeyPatch) -> ImageDataset:
     labels = torch.arange(40) % 2
     data = ImageDataset("tiny", images[:32], labels[:32], images[32:], labels[32:], 2, 1)
     monkeypatch.setattr("vqtoolkit.cli.load_dataset", lambda *args, **kwargs: data)
+    # matplotlib would take most of this test's time; plotting has its own tests
+    monkeypatch.setattr("vqtoolkit.plots.training_curves", lambda history, path, **kwargs: path)
+    monkeypatch.setattr("vqtoolkit.plots.code_usage", lambda counts, path, **kwargs: path)
     return data
 
 
 def test_example_plugins_pass_the_conformance_kit(markov, resnet) -> None:
     check_prior("markov", {"num_codes": 4})
-    small = {"hidden": 8, "res_hidden": 4, "res_blocks": 1}
+    small = {"hidden": 4, "res_hidden": 2, "res_blocks": 1}
     check_encoder("resnet", small)
     check_decoder("resnet", small)
 

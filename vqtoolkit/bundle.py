@@ -13,15 +13,19 @@ The format is specified in ``docs/bundle-format.md``.
 from __future__ import annotations
 
 import collections.abc
+import contextlib
 import hashlib
 import json
 import os
 import platform
 import re
+import signal
 import tempfile
+import threading
+import time
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +46,8 @@ ROLES = ("encoder", "quantizer", "decoder", "prior")
 REQUIRED_ROLES = ("encoder", "quantizer", "decoder")
 #: PEP 508 distribution names; anything else is refused, so no message ever suggests `pip install <junk>`.
 DISTRIBUTION_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
+#: Longest a component may take to build on the meta device from a bundle's config (seconds).
+BUILD_SECONDS = 10.0
 COMPONENT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,99}$")
 
 
@@ -186,7 +192,12 @@ def read(path: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
     except (ValueError, RecursionError) as err:
         raise BundleError(f"{path}: the bundle metadata is not valid JSON ({err})") from err
     _check_format(path, document)
-    if metadata.get(DIGEST_KEY) != digest(text, tensors):
+    if DIGEST_KEY not in metadata:
+        raise BundleError(
+            f"{path} has no '{DIGEST_KEY}' checksum: it was written before bundles carried one (or it was "
+            f"stripped); rebuild it with this vqtoolkit"
+        )
+    if metadata[DIGEST_KEY] != digest(text, tensors):
         raise BundleError(
             f"{path}: checksum mismatch: the file changed after it was written (corrupt copy or edited "
             f"by hand); copy it again from its source"
@@ -340,15 +351,50 @@ def construct(cls: type, config: Mapping[str, Any], *, what: str, device: str | 
         raise BundleError(f"cannot rebuild the {what} from its config ({type(err).__name__}: {err})") from err
 
 
+@contextlib.contextmanager
+def build_deadline(what: str, seconds: float | None = None) -> Iterator[None]:
+    """Raise a :class:`BundleError` if the block runs longer than ``seconds`` (default :data:`BUILD_SECONDS`).
+
+    Building on ``meta`` allocates nothing, but a config can still ask a constructor for absurd work
+    (``num_stages: 10**9`` modules); this bounds it. POSIX main thread only (it uses ``SIGALRM``);
+    elsewhere it does nothing. An outer alarm keeps running.
+    """
+    seconds = BUILD_SECONDS if seconds is None else seconds
+    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum: int, frame: object) -> None:
+        raise BundleError(
+            f"building the {what} from its config took more than {seconds:g} s; the config asks for "
+            f"more than any real component needs"
+        )
+
+    start = time.monotonic()
+    previous = signal.signal(signal.SIGALRM, expire)
+    outer, _ = signal.setitimer(signal.ITIMER_REAL, seconds)
+    if outer and outer < seconds:
+        signal.setitimer(signal.ITIMER_REAL, outer)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        if outer:
+            signal.setitimer(signal.ITIMER_REAL, max(outer - (time.monotonic() - start), 1e-3))
+
+
 def expected_state(cls: type, config: Mapping[str, Any], *, what: str) -> dict[str, Tensor]:
     """The state a component of ``config`` holds, learnt without allocating: built on ``meta``.
 
     A component that cannot be built on ``meta`` is built on the CPU instead.
     """
     try:
-        with torch.device("meta"):
+        with build_deadline(what), torch.device("meta"):
             state: dict[str, Tensor] = cls(**config).state_dict()
             return state
+    except BundleError:
+        raise
     except Exception:
         return construct(cls, config, what=what).state_dict()
 

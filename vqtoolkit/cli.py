@@ -378,7 +378,7 @@ def _size(n: float) -> str:
 
 @main.command()
 @click.argument("bundle", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (everything, training history included).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (training history included).")
 @friendly_errors
 def inspect(bundle: Path, as_json: bool) -> None:
     """Show what a bundle holds, without building it or needing its plugins installed.
@@ -397,8 +397,8 @@ def inspect(bundle: Path, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(s, indent=2))
         return
-    click.echo(f"{s['path']}: {_size(s['file_bytes'])}, bundle format {s['format_version']}, "
-               f"written by vqtoolkit {s['vqtoolkit_version']} (torch {s['torch_version']}), checksum {s['checksum']}")
+    click.echo(f"{s['path']}: {_size(s['file_bytes'])}, bundle format {s['format_version']}, written by "
+               f"vqtoolkit {s['vqtoolkit_version']} (torch {s['torch_version']}), checksum {s['checksum']}")
     for role, c in s["components"].items():
         installed = c["installed"]
         status = ("installed " + ", ".join(f"{d} {v}" for d, v in installed.items()) if installed
@@ -407,7 +407,8 @@ def inspect(bundle: Path, as_json: bool) -> None:
         click.echo(f"{'':<10} {c['tensors']} tensors, {c['values']:,} values, {_size(c['bytes'])}; "
                    f"config {json.dumps(c['config'])}")
     info = s["info"]
-    facts = {k: info[k] for k in ("dataset", "image_shape", "epochs", "batch_size", "lr", "seed") if k in info}
+    keys = ("dataset", "image_shape", "epochs", "batch_size", "lr", "seed", "device", "precision")
+    facts = {k: info[k] for k in keys if k in info}
     if facts:
         click.echo("training   " + ", ".join(f"{k} {v}" for k, v in facts.items()))
     metrics = info.get("metrics") or {}

@@ -533,6 +533,7 @@ def _check_samples(cls: type, prior: Any, data: Tensor, label: int | None) -> Te
     return samples
 
 
+@torch.no_grad()
 def _check_likelihood(cls: type, prior: Any, copy: Any, data: Tensor) -> None:
     log_p = prior.log_prob(data)
     if tuple(log_p.shape) != (len(data),) or not torch.isfinite(log_p).all() or (log_p > 1e-5).any():

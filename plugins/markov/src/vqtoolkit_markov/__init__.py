@@ -45,7 +45,7 @@ class MarkovPrior(Prior):
         self,
         num_codes: int = 512,
         smoothing: float = 0.5,
-        strength: float = 5.0,
+        strength: float = 50.0,
         grid_shape: Sequence[int] | None = None,
     ) -> None:
         check_positive("num_codes", num_codes)
@@ -92,28 +92,25 @@ class MarkovPrior(Prior):
         counts = self.position_counts + self._config["smoothing"]
         return counts / counts.sum(1, keepdim=True)
 
-    def _next_probs(self, previous: Tensor, unigram_t: Tensor) -> Tensor:
-        """``p(x_t | x_{t-1})`` ``(n, K)`` for contexts ``previous`` ``(n,)``."""
-        rows = self.transitions[previous]
-        seen = rows.sum(1, keepdim=True)
+    def _bigram(self) -> tuple[Tensor, Tensor]:
+        """``(λ_c · T[c] / n_c, 1 - λ_c)`` for every context ``c``: ``(K, K)`` and ``(K,)``.
+
+        ``p(x_t | x_{t-1} = c) = mixed[c, x_t] + backoff[c] · U_t(x_t)``.
+        """
+        seen = self.transitions.sum(1)
         weight = seen / (seen + self._config["strength"])
-        return weight * rows / seen.clamp_min(1) + (1 - weight) * unigram_t
+        return self.transitions * (weight / seen.clamp_min(1)).unsqueeze(1), 1 - weight
 
     def log_prob(self, data: Tensor, labels: Tensor | None = None) -> Tensor:
         """Exact log-likelihood in nats of each index grid ``(N, *grid)``."""
         self._check_grid(data)
         flat = data.reshape(len(data), -1).to(self.transitions.device)
         unigram = self._unigram()
-        first = unigram[0, flat[:, 0]].log()
-        if flat.shape[1] == 1:
-            return first
+        mixed, backoff = self._bigram()
         prev, nxt = flat[:, :-1], flat[:, 1:]
-        rows = self.transitions[prev, nxt]
-        seen = self.transitions.sum(1)[prev]
-        weight = seen / (seen + self._config["strength"])
         positions = torch.arange(1, flat.shape[1], device=flat.device)
-        p = weight * rows / seen.clamp_min(1) + (1 - weight) * unigram[positions, nxt]
-        return first + p.log().sum(1)
+        p = mixed[prev, nxt] + backoff[prev] * unigram[positions, nxt]
+        return unigram[0, flat[:, 0]].log() + p.log().sum(1)
 
     @torch.no_grad()
     def sample(
@@ -127,11 +124,13 @@ class MarkovPrior(Prior):
         """``n`` index grids drawn position by position; ``temperature`` < 1 sharpens each step."""
         self.check_sample_args(n, label, temperature)
         unigram = self._unigram()
+        mixed, backoff = self._bigram()
         out = torch.empty(n, unigram.shape[0], dtype=torch.long, device=unigram.device)
         probs = unigram[0].expand(n, -1)
         for t in range(unigram.shape[0]):
             if t:
-                probs = self._next_probs(out[:, t - 1], unigram[t])
+                previous = out[:, t - 1]
+                probs = mixed[previous] + backoff[previous].unsqueeze(1) * unigram[t]
             if temperature != 1.0:
                 probs = probs.pow(1.0 / temperature)
             out[:, t] = torch.multinomial(probs, 1, generator=generator).squeeze(1)
