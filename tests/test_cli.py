@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 from click.testing import CliRunner
 
 import vqtoolkit
@@ -23,10 +24,15 @@ def test_build_then_sample(tmp_path) -> None:
 
     result = runner.invoke(main, ["sample", str(bundle), "-n", "5", "-o", str(tmp_path / "s.npy")])
     assert result.exit_code == 0, result.output
-    import numpy as np
-
     images = np.load(tmp_path / "s.npy")
     assert images.shape == (5, 1, 28, 28) and images.min() >= 0 and images.max() <= 1
+
+    result = runner.invoke(main, ["reconstruct", str(bundle), "-n", "4", "-o", str(tmp_path / "r.npy")])
+    assert result.exit_code == 0, result.output
+    recon = np.load(tmp_path / "r.npy")
+    assert recon.shape == (4, 1, 28, 28)
+    originals = vqtoolkit.load_dataset("digits").test_images[:4].numpy()
+    assert f"test mse {float(((recon - originals) ** 2).mean()):.5f}" in result.output
 
 
 def test_unknown_encoder_is_one_line_listing_available() -> None:

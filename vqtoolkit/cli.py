@@ -341,6 +341,29 @@ def evaluate(bundle: Path, dataset: str | None, data_root: Path | None, as_json:
 
 
 @main.command()
+@click.argument("bundle", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-n", "num_images", type=click.IntRange(min=1), default=32, show_default=True,
+              help="How many held-out images.")
+@data_options
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("reconstructions.png"),
+              show_default=True, help="A .png grid (originals above, reconstructions below), or .npy.")
+@friendly_errors
+def reconstruct(bundle: Path, num_images: int, dataset: str | None, data_root: Path | None, output: Path) -> None:
+    """Encode and decode held-out images through a bundle's stage 1, to see what it keeps.
+
+    \b
+    Example:
+      vqtool reconstruct vqtool-out/model.safetensors -n 16 -o recon.png
+    """
+    pipe = vqtoolkit.load(bundle)
+    originals = _bundle_dataset(pipe, dataset, data_root).test_images[:num_images]
+    recon = pipe.reconstruct(originals)
+    images = recon if output.suffix == ".npy" else torch.cat([originals, recon])
+    save_grid(images, output, nrow=min(8, len(originals)))
+    click.echo(f"wrote {len(originals)} reconstructions to {output} (test mse {float(((recon - originals) ** 2).mean()):.5f})")
+
+
+@main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def plugins(as_json: bool) -> None:
     """List installed components per kind and the distribution that provides each.
