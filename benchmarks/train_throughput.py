@@ -91,7 +91,8 @@ class TutorialVectorQuantizer(nn.Module):
 
 
 class TutorialModel(nn.Module):
-    def __init__(self, num_embeddings: int = 512, embedding_dim: int = 64, commitment_cost: float = 0.25) -> None:
+    def __init__(self, num_embeddings: int = 512, embedding_dim: int = 64,
+                 commitment_cost: float = 0.25) -> None:
         super().__init__()
         self._encoder = TutorialEncoder(1, 64, embedding_dim)
         self._vq_vae = TutorialVectorQuantizer(num_embeddings, embedding_dim, commitment_cost)
@@ -114,7 +115,8 @@ def run_tutorial(data_root: str, epochs: int, seed: int) -> Timed:
 
     torch.manual_seed(seed)
     start, cpu_start = time.perf_counter(), time.process_time()
-    training_data = datasets.MNIST(root=data_root, train=True, download=False, transform=transforms.ToTensor())
+    training_data = datasets.MNIST(root=data_root, train=True, download=False,
+                                   transform=transforms.ToTensor())
     training_loader = DataLoader(training_data, batch_size=128, shuffle=True)
     model = TutorialModel()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, amsgrad=False)
@@ -178,7 +180,8 @@ def evaluate(encode_decode: Callable[[Tensor], tuple[Tensor, Tensor]], test: Ten
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-root", default="/work/shared/data")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)

@@ -21,7 +21,8 @@ def write_idx(folder: Path, prefix: str, images: np.ndarray, labels: np.ndarray)
     """MNIST's big-endian IDX format: magic, counts and sizes, then raw uint8 data."""
     folder.mkdir(parents=True, exist_ok=True)
     n, h, w = images.shape
-    (folder / f"{prefix}-images-idx3-ubyte").write_bytes(struct.pack(">IIII", 2051, n, h, w) + images.tobytes())
+    header = struct.pack(">IIII", 2051, n, h, w)
+    (folder / f"{prefix}-images-idx3-ubyte").write_bytes(header + images.tobytes())
     (folder / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 2049, n) + labels.tobytes())
 
 
@@ -72,8 +73,10 @@ def test_cifar10_loads_three_channels(tmp_path: Path, monkeypatch: pytest.Monkey
     assert torch.all(data.train_images[:, 0] == 1) and torch.all(data.train_images[:, 1:] == 0)
 
     torch.manual_seed(0)  # the encoder/decoder take their channels from the data
-    model = vqtoolkit.build("conv", "vq", "conv", None, in_channels=data.image_shape[0], dim=8, num_codes=16).model
-    history = train_autoencoder(model, data.train_images, data.test_images, epochs=1, batch_size=4, progress=False)
+    channels = data.image_shape[0]
+    model = vqtoolkit.build("conv", "vq", "conv", None, in_channels=channels, dim=8, num_codes=16).model
+    history = train_autoencoder(model, data.train_images, data.test_images, epochs=1, batch_size=4,
+                                progress=False)
     assert model.decoder.out_channels == 3 and history[-1]["test_mse"] >= 0
 
 

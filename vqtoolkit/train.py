@@ -150,7 +150,8 @@ def train_autoencoder(
             vq_sum = torch.tensor(partial["vq"], dtype=sum_dtype, device=device)
             started = time.perf_counter()
             bar = tqdm(range(first, len(batches)), desc=f"stage 1 · epoch {epoch}/{epochs}", unit="batch",
-                       initial=first, total=len(batches), disable=not progress, leave=False, dynamic_ncols=True)
+                       initial=first, total=len(batches), disable=not progress, leave=False,
+                       dynamic_ncols=True)
             for i in bar:
                 x = train_images[batches[i]]
                 with autocast(device, precision):
@@ -260,5 +261,6 @@ def format_epoch(record: dict[str, Any], epochs: int) -> str:
             f"vq {record['train_vq']:.5f}  perplexity {record['train_perplexity']:.1f}  "
             f"codes {record['train_codes_used']}  {record['images_per_s']:.0f} img/s")
     if "test_mse" in record:
-        line += f"  | test mse {record['test_mse']:.5f}  perplexity {record['test_perplexity']:.1f}  codes {record['test_codes_used']}"
+        line += (f"  | test mse {record['test_mse']:.5f}  perplexity {record['test_perplexity']:.1f}  "
+                 f"codes {record['test_codes_used']}")
     return line
