@@ -193,8 +193,8 @@ def test_bad_image_size_fails_before_training() -> None:
 def test_cli_train_writes_bundle_log_plots_and_json_summary(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     out = tmp_path / "m.safetensors"
-    args = ["train", "--epochs", "1", "--num-codes", "16", "--dim", "8", "--batch-size", "256",
-            "-o", str(out), "--device", "cpu", "--json"]
+    args = ["train", "--epochs", "1", "--num-codes", "16", "--dim", "8", "--batch-size", "512",
+            "--image-size", "8", "-o", str(out), "--device", "cpu", "--json"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
