@@ -68,7 +68,8 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(images: Any, tmp_path
 
     crashed = tiny_model()
     handle = fail_on_call(crashed, 2 * (5 + 1) + 2, lambda: (_ for _ in ()).throw(RuntimeError("power cut")))
-    with pytest.raises(RuntimeError, match="power cut"):  # epoch 3, batch 2 (5 batches + 1 test pass per epoch)
+    # dies in epoch 3, batch 2 (each epoch: 5 batches, then 1 test pass)
+    with pytest.raises(RuntimeError, match="power cut"):
         run(crashed, images, epochs=3, checkpoint_path=tmp_path / "ckpt.safetensors")
     handle.remove()
 
@@ -119,7 +120,7 @@ def test_checkpoint_is_pickle_free_and_holds_buffers(images: Any, tmp_path: Path
     assert document["position"] == {"epoch": 2, "batches_done": 0, "step": 5}
 
 
-def test_checkpoint_from_another_configuration_is_refused_before_training(images: Any, tmp_path: Path) -> None:
+def test_checkpoint_of_another_configuration_is_refused_first(images: Any, tmp_path: Path) -> None:
     ckpt = tmp_path / "ckpt.safetensors"
     run(tiny_model(), images, epochs=1, checkpoint_path=ckpt)
     other = tiny_model()
@@ -127,8 +128,9 @@ def test_checkpoint_from_another_configuration_is_refused_before_training(images
     with pytest.raises(CheckpointError, match="lr is 0.001 there but 0.01"):
         run(other, images, epochs=2, lr=1e-2, checkpoint_path=ckpt, resume=True)
     torch.manual_seed(0)
-    wider = vqtoolkit.build("conv", "vq", "conv", None, dim=4, num_codes=32,
-                            encoder_config={"hidden_channels": [8]}, decoder_config={"hidden_channels": [8]}).model
+    hidden = {"hidden_channels": [8]}
+    wider = vqtoolkit.build("conv", "vq", "conv", None, dim=4, num_codes=32, encoder_config=hidden,
+                            decoder_config=hidden).model
     with pytest.raises(CheckpointError, match="quantizer.config.num_codes is 16 there but 32"):
         run(wider, images, epochs=2, checkpoint_path=ckpt, resume=True)
     assert all(torch.equal(v, before[k]) for k, v in other.state_dict().items())
@@ -191,8 +193,8 @@ def test_bad_image_size_fails_before_training() -> None:
 def test_cli_train_writes_bundle_log_plots_and_json_summary(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     out = tmp_path / "m.safetensors"
-    args = ["train", "--epochs", "1", "--num-codes", "16", "--dim", "8", "--batch-size", "256", "-o", str(out),
-            "--device", "cpu", "--json"]
+    args = ["train", "--epochs", "1", "--num-codes", "16", "--dim", "8", "--batch-size", "512",
+            "--image-size", "8", "-o", str(out), "--device", "cpu", "--json"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
@@ -216,7 +218,7 @@ def test_cli_reports_an_unavailable_device_in_one_line(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("kind", ["cuda", "mps"])
-def test_training_on_an_accelerator_saves_a_bundle_that_loads_on_cpu(kind: str, images: Any, tmp_path: Path) -> None:
+def test_accelerator_run_saves_a_bundle_that_loads_on_cpu(kind: str, images: Any, tmp_path: Path) -> None:
     available = torch.cuda.is_available() if kind == "cuda" else torch.backends.mps.is_available()
     if not available:
         pytest.skip(f"no {kind} device")

@@ -50,10 +50,9 @@ class Position:
 
 def describe_model(model: nn.Module) -> dict[str, Any]:
     """Registered name and config of each component: what a checkpoint must match to be resumed."""
-    return {
-        role: {"name": registry.name_of(part), "config": getattr(part, "config", None)}
-        for role, part in (("encoder", model.encoder), ("quantizer", model.quantizer), ("decoder", model.decoder))
-    }
+    parts = {"encoder": model.encoder, "quantizer": model.quantizer, "decoder": model.decoder}
+    return {role: {"name": registry.name_of(part), "config": getattr(part, "config", None)}
+            for role, part in parts.items()}
 
 
 def save(
@@ -106,7 +105,9 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
             tensors = {key: f.get_tensor(key) for key in f.keys()}
         document = json.loads(metadata[METADATA_KEY])
     except (SafetensorError, OSError, ValueError, RuntimeError, KeyError) as err:
-        raise CheckpointError(f"{path} is not a readable vqtoolkit checkpoint ({err!r}); delete it to start afresh") from err
+        raise CheckpointError(
+            f"{path} is not a readable vqtoolkit checkpoint ({err!r}); delete it to start afresh"
+        ) from err
     if document.get("format") != FORMAT or document.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{path}: not a version-{FORMAT_VERSION} {FORMAT} file")
     return document, tensors
@@ -153,7 +154,9 @@ def load(
     model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     expected = model.state_dict()
     if set(model_state) != set(expected) or any(model_state[k].shape != v.shape for k, v in expected.items()):
-        raise CheckpointError(f"{path}: its model tensors do not match this model; start afresh without --resume")
+        raise CheckpointError(
+            f"{path}: its model tensors do not match this model; start afresh without --resume"
+        )
     device = next(model.parameters()).device
     model.load_state_dict(model_state)
     optim_state: dict[int, dict[str, Any]] = {}
@@ -168,7 +171,8 @@ def load(
     if document["scaler"] is not None:
         scaler.load_state_dict(document["scaler"])
     torch.set_rng_state(tensors["rng.torch"])
-    cuda_keys = sorted((k for k in tensors if k.startswith("rng.cuda.")), key=lambda k: int(k.rsplit(".", 1)[1]))
+    cuda_keys = sorted((k for k in tensors if k.startswith("rng.cuda.")),
+                       key=lambda k: int(k.rsplit(".", 1)[1]))
     cuda_states = [tensors[k] for k in cuda_keys]
     if cuda_states and device.type == "cuda" and len(cuda_states) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(cuda_states)

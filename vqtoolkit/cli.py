@@ -51,38 +51,44 @@ def main() -> None:
 def stage1_options(command: F) -> F:
     """The options ``build`` and ``train`` share: components, data, training, device and outputs."""
     options = [
-        click.option("--encoder", default="conv", show_default=True, help="Registered encoder name (see `vqtool plugins`)."),
+        click.option("--encoder", default="conv", show_default=True,
+                     help="Registered encoder name (see `vqtool plugins`)."),
         click.option("--quantizer", default="ema", show_default=True,
                      help="Registered quantizer name (`vq` is the classic tutorial layer)."),
         click.option("--decoder", default="conv", show_default=True, help="Registered decoder name."),
-        click.option("--data", "dataset", type=click.Choice(sorted(DATASETS)), default="digits", show_default=True,
-                     help="Dataset; `digits` is embedded and works offline."),
+        click.option("--data", "dataset", type=click.Choice(sorted(DATASETS)), default="digits",
+                     show_default=True, help="Dataset; `digits` is embedded and works offline."),
         click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), default=None,
                      help="Folder holding the dataset (ROOT/MNIST/raw, ROOT/FashionMNIST/raw, "
                           "ROOT/cifar-10-batches-py, or a folder of images for --data folder)."),
         click.option("--image-size", type=click.IntRange(min=1), default=None,
                      help="Resize images to this square size [default: as stored; 32 for --data folder]."),
-        click.option("--epochs", type=click.IntRange(min=1), default=None, help="Stage-1 epochs [default: per dataset]."),
+        click.option("--epochs", type=click.IntRange(min=1), default=None,
+                     help="Stage-1 epochs [default: per dataset; the total when resuming]."),
         click.option("--num-codes", "--codes", type=click.IntRange(min=1), default=512, show_default=True,
                      help="Codebook size K."),
-        click.option("--dim", type=click.IntRange(min=1), default=64, show_default=True, help="Code dimension D."),
-        click.option("--beta", type=click.FloatRange(min=0), default=0.25, show_default=True, help="Commitment weight β."),
+        click.option("--dim", type=click.IntRange(min=1), default=64, show_default=True,
+                     help="Code dimension D."),
+        click.option("--beta", type=click.FloatRange(min=0), default=0.25, show_default=True,
+                     help="Commitment weight β."),
         click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True),
         click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True,
                      help="Adam learning rate."),
-        click.option("--seed", type=int, default=0, show_default=True, help="Seed for weights, shuffling and sampling."),
+        click.option("--seed", type=int, default=0, show_default=True,
+                     help="Seed for weights, shuffling and sampling."),
         click.option("--device", default="auto", show_default=True,
                      help="auto, cpu, cuda, cuda:N or mps (auto picks cuda, then mps, then cpu)."),
         click.option("--precision", type=click.Choice(PRECISIONS), default="32", show_default=True,
                      help="Mixed precision for training: 32, bf16 (CPU/CUDA) or 16 (CUDA/MPS)."),
         click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None,
                      help="Checkpoint written each epoch [default: OUTPUT-checkpoint.safetensors]."),
-        click.option("--resume", is_flag=True, help="Continue from --checkpoint (same options; --epochs may grow)."),
+        click.option("--resume", is_flag=True,
+                     help="Continue from --checkpoint (same options; --epochs may grow)."),
         click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
                      default=Path("vqtool-out/model.safetensors"), show_default=True,
                      help="Bundle path; checkpoint, metrics log, plots and grids go beside it."),
         click.option("--quiet", is_flag=True, help="No progress bars or per-epoch lines."),
-        click.option("--json", "as_json", is_flag=True, help="Print a final machine-readable summary (JSON)."),
+        click.option("--json", "as_json", is_flag=True, help="Print only a final machine-readable summary."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -140,7 +146,8 @@ def train_stage1(
     try:
         files["curves"] = plots.training_curves(pipe.info["history"], beside(output, "training.png"),
                                                 title=data.describe())
-        files["code_usage"] = plots.code_usage(code_counts(pipe.model, data.test_images), beside(output, "codes.png"))
+        usage = code_counts(pipe.model, data.test_images)
+        files["code_usage"] = plots.code_usage(usage, beside(output, "codes.png"))
     except VQToolkitError as err:  # matplotlib missing: the metrics log holds the same numbers
         if not as_json:
             click.echo(f"note: {err}; skipping plots")
@@ -152,8 +159,7 @@ def report(pipe: vqtoolkit.Pipeline, files: dict[str, Path], num_codes: int, as_
     m = pipe.info["metrics"]
     if as_json:
         summary = {"metrics": m, "files": {k: str(v) for k, v in files.items()},
-                   "epochs": pipe.info["epochs"], "device": pipe.info["device"], "precision": pipe.info["precision"],
-                   "history": pipe.info["history"]}
+                   **{key: pipe.info[key] for key in ("epochs", "device", "precision", "history")}}
         click.echo(json.dumps(summary, indent=2))
         return
     click.echo(

@@ -106,7 +106,9 @@ def load_cifar10(root: str | Path | None = None, *, seed: int = 0) -> ImageDatas
     from torchvision.datasets import CIFAR10
 
     if root is None:
-        raise DataError(f"the cifar10 dataset needs --data-root pointing at a folder that holds {CIFAR10.base_folder}/")
+        raise DataError(
+            f"the cifar10 dataset needs --data-root pointing at a folder that holds {CIFAR10.base_folder}/"
+        )
     try:
         train = CIFAR10(str(root), train=True, download=False)
         test = CIFAR10(str(root), train=False, download=False)
@@ -161,11 +163,13 @@ def load_folder(
             f"extensions {', '.join(IMG_EXTENSIONS)}, either in {root} or in class sub-folders of it"
         )
     pictures, grey = [], True
-    for path, _ in tqdm(samples, desc="reading images", unit="image", disable=len(samples) < 2000, leave=False):
+    reading = tqdm(samples, desc="reading images", unit="image", disable=len(samples) < 2000, leave=False)
+    for path, _ in reading:
         try:
             with Image.open(path) as img:
                 grey &= img.mode in GREY_MODES
-                pictures.append(img.convert("RGB").resize((image_size, image_size), Image.Resampling.BILINEAR))
+                rgb = img.convert("RGB")
+                pictures.append(rgb.resize((image_size, image_size), Image.Resampling.BILINEAR))
         except (UnidentifiedImageError, OSError) as err:
             raise DataError(f"cannot read {path} as an image ({err}); remove it or fix it") from err
     images = torch.from_numpy(np.stack([np.asarray(p) for p in pictures])).permute(0, 3, 1, 2)

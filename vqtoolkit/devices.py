@@ -46,7 +46,9 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
             )
         return device
     if kind == "mps" and not mps_available():
-        raise ConfigError("--device mps was requested but the MPS backend is not available; use --device auto or cpu")
+        raise ConfigError(
+            "--device mps was requested but the MPS backend is not available; use --device auto or cpu"
+        )
     return torch.device(name)
 
 

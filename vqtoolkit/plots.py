@@ -55,6 +55,8 @@ def _save(fig: Any, path: str | Path) -> Path:
 def training_curves(history: list[dict[str, Any]], path: str | Path, *, title: str = "") -> Path:
     """Four panels per epoch: reconstruction MSE, VQ loss, perplexity, codes used (train and test)."""
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.4))
     epochs = [r["epoch"] for r in history]
     for ax, (name, train_key, test_key, log) in zip(axes, CURVES, strict=True):
@@ -63,6 +65,7 @@ def training_curves(history: list[dict[str, Any]], path: str | Path, *, title: s
             ax.plot(epochs, [r[test_key] for r in history], "s--", label="test", markersize=3)
         ax.set_title(name, fontsize=10)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if log:
             ax.set_yscale("log")
         ax.grid(alpha=0.3)

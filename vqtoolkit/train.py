@@ -7,9 +7,9 @@ perplexity), evaluate on the held-out images, log one JSON line and write a chec
 holds everything to continue the run bit for bit (``resume=True``); the first Ctrl-C finishes the
 current step, saves one and says how to resume. A NaN or infinite loss stops training with a hint.
 
-Why it is fast on a CPU (see docs/training.md for the measurements): the whole dataset is one tensor
-(a batch is one index operation, no per-image Python work), the quantizer never builds an N×K one-hot
-matrix, and images and weights are channels-last, the layout oneDNN's convolutions want.
+Why it is fast on a CPU (docs/training.md has the measurements): the whole dataset is one tensor, so
+a batch is one index operation with no per-image Python work, and the quantizer never builds an N×K
+one-hot matrix (one ``addmm`` + ``argmin`` finds the codes, an embedding lookup fetches them).
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def train_autoencoder(
     on_epoch_end: EpochCallback | None = None,
     device: str | torch.device | None = None,
     precision: str = "32",
-    channels_last: bool = True,
+    channels_last: bool = False,
     checkpoint_path: str | Path | None = None,
     resume: bool = False,
     log_path: str | Path | None = None,
@@ -91,7 +91,8 @@ def train_autoencoder(
     ``device`` is ``auto``/``cpu``/``cuda[:i]``/``mps`` (``None``: where the model already is);
     ``precision`` is ``32``, ``bf16`` or ``16`` (autocast; the code search stays float32).
     ``checkpoint_path`` gets a checkpoint after every epoch; ``resume=True`` continues from it.
-    ``log_path`` gets one JSON line per epoch.
+    ``log_path`` gets one JSON line per epoch. ``channels_last`` stores images and weights NHWC (it
+    measured slower for this small model on CPU, see docs/training.md; try it on a GPU with AMP).
     """
     # -- settle everything that can be wrong before the first step -----------------------------------
     if epochs < 1 or batch_size < 1 or lr <= 0:
@@ -109,7 +110,7 @@ def train_autoencoder(
     test_images = None if test_images is None else test_images.to(device=device, memory_format=layout)
 
     generator = torch.Generator().manual_seed(seed)  # shuffling on the CPU: the same order on any device
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr, foreach=True)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "16")  # float16 gradients underflow
     settings = {
         "model": checkpoint.describe_model(model), "batch_size": batch_size, "lr": lr, "seed": seed,
@@ -149,7 +150,8 @@ def train_autoencoder(
             vq_sum = torch.tensor(partial["vq"], dtype=sum_dtype, device=device)
             started = time.perf_counter()
             bar = tqdm(range(first, len(batches)), desc=f"stage 1 · epoch {epoch}/{epochs}", unit="batch",
-                       initial=first, total=len(batches), disable=not progress, leave=False, dynamic_ncols=True)
+                       initial=first, total=len(batches), disable=not progress, leave=False,
+                       dynamic_ncols=True)
             for i in bar:
                 x = train_images[batches[i]]
                 with autocast(device, precision):
@@ -261,5 +263,6 @@ def format_epoch(record: dict[str, Any], epochs: int) -> str:
             f"vq {record['train_vq']:.5f}  perplexity {record['train_perplexity']:.1f}  "
             f"codes {record['train_codes_used']}  {record['images_per_s']:.0f} img/s")
     if "test_mse" in record:
-        line += f"  | test mse {record['test_mse']:.5f}  perplexity {record['test_perplexity']:.1f}  codes {record['test_codes_used']}"
+        line += (f"  | test mse {record['test_mse']:.5f}  perplexity {record['test_perplexity']:.1f}  "
+                 f"codes {record['test_codes_used']}")
     return line
