@@ -14,8 +14,27 @@ from vqtoolkit.cli import main
 def test_build_then_sample(tmp_path) -> None:
     runner = CliRunner()
     bundle = tmp_path / "m.safetensors"
-    result = runner.invoke(main, ["build", "--encoder", "conv", "--prior", "gmm", "--epochs", "1",
-                                  "--num-codes", "32", "--dim", "16", "--samples", "9", "-o", str(bundle), "--quiet"])
+    result = runner.invoke(
+        main,
+        [
+            "build",
+            "--encoder",
+            "conv",
+            "--prior",
+            "gmm",
+            "--epochs",
+            "1",
+            "--num-codes",
+            "32",
+            "--dim",
+            "16",
+            "--samples",
+            "9",
+            "-o",
+            str(bundle),
+            "--quiet",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "test mse" in result.output and str(bundle) in result.output
     for name in ["m.safetensors", "m-samples.png", "m-reconstructions.png"]:
@@ -39,7 +58,11 @@ def test_unknown_encoder_is_one_line_listing_available() -> None:
     result = CliRunner().invoke(main, ["build", "--encoder", "nope"])
     assert result.exit_code == 1
     lines = result.output.strip().splitlines()
-    assert lines == ["Error: unknown encoder 'nope'. Available encoders: " + ", ".join(vqtoolkit.available("encoder")) + "."]
+    assert lines == [
+        "Error: unknown encoder 'nope'. Available encoders: "
+        + ", ".join(vqtoolkit.available("encoder"))
+        + "."
+    ]
 
 
 def test_sample_missing_bundle_is_clear(tmp_path) -> None:
@@ -52,7 +75,9 @@ def test_plugins_lists_builtins_with_distribution() -> None:
     result = CliRunner().invoke(main, ["plugins", "--json"])
     assert result.exit_code == 0
     listing = json.loads(result.output)["components"]
-    assert {"name": "vq", "distribution": "vqtoolkit"}.items() <= next(e for e in listing["quantizer"] if e["name"] == "vq").items()
+    assert {"name": "vq", "distribution": "vqtoolkit"}.items() <= next(
+        e for e in listing["quantizer"] if e["name"] == "vq"
+    ).items()
 
 
 def test_every_command_has_help_with_example() -> None:

@@ -20,7 +20,9 @@ def test_build_routes_shared_options() -> None:
 def test_mismatched_components_fail_at_build_naming_both_sides() -> None:
     with pytest.raises(ShapeError, match=r"encoder 'conv' has dim=8 but quantizer 'ema' has dim=64"):
         vqtoolkit.build(encoder_config={"dim": 8})
-    with pytest.raises(ShapeError, match=r"encoder 'conv' has downsample=8 but decoder 'conv' has upsample=4"):
+    with pytest.raises(
+        ShapeError, match=r"encoder 'conv' has downsample=8 but decoder 'conv' has upsample=4"
+    ):
         vqtoolkit.build(encoder_config={"hidden_channels": [8, 8, 8]})
 
 
@@ -28,11 +30,13 @@ def test_wrong_image_shape_is_a_clear_error() -> None:
     pipe = vqtoolkit.build(dim=8, num_codes=16)
     with pytest.raises(ShapeError, match=r"expected images \(B, 1, H, W\)"):
         pipe.model.encode(torch.rand(2, 3, 28, 28))
-    with pytest.raises(ShapeError, match="cannot be downsampled evenly.*factor 4"):
+    with pytest.raises(ShapeError, match=r"cannot be downsampled evenly.*factor 4"):
         pipe.model.encode(torch.rand(2, 1, 30, 30))
 
 
-def test_two_stage_training_learns_and_samples(trained: vqtoolkit.Pipeline, small_digits: ImageDataset) -> None:
+def test_two_stage_training_learns_and_samples(
+    trained: vqtoolkit.Pipeline, small_digits: ImageDataset
+) -> None:
     history = trained.info["history"]
     assert len(history) == 3
     assert history[-1]["train_recon"] < history[0]["train_recon"]
@@ -81,14 +85,17 @@ def test_sampling_without_prior_says_how_to_fit_one(small_digits: ImageDataset) 
 def test_nan_loss_stops_with_step_and_hint(small_digits: ImageDataset) -> None:
     bad = small_digits.train_images.clone()
     bad[70] = float("nan")  # in the second batch
-    data = ImageDataset("bad", bad, small_digits.train_labels, small_digits.test_images,
-                        small_digits.test_labels, 10, 1)
+    data = ImageDataset(
+        "bad", bad, small_digits.train_labels, small_digits.test_images, small_digits.test_labels, 10, 1
+    )
     pipe = vqtoolkit.build(dim=8, num_codes=16, prior=None)
     with pytest.raises(TrainingError, match=r"loss became nan at step \d+ \(epoch 1\).*--lr"):
         pipe.fit(data, epochs=1, batch_size=64, progress=False)
 
 
-def test_save_load_round_trip_is_exact(trained: vqtoolkit.Pipeline, small_digits: ImageDataset, tmp_path) -> None:
+def test_save_load_round_trip_is_exact(
+    trained: vqtoolkit.Pipeline, small_digits: ImageDataset, tmp_path
+) -> None:
     path = trained.save(tmp_path / "model.safetensors")
     loaded = vqtoolkit.load(path)
     x = small_digits.test_images[:8]

@@ -68,7 +68,7 @@ def test_broken_plugin_is_reported_not_fatal(fake_entry_points) -> None:
     )
     assert "broken" in registry.available("prior")
     assert "gmm" in registry.available("prior")
-    with pytest.raises(ComponentNotFoundError, match="failed to import.*ModuleNotFoundError"):
+    with pytest.raises(ComponentNotFoundError, match=r"failed to import.*ModuleNotFoundError"):
         registry.create("prior", "broken")
     registry.create("prior", "gmm")  # the others keep working
     reported = [p for p in registry.problems("prior") if p.name == "broken"]

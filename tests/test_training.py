@@ -25,8 +25,14 @@ def tiny_model(seed: int = 0) -> vqtoolkit.VQVAE:
     """A one-stage conv VQ-VAE on 1×8×8 images: fast enough to train many times per test."""
     torch.manual_seed(seed)
     return vqtoolkit.build(
-        "conv", "vq", "conv", None, dim=4, num_codes=16,
-        encoder_config={"hidden_channels": [8]}, decoder_config={"hidden_channels": [8]},
+        "conv",
+        "vq",
+        "conv",
+        None,
+        dim=4,
+        num_codes=16,
+        encoder_config={"hidden_channels": [8]},
+        decoder_config={"hidden_channels": [8]},
     ).model
 
 
@@ -125,13 +131,14 @@ def test_checkpoint_of_another_configuration_is_refused_first(images: Any, tmp_p
     run(tiny_model(), images, epochs=1, checkpoint_path=ckpt)
     other = tiny_model()
     before = {k: v.clone() for k, v in other.state_dict().items()}
-    with pytest.raises(CheckpointError, match="lr is 0.001 there but 0.01"):
+    with pytest.raises(CheckpointError, match=r"lr is 0\.001 there but 0\.01"):
         run(other, images, epochs=2, lr=1e-2, checkpoint_path=ckpt, resume=True)
     torch.manual_seed(0)
     hidden = {"hidden_channels": [8]}
-    wider = vqtoolkit.build("conv", "vq", "conv", None, dim=4, num_codes=32, encoder_config=hidden,
-                            decoder_config=hidden).model
-    with pytest.raises(CheckpointError, match="quantizer.config.num_codes is 16 there but 32"):
+    wider = vqtoolkit.build(
+        "conv", "vq", "conv", None, dim=4, num_codes=32, encoder_config=hidden, decoder_config=hidden
+    ).model
+    with pytest.raises(CheckpointError, match=r"quantizer\.config\.num_codes is 16 there but 32"):
         run(wider, images, epochs=2, checkpoint_path=ckpt, resume=True)
     assert all(torch.equal(v, before[k]) for k, v in other.state_dict().items())
     with pytest.raises(CheckpointError, match="no checkpoint at"):
@@ -193,8 +200,24 @@ def test_bad_image_size_fails_before_training() -> None:
 def test_cli_train_writes_bundle_log_plots_and_json_summary(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     out = tmp_path / "m.safetensors"
-    args = ["train", "--epochs", "1", "--num-codes", "16", "--dim", "8", "--batch-size", "512",
-            "--image-size", "8", "-o", str(out), "--device", "cpu", "--json"]
+    args = [
+        "train",
+        "--epochs",
+        "1",
+        "--num-codes",
+        "16",
+        "--dim",
+        "8",
+        "--batch-size",
+        "512",
+        "--image-size",
+        "8",
+        "-o",
+        str(out),
+        "--device",
+        "cpu",
+        "--json",
+    ]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
@@ -204,7 +227,7 @@ def test_cli_train_writes_bundle_log_plots_and_json_summary(tmp_path: Path) -> N
     pipe = vqtoolkit.load(out)
     assert pipe.prior is None and pipe.device.type == "cpu"
 
-    resumed = CliRunner().invoke(main, [*args[:2], "2", *args[3:]] + ["--resume"])
+    resumed = CliRunner().invoke(main, [*args[:2], "2", *args[3:], "--resume"])
     assert resumed.exit_code == 0, resumed.output
     assert [r["epoch"] for r in json.loads(resumed.output)["history"]] == [1, 2]
 

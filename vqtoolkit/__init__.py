@@ -19,9 +19,9 @@ try:
 except PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0.0.0+unknown"
 
-from vqtoolkit.bundle import load  # noqa: E402
-from vqtoolkit.data import ImageDataset, load_dataset  # noqa: E402
-from vqtoolkit.errors import (  # noqa: E402
+from vqtoolkit.bundle import load
+from vqtoolkit.data import ImageDataset, load_dataset
+from vqtoolkit.errors import (
     BundleError,
     ComponentNotFoundError,
     ConfigError,
@@ -30,9 +30,9 @@ from vqtoolkit.errors import (  # noqa: E402
     TrainingError,
     VQToolkitError,
 )
-from vqtoolkit.model import VQVAE, VQVAEOutput  # noqa: E402
-from vqtoolkit.pipeline import Pipeline, build  # noqa: E402
-from vqtoolkit.registry import available, create  # noqa: E402
+from vqtoolkit.model import VQVAE, VQVAEOutput
+from vqtoolkit.pipeline import Pipeline, build
+from vqtoolkit.registry import available, create
 
 __all__ = [
     "VQVAE",

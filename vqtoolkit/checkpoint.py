@@ -51,8 +51,10 @@ class Position:
 def describe_model(model: nn.Module) -> dict[str, Any]:
     """Registered name and config of each component: what a checkpoint must match to be resumed."""
     parts = {"encoder": model.encoder, "quantizer": model.quantizer, "decoder": model.decoder}
-    return {role: {"name": registry.name_of(part), "config": getattr(part, "config", None)}
-            for role, part in parts.items()}
+    return {
+        role: {"name": registry.name_of(part), "config": getattr(part, "config", None)}
+        for role, part in parts.items()
+    }
 
 
 def save(
@@ -102,7 +104,7 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
     try:
         with safe_open(str(path), framework="pt") as f:  # always onto the CPU first
             metadata = f.metadata() or {}
-            tensors = {key: f.get_tensor(key) for key in f.keys()}
+            tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 (a safetensors handle, not a dict)
         document = json.loads(metadata[METADATA_KEY])
     except (SafetensorError, OSError, ValueError, RuntimeError, KeyError) as err:
         raise CheckpointError(
@@ -151,7 +153,7 @@ def load(
     path = Path(path)
     document, tensors = _read(path)
     check_settings(path, document["settings"], settings)
-    model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    model_state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     expected = model.state_dict()
     if set(model_state) != set(expected) or any(model_state[k].shape != v.shape for k, v in expected.items()):
         raise CheckpointError(
@@ -171,8 +173,9 @@ def load(
     if document["scaler"] is not None:
         scaler.load_state_dict(document["scaler"])
     torch.set_rng_state(tensors["rng.torch"])
-    cuda_keys = sorted((k for k in tensors if k.startswith("rng.cuda.")),
-                       key=lambda k: int(k.rsplit(".", 1)[1]))
+    cuda_keys = sorted(
+        (k for k in tensors if k.startswith("rng.cuda.")), key=lambda k: int(k.rsplit(".", 1)[1])
+    )
     cuda_states = [tensors[k] for k in cuda_keys]
     if cuda_states and device.type == "cuda" and len(cuda_states) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(cuda_states)

@@ -29,6 +29,7 @@ class Component(nn.Module):
         return dict(self._config)
 
     def extra_repr(self) -> str:
+        """The config in ``repr(module)``, so printed models show how they were built."""
         return ", ".join(f"{k}={v!r}" for k, v in self._config.items())
 
 

@@ -1,6 +1,7 @@
-"""Datasets as in-memory tensors: ``digits`` (embedded, offline default), ``mnist``,
-``fashion-mnist``, ``cifar10`` (through torchvision, offline from a ``root``) and ``folder`` (any
-directory of images, resized).
+"""Datasets as in-memory tensors.
+
+``digits`` (embedded, offline default); ``mnist``, ``fashion-mnist`` and ``cifar10`` through
+torchvision, offline from a ``root``; ``folder``, any directory of images, resized.
 
 Images are float32 ``(N, C, H, W)`` in [0, 1]; keeping them as one tensor makes a batch a single
 index operation instead of per-sample Python work.
@@ -11,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -20,6 +21,9 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from vqtoolkit.errors import DataError
+
+if TYPE_CHECKING:  # torchvision's datasets are imported lazily: they are slow to import
+    from torchvision.datasets import MNIST
 
 
 @dataclass
@@ -44,7 +48,9 @@ class ImageDataset:
     def describe(self) -> str:
         """One line for logs: name, sizes and shape."""
         c, h, w = self.image_shape
-        return f"{self.name}: {len(self.train_images)} train / {len(self.test_images)} test images, {c}×{h}×{w}"
+        return (
+            f"{self.name}: {len(self.train_images)} train / {len(self.test_images)} test images, {c}×{h}×{w}"
+        )
 
 
 def load_digits(root: str | Path | None = None, *, test_fraction: float = 0.2, seed: int = 0) -> ImageDataset:
@@ -56,15 +62,17 @@ def load_digits(root: str | Path | None = None, *, test_fraction: float = 0.2, s
     images = F.interpolate(images, size=(28, 28), mode="bilinear", align_corners=False).clamp_(0, 1)
     labels = torch.from_numpy(bunch.target).long()
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
-    n_test = int(round(len(images) * test_fraction))
+    n_test = round(len(images) * test_fraction)
     test, train = order[:n_test], order[n_test:]
     return ImageDataset("digits", images[train], labels[train], images[test], labels[test], 10, 40)
 
 
-def _load_idx(cls: type, name: str, root: str | Path | None, default_epochs: int) -> ImageDataset:
+def _load_idx(cls: type[MNIST], name: str, root: str | Path | None, default_epochs: int) -> ImageDataset:
     """An MNIST-format torchvision dataset (``root/<ClassName>/raw/*-ubyte``); never downloads."""
     if root is None:
-        raise DataError(f"the {name} dataset needs --data-root pointing at a folder that holds {cls.__name__}/raw/")
+        raise DataError(
+            f"the {name} dataset needs --data-root pointing at a folder that holds {cls.__name__}/raw/"
+        )
     try:
         train = cls(str(root), train=True, download=False)
         test = cls(str(root), train=False, download=False)
@@ -124,8 +132,13 @@ def load_cifar10(root: str | Path | None = None, *, seed: int = 0) -> ImageDatas
         return torch.from_numpy(ds.data).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
 
     return ImageDataset(
-        "cifar10", to_tensor(train), torch.tensor(train.targets).long(), to_tensor(test),
-        torch.tensor(test.targets).long(), 10, 20,
+        "cifar10",
+        to_tensor(train),
+        torch.tensor(train.targets).long(),
+        to_tensor(test),
+        torch.tensor(test.targets).long(),
+        10,
+        20,
     )
 
 
@@ -154,9 +167,10 @@ def load_folder(
         classes, class_to_idx = find_classes(str(root))
         samples = make_dataset(str(root), class_to_idx, extensions=IMG_EXTENSIONS)
     except FileNotFoundError:  # no class sub-folders (or all empty): the images sit in root itself
-        classes, samples = ["images"], [
-            (str(p), 0) for p in sorted(root.iterdir()) if p.suffix.lower() in IMG_EXTENSIONS
-        ]
+        classes, samples = (
+            ["images"],
+            [(str(p), 0) for p in sorted(root.iterdir()) if p.suffix.lower() in IMG_EXTENSIONS],
+        )
     if len(samples) < 2:
         raise DataError(
             f"found {len(samples)} image(s) under {root}; the folder dataset needs at least 2 files with "
@@ -177,10 +191,17 @@ def load_folder(
     images = images.float().div_(255.0).contiguous()
     labels = torch.tensor([label for _, label in samples], dtype=torch.long)
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
-    n_test = min(len(images) - 1, max(1, int(round(len(images) * test_fraction))))
+    n_test = min(len(images) - 1, max(1, round(len(images) * test_fraction)))
     test, train = order[:n_test], order[n_test:]
-    return ImageDataset(f"folder:{root.name}", images[train], labels[train], images[test], labels[test],
-                        max(1, len(classes)), 20)
+    return ImageDataset(
+        f"folder:{root.name}",
+        images[train],
+        labels[train],
+        images[test],
+        labels[test],
+        max(1, len(classes)),
+        20,
+    )
 
 
 DATASETS: dict[str, Callable[..., ImageDataset]] = {
@@ -208,7 +229,12 @@ def load_dataset(
     data = DATASETS[name](root, seed=seed)
     if image_size is not None and data.image_shape[1:] != (image_size, image_size):
         for split in ("train_images", "test_images"):
-            resized = F.interpolate(getattr(data, split), size=(image_size, image_size), mode="bilinear",
-                                    antialias=True, align_corners=False)
+            resized = F.interpolate(
+                getattr(data, split),
+                size=(image_size, image_size),
+                mode="bilinear",
+                antialias=True,
+                align_corners=False,
+            )
             setattr(data, split, resized.clamp_(0, 1))
     return data

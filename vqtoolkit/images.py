@@ -24,7 +24,7 @@ def save_grid(images: Tensor, path: str | Path, *, nrow: int | None = None) -> P
         if path.suffix == ".npy":
             np.save(tmp, images.detach().cpu().numpy())
         else:
-            rows = nrow or max(1, int(round(len(images) ** 0.5)))
+            rows = nrow or max(1, round(len(images) ** 0.5))
             save_image(images.detach().cpu().float(), tmp, nrow=rows, padding=2, pad_value=1.0)
         os.replace(tmp, path)
     except BaseException:

@@ -37,9 +37,7 @@ class VQVAE(nn.Module):
         """Raise a :class:`ShapeError` for images this model cannot encode, saying why."""
         factor = int(getattr(self.encoder, "downsample", 1))
         if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ShapeError(
-                f"expected images (B, {self.in_channels}, H, W); got shape {tuple(x.shape)}"
-            )
+            raise ShapeError(f"expected images (B, {self.in_channels}, H, W); got shape {tuple(x.shape)}")
         if x.shape[2] % factor or x.shape[3] % factor:
             raise ShapeError(
                 f"images of size {x.shape[2]}×{x.shape[3]} cannot be downsampled evenly by the "
@@ -68,6 +66,7 @@ class VQVAE(nn.Module):
         return self.decoder(self.quantizer.lookup(indices))
 
     def forward(self, x: Tensor) -> VQVAEOutput:
+        """Encode, quantize (straight-through) and decode ``x``, for training."""
         out = self.quantizer(self.encode_latents(x))
         return VQVAEOutput(self.decoder(out.quantized), out)
 

@@ -50,9 +50,7 @@ def evaluate_autoencoder(model: VQVAE, images: Tensor, *, batch_size: int = 1024
 
 
 @torch.inference_mode()
-def code_counts(
-    model: VQVAE, images: Tensor, *, batch_size: int = 1024, with_error: bool = False
-) -> Any:
+def code_counts(model: VQVAE, images: Tensor, *, batch_size: int = 1024, with_error: bool = False) -> Any:
     """How often each code is chosen for ``images`` (K,), and the summed squared error if asked."""
     was_training = model.training
     model.eval()
@@ -105,7 +103,8 @@ def train_autoencoder(
     if test_images is not None:
         model.check_images(test_images[:1])
     layout = torch.channels_last if channels_last else torch.contiguous_format
-    model.to(device=device, memory_format=layout)
+    model.to(device)
+    model.to(memory_format=layout)
     train_images = train_images.to(device=device, memory_format=layout)
     test_images = None if test_images is None else test_images.to(device=device, memory_format=layout)
 
@@ -113,13 +112,18 @@ def train_autoencoder(
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "16")  # float16 gradients underflow
     settings = {
-        "model": checkpoint.describe_model(model), "batch_size": batch_size, "lr": lr, "seed": seed,
-        "precision": precision, "train_images": list(train_images.shape),
+        "model": checkpoint.describe_model(model),
+        "batch_size": batch_size,
+        "lr": lr,
+        "seed": seed,
+        "precision": precision,
+        "train_images": list(train_images.shape),
     }
     save_checkpoint = checkpoint_writer(checkpoint_path, model, optimizer, scaler, settings)
-    if resume:
-        position = checkpoint.load(Path(checkpoint_path), model=model, optimizer=optimizer, scaler=scaler,
-                                   settings=settings)
+    if resume and checkpoint_path is not None:  # resume without a path was refused above
+        position = checkpoint.load(
+            Path(checkpoint_path), model=model, optimizer=optimizer, scaler=scaler, settings=settings
+        )
         if position.epoch > epochs:
             raise TrainingError(
                 f"{checkpoint_path} already holds {position.epoch - 1} trained epochs; ask for more than "
@@ -142,16 +146,26 @@ def train_autoencoder(
             resuming = epoch == position.epoch and position.batches_done > 0
             first = position.batches_done if resuming else 0
             partial = position.partial if resuming else {"recon": 0.0, "vq": 0.0, "seconds": 0.0}
-            counts = position.counts if resuming and position.counts is not None else torch.zeros(
-                model.quantizer.num_codes, dtype=torch.long, device=device)
+            counts = (
+                position.counts
+                if resuming and position.counts is not None
+                else torch.zeros(model.quantizer.num_codes, dtype=torch.long, device=device)
+            )
             # running sums stay tensors (no sync per step) and restart from the saved values on resume,
             # so a resumed epoch adds in exactly the same order as an uninterrupted one
             recon_sum = torch.tensor(partial["recon"], dtype=sum_dtype, device=device)
             vq_sum = torch.tensor(partial["vq"], dtype=sum_dtype, device=device)
             started = time.perf_counter()
-            bar = tqdm(range(first, len(batches)), desc=f"stage 1 · epoch {epoch}/{epochs}", unit="batch",
-                       initial=first, total=len(batches), disable=not progress, leave=False,
-                       dynamic_ncols=True)
+            bar = tqdm(
+                range(first, len(batches)),
+                desc=f"stage 1 · epoch {epoch}/{epochs}",
+                unit="batch",
+                initial=first,
+                total=len(batches),
+                disable=not progress,
+                leave=False,
+                dynamic_ncols=True,
+            )
             for i in bar:
                 x = train_images[batches[i]]
                 with autocast(device, precision):
@@ -161,8 +175,9 @@ def train_autoencoder(
                 step += 1
                 if not torch.isfinite(loss):
                     raise TrainingError(
-                        f"loss became {float(loss.detach())} at step {step} (epoch {epoch}): lower the learning "
-                        f"rate (--lr, now {lr}), check the images for NaN/Inf, or try --beta smaller"
+                        f"loss became {float(loss.detach())} at step {step} (epoch {epoch}): lower "
+                        f"the learning rate (--lr, now {lr}), check the images for NaN/Inf, "
+                        f"or try a smaller --beta"
                     )
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
@@ -207,15 +222,24 @@ def train_autoencoder(
 
 
 def checkpoint_writer(
-    path: str | Path | None, model: VQVAE, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+    path: str | Path | None,
+    model: VQVAE,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
     settings: dict[str, Any],
 ) -> Callable[[checkpoint.Position], None]:
     """``save(position)`` writing this run's checkpoint, or a no-op without a ``path``."""
 
     def save(position: checkpoint.Position) -> None:
         if path is not None:
-            checkpoint.save(Path(path), model=model, optimizer=optimizer, scaler=scaler, position=position,
-                            settings=settings)
+            checkpoint.save(
+                Path(path),
+                model=model,
+                optimizer=optimizer,
+                scaler=scaler,
+                position=position,
+                settings=settings,
+            )
 
     return save
 
@@ -237,8 +261,11 @@ class _StopFlag:
 
 @contextlib.contextmanager
 def stop_requests(*, enabled: bool) -> Iterator[_StopFlag]:
-    """While active, the first Ctrl-C only sets ``requested`` (the loop saves and stops after the step);
-    a second Ctrl-C interrupts at once. Signal handlers exist only in the main thread."""
+    """Turn the first Ctrl-C into a request to stop cleanly.
+
+    While active, the first Ctrl-C only sets ``requested`` (the loop saves and stops after the step);
+    a second Ctrl-C interrupts at once. Signal handlers exist only in the main thread.
+    """
     flag = _StopFlag()
     if not enabled or threading.current_thread() is not threading.main_thread():
         yield flag
@@ -259,10 +286,14 @@ def stop_requests(*, enabled: bool) -> Iterator[_StopFlag]:
 
 def format_epoch(record: dict[str, Any], epochs: int) -> str:
     """One human line per epoch."""
-    line = (f"epoch {record['epoch']}/{epochs}  recon {record['train_recon']:.5f}  "
-            f"vq {record['train_vq']:.5f}  perplexity {record['train_perplexity']:.1f}  "
-            f"codes {record['train_codes_used']}  {record['images_per_s']:.0f} img/s")
+    line = (
+        f"epoch {record['epoch']}/{epochs}  recon {record['train_recon']:.5f}  "
+        f"vq {record['train_vq']:.5f}  perplexity {record['train_perplexity']:.1f}  "
+        f"codes {record['train_codes_used']}  {record['images_per_s']:.0f} img/s"
+    )
     if "test_mse" in record:
-        line += (f"  | test mse {record['test_mse']:.5f}  perplexity {record['test_perplexity']:.1f}  "
-                 f"codes {record['test_codes_used']}")
+        line += (
+            f"  | test mse {record['test_mse']:.5f}  perplexity {record['test_perplexity']:.1f}  "
+            f"codes {record['test_codes_used']}"
+        )
     return line

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from vqtoolkit.decoders.base import Decoder
 from vqtoolkit.component import check_positive
+from vqtoolkit.decoders.base import Decoder
 
 
 class ConvDecoder(Decoder):
@@ -27,10 +28,11 @@ class ConvDecoder(Decoder):
         super().__init__(out_channels=out_channels, dim=dim, hidden_channels=hidden)
         self.out_channels, self.dim, self.upsample = out_channels, dim, 2 ** len(hidden)
         layers: list[nn.Module] = [nn.ConvTranspose2d(dim, hidden[0], 1), nn.ReLU()]
-        for c_in, c_out in zip(hidden, hidden[1:], strict=False):
+        for c_in, c_out in itertools.pairwise(hidden):
             layers += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1), nn.ReLU()]
         layers += [nn.ConvTranspose2d(hidden[-1], out_channels, 4, 2, 1), nn.Sigmoid()]
         self.net = nn.Sequential(*layers)
 
     def forward(self, q: Tensor) -> Tensor:
+        """Images ``(B, out_channels, h·upsample, w·upsample)`` in [0, 1]."""
         return self.net(q)

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from vqtoolkit.encoders.base import Encoder
 from vqtoolkit.component import check_positive
+from vqtoolkit.encoders.base import Encoder
 
 
 class ConvEncoder(Encoder):
@@ -33,4 +33,5 @@ class ConvEncoder(Encoder):
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Latents ``(B, dim, H/downsample, W/downsample)``."""
         return self.net(x)
