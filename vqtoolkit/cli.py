@@ -13,8 +13,7 @@ import torch
 
 import vqtoolkit
 from vqtoolkit import registry
-from vqtoolkit.data import DATASETS, load_dataset
-from vqtoolkit.data import ImageDataset
+from vqtoolkit.data import DATASETS, ImageDataset, load_dataset
 from vqtoolkit.errors import ConfigError, VQToolkitError
 from vqtoolkit.images import save_grid
 
@@ -50,7 +49,7 @@ def main() -> None:
 @click.option("--encoder", default="conv", show_default=True, help="Registered encoder name (see `vqtool plugins`).")
 @click.option("--quantizer", default="vq", show_default=True, help="Registered quantizer name.")
 @click.option("--decoder", default="conv", show_default=True, help="Registered decoder name.")
-@click.option("--prior", default="gmm", show_default=True, help="Registered prior name: gmm, categorical, pixelcnn, ...")
+@click.option("--prior", default="gmm", show_default=True, help="Registered prior: gmm, categorical, pixelcnn.")
 @click.option("--conditional", is_flag=True, help="Fit a class-conditional prior (enables `vqtool sample --label`).")
 @click.option("--data", "dataset", type=click.Choice(sorted(DATASETS)), default="digits", show_default=True,
               help="Dataset; `digits` is embedded and works offline.")
@@ -112,11 +111,13 @@ def build(
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same images.")
 @click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
               help="Below 1: cleaner, less varied samples; above 1: more varied.")
-@click.option("--label", type=int, default=None, help="Class to draw (needs a prior fitted with --conditional).")
+@click.option("--label", type=int, default=None, help="Class to draw (needs a prior fitted --conditional).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("samples.png"),
               show_default=True, help="A .png grid, or .npy for the raw images (N, C, H, W) in [0, 1].")
 @friendly_errors
-def sample(bundle: Path, num_samples: int, seed: int, temperature: float, label: int | None, output: Path) -> None:
+def sample(
+    bundle: Path, num_samples: int, seed: int, temperature: float, label: int | None, output: Path
+) -> None:
     """Draw new images from a bundle's prior.
 
     \b
@@ -133,7 +134,7 @@ def sample(bundle: Path, num_samples: int, seed: int, temperature: float, label:
 
 
 def _bundle_dataset(pipe: vqtoolkit.Pipeline, dataset: str | None, data_root: Path | None) -> ImageDataset:
-    """The dataset a bundle was trained on (same name and seed, so the same held-out split) unless overridden."""
+    """The bundle's dataset (same name and seed, so the same held-out split) unless overridden."""
     name = dataset or pipe.info.get("dataset")
     if name is None:
         raise ConfigError("the bundle does not record its dataset; pass --data (and --data-root if needed)")
@@ -189,7 +190,8 @@ def fit_prior(
     \b
     Example:
       vqtool fit-prior vqtool-out/model.safetensors --prior pixelcnn -o pixelcnn.safetensors
-      vqtool fit-prior mnist.safetensors --prior pixelcnn --conditional --data-root ../shared/data -o cond.safetensors
+      vqtool fit-prior mnist.safetensors --prior pixelcnn --conditional \\
+          --data-root ../shared/data -o cond.safetensors
     """
     if output.resolve() == bundle.resolve():
         raise ConfigError(f"-o {output} is the input bundle; write the new prior to another file")
@@ -222,8 +224,12 @@ def evaluate(bundle: Path, dataset: str | None, data_root: Path | None, as_json:
     """
     pipe = vqtoolkit.load(bundle)
     data = _bundle_dataset(pipe, dataset, data_root)
-    result = {"dataset": data.name, "test_images": len(data.test_images), "num_codes": pipe.model.quantizer.num_codes,
-              "prior": None if pipe.prior is None else registry.name_of(pipe.prior)}
+    result = {
+        "dataset": data.name,
+        "test_images": len(data.test_images),
+        "num_codes": pipe.model.quantizer.num_codes,
+        "prior": None if pipe.prior is None else registry.name_of(pipe.prior),
+    }
     result.update(pipe.evaluate(data.test_images, data.test_labels))
     if as_json:
         click.echo(json.dumps(result, indent=2))
