@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import json
+import shlex
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -14,7 +16,8 @@ import torch
 import vqtoolkit
 from vqtoolkit import registry
 from vqtoolkit.data import DATASETS, ImageDataset, load_dataset
-from vqtoolkit.errors import ConfigError, VQToolkitError
+from vqtoolkit.devices import PRECISIONS
+from vqtoolkit.errors import ConfigError, TrainingInterrupted, VQToolkitError
 from vqtoolkit.images import save_grid
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -45,64 +48,170 @@ def main() -> None:
     """
 
 
+def stage1_options(command: F) -> F:
+    """The options ``build`` and ``train`` share: components, data, training, device and outputs."""
+    options = [
+        click.option("--encoder", default="conv", show_default=True, help="Registered encoder name (see `vqtool plugins`)."),
+        click.option("--quantizer", default="ema", show_default=True,
+                     help="Registered quantizer name (`vq` is the classic tutorial layer)."),
+        click.option("--decoder", default="conv", show_default=True, help="Registered decoder name."),
+        click.option("--data", "dataset", type=click.Choice(sorted(DATASETS)), default="digits", show_default=True,
+                     help="Dataset; `digits` is embedded and works offline."),
+        click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), default=None,
+                     help="Folder holding the dataset (ROOT/MNIST/raw, ROOT/FashionMNIST/raw, "
+                          "ROOT/cifar-10-batches-py, or a folder of images for --data folder)."),
+        click.option("--image-size", type=click.IntRange(min=1), default=None,
+                     help="Resize images to this square size [default: as stored; 32 for --data folder]."),
+        click.option("--epochs", type=click.IntRange(min=1), default=None, help="Stage-1 epochs [default: per dataset]."),
+        click.option("--num-codes", "--codes", type=click.IntRange(min=1), default=512, show_default=True,
+                     help="Codebook size K."),
+        click.option("--dim", type=click.IntRange(min=1), default=64, show_default=True, help="Code dimension D."),
+        click.option("--beta", type=click.FloatRange(min=0), default=0.25, show_default=True, help="Commitment weight β."),
+        click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True),
+        click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True,
+                     help="Adam learning rate."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seed for weights, shuffling and sampling."),
+        click.option("--device", default="auto", show_default=True,
+                     help="auto, cpu, cuda, cuda:N or mps (auto picks cuda, then mps, then cpu)."),
+        click.option("--precision", type=click.Choice(PRECISIONS), default="32", show_default=True,
+                     help="Mixed precision for training: 32, bf16 (CPU/CUDA) or 16 (CUDA/MPS)."),
+        click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     help="Checkpoint written each epoch [default: OUTPUT-checkpoint.safetensors]."),
+        click.option("--resume", is_flag=True, help="Continue from --checkpoint (same options; --epochs may grow)."),
+        click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+                     default=Path("vqtool-out/model.safetensors"), show_default=True,
+                     help="Bundle path; checkpoint, metrics log, plots and grids go beside it."),
+        click.option("--quiet", is_flag=True, help="No progress bars or per-epoch lines."),
+        click.option("--json", "as_json", is_flag=True, help="Print a final machine-readable summary (JSON)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def beside(output: Path, suffix: str) -> Path:
+    """A file next to the bundle: ``runs/m.safetensors`` → ``runs/m-<suffix>``."""
+    return output.with_name(f"{output.stem}-{suffix}")
+
+
+def resume_hint() -> str:
+    """The command line that was run, with ``--resume`` added."""
+    args = ["vqtool", *sys.argv[1:]]
+    return shlex.join(args if "--resume" in args else [*args, "--resume"])
+
+
+def train_stage1(
+    prior: str | None, *, encoder: str, quantizer: str, decoder: str, dataset: str, data_root: Path | None,
+    image_size: int | None, epochs: int | None, num_codes: int, dim: int, beta: float, batch_size: int,
+    lr: float, seed: int, device: str, precision: str, checkpoint: Path | None, resume: bool, output: Path,
+    quiet: bool, as_json: bool, prior_config: dict[str, Any] | None = None,
+) -> tuple[vqtoolkit.Pipeline, ImageDataset, dict[str, Path]]:
+    """Load data, build, check everything, train stage 1 (checkpointed), then write the run's pictures."""
+    from vqtoolkit import plots
+    from vqtoolkit.devices import check_precision, resolve_device
+    from vqtoolkit.train import code_counts
+
+    torch_device = resolve_device(device)  # bad device or precision: fail before loading anything
+    check_precision(precision, torch_device)
+    torch.manual_seed(seed)
+    data = load_dataset(dataset, data_root, seed=seed, image_size=image_size)
+    pipe = vqtoolkit.build(
+        encoder, quantizer, decoder, prior, in_channels=data.image_shape[0], dim=dim,
+        num_codes=num_codes, beta=beta, prior_config=prior_config,
+    )
+    files = {"checkpoint": checkpoint or beside(output, "checkpoint.safetensors"),
+             "metrics": beside(output, "metrics.jsonl")}
+    if not quiet and not as_json:
+        click.echo(f"{data.describe()}; {encoder} → {quantizer} (K={num_codes}, D={dim}) → {decoder}"
+                   f"{f', prior {prior}' if prior else ''}; {torch_device}, precision {precision}")
+    try:
+        pipe.fit_autoencoder(
+            data, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, progress=not quiet and not as_json,
+            device=torch_device, precision=precision, checkpoint_path=files["checkpoint"], resume=resume,
+            log_path=files["metrics"],
+        )
+    except TrainingInterrupted as err:
+        raise click.ClickException(f"{err}\n  {resume_hint()}") from err
+    pipe.info.update(device=str(torch_device), precision=precision)
+    pipe.model.cpu()  # stage 2, grids and the bundle run on the CPU (scikit-learn priors live there)
+    originals = data.test_images[:32]
+    files["reconstructions"] = save_grid(
+        torch.cat([originals, pipe.reconstruct(originals)]), beside(output, "reconstructions.png"), nrow=8)
+    try:
+        files["curves"] = plots.training_curves(pipe.info["history"], beside(output, "training.png"),
+                                                title=data.describe())
+        files["code_usage"] = plots.code_usage(code_counts(pipe.model, data.test_images), beside(output, "codes.png"))
+    except VQToolkitError as err:  # matplotlib missing: the metrics log holds the same numbers
+        if not as_json:
+            click.echo(f"note: {err}; skipping plots")
+    return pipe, data, files
+
+
+def report(pipe: vqtoolkit.Pipeline, files: dict[str, Path], num_codes: int, as_json: bool) -> None:
+    """Final metrics and where every file went, for people or (``--json``) for machines."""
+    m = pipe.info["metrics"]
+    if as_json:
+        summary = {"metrics": m, "files": {k: str(v) for k, v in files.items()},
+                   "epochs": pipe.info["epochs"], "device": pipe.info["device"], "precision": pipe.info["precision"],
+                   "history": pipe.info["history"]}
+        click.echo(json.dumps(summary, indent=2))
+        return
+    click.echo(
+        f"test mse {m['test_mse']:.5f} (psnr {m['test_psnr']:.2f} dB), perplexity {m['test_perplexity']:.1f}, "
+        f"codes used {m['test_codes_used']}/{num_codes}"
+        + (f", prior {m['test_prior_bits_per_code']:.3f} bits/code" if "test_prior_bits_per_code" in m else "")
+    )
+    for name, path in files.items():
+        click.echo(f"{name + ':':<17}{path}")
+
+
 @main.command()
-@click.option("--encoder", default="conv", show_default=True, help="Registered encoder name (see `vqtool plugins`).")
-@click.option("--quantizer", default="vq", show_default=True, help="Registered quantizer name.")
-@click.option("--decoder", default="conv", show_default=True, help="Registered decoder name.")
 @click.option("--prior", default="gmm", show_default=True, help="Registered prior: gmm, categorical, pixelcnn.")
 @click.option("--conditional", is_flag=True, help="Fit a class-conditional prior (enables `vqtool sample --label`).")
-@click.option("--data", "dataset", type=click.Choice(sorted(DATASETS)), default="digits", show_default=True,
-              help="Dataset; `digits` is embedded and works offline.")
-@click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Folder holding the dataset in torchvision's layout (e.g. ROOT/MNIST/raw).")
-@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Stage-1 epochs [default: per dataset].")
-@click.option("--num-codes", "--codes", type=click.IntRange(min=1), default=512, show_default=True, help="Codebook size K.")
-@click.option("--dim", type=click.IntRange(min=1), default=64, show_default=True, help="Code dimension D.")
-@click.option("--beta", type=click.FloatRange(min=0), default=0.25, show_default=True, help="Commitment weight β.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True, help="Adam learning rate.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for weights, shuffling and sampling.")
 @click.option("--samples", "num_samples", type=click.IntRange(min=1), default=64, show_default=True,
               help="Images in the sample grid.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              default=Path("vqtool-out/model.safetensors"), show_default=True, help="Bundle path; grids go beside it.")
-@click.option("--quiet", is_flag=True, help="No progress bars or per-epoch lines.")
+@stage1_options
 @friendly_errors
-def build(
-    encoder: str, quantizer: str, decoder: str, prior: str, conditional: bool, dataset: str, data_root: Path | None,
-    epochs: int | None, num_codes: int, dim: int, beta: float, batch_size: int, lr: float, seed: int,
-    num_samples: int, output: Path, quiet: bool,
-) -> None:
-    """Train both stages end to end and write a bundle plus sample and reconstruction grids.
+def build(prior: str, conditional: bool, num_samples: int, output: Path, seed: int, num_codes: int,
+          as_json: bool, quiet: bool, **options: Any) -> None:
+    """Train both stages end to end and write a bundle, sample and reconstruction grids, training
+    curves, a codebook-usage histogram, a metrics log (JSON lines) and a resumable checkpoint.
 
     \b
     Example:
       vqtool build --encoder conv --prior gmm
       vqtool build --prior pixelcnn --conditional
       vqtool build --data mnist --data-root ../shared/data --epochs 1 -o runs/mnist.safetensors
+      vqtool build --data mnist --data-root ../shared/data --epochs 3 -o runs/mnist.safetensors --resume
     """
-    torch.manual_seed(seed)
-    data = load_dataset(dataset, data_root, seed=seed)
-    pipe = vqtoolkit.build(
-        encoder, quantizer, decoder, prior, in_channels=data.image_shape[0], dim=dim,
-        num_codes=num_codes, beta=beta, prior_config={"conditional": True} if conditional else None,
-    )
-    if not quiet:
-        click.echo(f"{data.describe()}; {encoder} → {quantizer} (K={num_codes}, D={dim}) → {decoder}, prior {prior}")
-    pipe.fit(data, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, progress=not quiet)
-    bundle = pipe.save(output)
-    samples_png = output.with_name(f"{output.stem}-samples.png")
-    recon_png = output.with_name(f"{output.stem}-reconstructions.png")
-    save_grid(pipe.sample(num_samples, generator=torch.Generator().manual_seed(seed)), samples_png)
-    originals = data.test_images[:32]
-    save_grid(torch.cat([originals, pipe.reconstruct(originals)]), recon_png, nrow=8)
-    m = pipe.info["metrics"]
-    click.echo(
-        f"test mse {m['test_mse']:.5f} (psnr {m['test_psnr']:.2f} dB), perplexity {m['test_perplexity']:.1f}, "
-        f"codes used {m['test_codes_used']}/{num_codes}"
-        + (f", prior {m['test_prior_bits_per_code']:.3f} bits/code" if "test_prior_bits_per_code" in m else "")
-    )
-    click.echo(f"bundle:          {bundle}\nsamples:         {samples_png}\nreconstructions: {recon_png}")
+    pipe, data, files = train_stage1(prior, output=output, seed=seed, num_codes=num_codes, as_json=as_json,
+                                     quiet=quiet, prior_config={"conditional": True} if conditional else None,
+                                     **options)
+    pipe.fit_prior(data, progress=not quiet and not as_json)
+    files = {"bundle": pipe.save(output), **files}
+    files["samples"] = save_grid(pipe.sample(num_samples, generator=torch.Generator().manual_seed(seed)),
+                                 beside(output, "samples.png"))
+    report(pipe, files, num_codes, as_json)
+
+
+@main.command()
+@stage1_options
+@friendly_errors
+def train(output: Path, num_codes: int, as_json: bool, **options: Any) -> None:
+    """Train stage 1 only (encoder, quantizer, decoder) and write a bundle without a prior, plus
+    checkpoint, metrics log, training curves, codebook-usage histogram and reconstruction grid.
+
+    Ctrl-C finishes the current step, saves a checkpoint and prints the command that resumes.
+
+    \b
+    Example:
+      vqtool train --data mnist --data-root ../shared/data --epochs 5 -o runs/mnist.safetensors
+      vqtool train --data mnist --data-root ../shared/data --epochs 5 -o runs/mnist.safetensors --resume
+      vqtool train --data cifar10 --data-root ~/datasets --device cuda --precision bf16
+    """
+    pipe, _, files = train_stage1(None, output=output, num_codes=num_codes, as_json=as_json, **options)
+    files = {"bundle": pipe.save(output), **files}
+    report(pipe, files, num_codes, as_json)
 
 
 @main.command()
@@ -264,3 +373,51 @@ def plugins(as_json: bool) -> None:
         click.echo("problems:")
         for p in problems:
             click.echo(f"  {p['kind']} {p['name']!r} ({p['distribution']}): {p['reason']}")
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return ""  # unreachable
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (everything, training history included).")
+@friendly_errors
+def inspect(bundle: Path, as_json: bool) -> None:
+    """Show what a bundle holds, without building it or needing its plugins installed.
+
+    Components with their providers and configs, tensor counts and sizes, training facts and
+    stored metrics. The bundle's checksum and structure are verified first.
+
+    \b
+    Example:
+      vqtool inspect vqtool-out/model.safetensors
+      vqtool inspect vqtool-out/model.safetensors --json | jq .info.metrics
+    """
+    from vqtoolkit.bundle import summary
+
+    s = summary(bundle)
+    if as_json:
+        click.echo(json.dumps(s, indent=2))
+        return
+    click.echo(f"{s['path']}: {_size(s['file_bytes'])}, bundle format {s['format_version']}, "
+               f"written by vqtoolkit {s['vqtoolkit_version']} (torch {s['torch_version']}), checksum {s['checksum']}")
+    for role, c in s["components"].items():
+        installed = c["installed"]
+        status = ("installed " + ", ".join(f"{d} {v}" for d, v in installed.items()) if installed
+                  else f"NOT INSTALLED: pip install {c['distribution']}")
+        click.echo(f"{role:<10} {c['name']:<12} from {c['distribution']} {c['version']} ({status})")
+        click.echo(f"{'':<10} {c['tensors']} tensors, {c['values']:,} values, {_size(c['bytes'])}; "
+                   f"config {json.dumps(c['config'])}")
+    info = s["info"]
+    facts = {k: info[k] for k in ("dataset", "image_shape", "epochs", "batch_size", "lr", "seed") if k in info}
+    if facts:
+        click.echo("training   " + ", ".join(f"{k} {v}" for k, v in facts.items()))
+    metrics = info.get("metrics") or {}
+    if metrics:
+        click.echo("metrics    " + ", ".join(f"{k} {v:.5g}" if isinstance(v, float) else f"{k} {v}"
+                                            for k, v in metrics.items()))

@@ -1,4 +1,6 @@
-"""Datasets as in-memory tensors: ``digits`` (embedded, offline default) and ``mnist``.
+"""Datasets as in-memory tensors: ``digits`` (embedded, offline default), ``mnist``,
+``fashion-mnist``, ``cifar10`` (through torchvision, offline from a ``root``) and ``folder`` (any
+directory of images, resized).
 
 Images are float32 ``(N, C, H, W)`` in [0, 1]; keeping them as one tensor makes a batch a single
 index operation instead of per-sample Python work.
@@ -9,10 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from vqtoolkit.errors import DataError
 
@@ -56,36 +61,150 @@ def load_digits(root: str | Path | None = None, *, test_fraction: float = 0.2, s
     return ImageDataset("digits", images[train], labels[train], images[test], labels[test], 10, 40)
 
 
+def _load_idx(cls: type, name: str, root: str | Path | None, default_epochs: int) -> ImageDataset:
+    """An MNIST-format torchvision dataset (``root/<ClassName>/raw/*-ubyte``); never downloads."""
+    if root is None:
+        raise DataError(f"the {name} dataset needs --data-root pointing at a folder that holds {cls.__name__}/raw/")
+    try:
+        train = cls(str(root), train=True, download=False)
+        test = cls(str(root), train=False, download=False)
+    except RuntimeError as err:
+        expected = ", ".join(f.replace(".gz", "") for f, _ in cls.resources)
+        raise DataError(
+            f"{name} not found under {Path(root).resolve()}: expected {Path(root) / cls.__name__ / 'raw'} "
+            f"to hold {expected} (or the .gz files). Nothing is downloaded; "
+            f"copy the files there or point --data-root elsewhere."
+        ) from err
+
+    def to_tensor(ds: Any) -> Tensor:
+        return ds.data.float().div_(255.0).unsqueeze(1)
+
+    return ImageDataset(
+        name, to_tensor(train), train.targets.long(), to_tensor(test), test.targets.long(), 10, default_epochs
+    )
+
+
 def load_mnist(root: str | Path | None = None, *, seed: int = 0) -> ImageDataset:
     """MNIST from ``root`` in torchvision's layout (``root/MNIST/raw/*-ubyte``); never downloads."""
     from torchvision.datasets import MNIST
 
+    return _load_idx(MNIST, "mnist", root, 5)
+
+
+def load_fashion_mnist(root: str | Path | None = None, *, seed: int = 0) -> ImageDataset:
+    """Fashion-MNIST from ``root`` in torchvision's layout (``root/FashionMNIST/raw/*-ubyte``)."""
+    from torchvision.datasets import FashionMNIST
+
+    return _load_idx(FashionMNIST, "fashion-mnist", root, 10)
+
+
+def load_cifar10(root: str | Path | None = None, *, seed: int = 0) -> ImageDataset:
+    """CIFAR-10 (3×32×32) from ``root/cifar-10-batches-py`` as torchvision lays it out; never downloads.
+
+    torchvision verifies each file's MD5 before reading it, so only the genuine batches are opened.
+    """
+    from torchvision.datasets import CIFAR10
+
     if root is None:
-        raise DataError("the mnist dataset needs --data-root pointing at a folder that holds MNIST/raw/")
+        raise DataError(f"the cifar10 dataset needs --data-root pointing at a folder that holds {CIFAR10.base_folder}/")
     try:
-        train = MNIST(str(root), train=True, download=False)
-        test = MNIST(str(root), train=False, download=False)
+        train = CIFAR10(str(root), train=True, download=False)
+        test = CIFAR10(str(root), train=False, download=False)
     except RuntimeError as err:
-        expected = ", ".join(f for f, _ in MNIST.resources)
+        files = [f for f, _ in CIFAR10.train_list + CIFAR10.test_list] + [CIFAR10.meta["filename"]]
         raise DataError(
-            f"MNIST not found under {Path(root).resolve()}: expected {Path(root) / 'MNIST' / 'raw'} "
-            f"to hold {expected.replace('.gz', '')} (or the .gz files). Nothing is downloaded; "
-            f"copy the files there or point --data-root elsewhere."
+            f"cifar10 not found (or a file is corrupt) under {Path(root).resolve()}: expected "
+            f"{Path(root) / CIFAR10.base_folder} to hold {', '.join(files)} (the 'python version' archive, "
+            f"extracted). Nothing is downloaded; copy the files there or point --data-root elsewhere."
         ) from err
 
-    def to_tensor(ds: MNIST) -> Tensor:
-        return ds.data.float().div_(255.0).unsqueeze(1)
+    def to_tensor(ds: Any) -> Tensor:
+        return torch.from_numpy(ds.data).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
 
     return ImageDataset(
-        "mnist", to_tensor(train), train.targets.long(), to_tensor(test), test.targets.long(), 10, 5
+        "cifar10", to_tensor(train), torch.tensor(train.targets).long(), to_tensor(test),
+        torch.tensor(test.targets).long(), 10, 20,
     )
 
 
-DATASETS: dict[str, Callable[..., ImageDataset]] = {"digits": load_digits, "mnist": load_mnist}
+#: PIL modes read as one grey channel; anything else becomes RGB.
+GREY_MODES = {"1", "L", "I", "I;16", "F"}
 
 
-def load_dataset(name: str = "digits", root: str | Path | None = None, *, seed: int = 0) -> ImageDataset:
-    """Load a dataset by name (``digits`` needs no files; the others read ``root``)."""
+def load_folder(
+    root: str | Path | None = None, *, seed: int = 0, image_size: int = 32, test_fraction: float = 0.1
+) -> ImageDataset:
+    """Every image under ``root``, resized to ``image_size``² and split into train/test by ``seed``.
+
+    Images in class sub-folders (``root/cat/1.png``, torchvision's ImageFolder layout) get those
+    classes as labels; images directly in ``root`` get label 0. All-greyscale folders load as one
+    channel, anything else as RGB.
+    """
+    from PIL import Image, UnidentifiedImageError
+    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+
+    if root is None:
+        raise DataError("the folder dataset needs --data-root pointing at a directory of images")
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"--data-root {root} is not a directory; point it at a folder of images")
+    try:
+        classes, class_to_idx = find_classes(str(root))
+        samples = make_dataset(str(root), class_to_idx, extensions=IMG_EXTENSIONS)
+    except FileNotFoundError:  # no class sub-folders (or all empty): the images sit in root itself
+        classes, samples = ["images"], [
+            (str(p), 0) for p in sorted(root.iterdir()) if p.suffix.lower() in IMG_EXTENSIONS
+        ]
+    if len(samples) < 2:
+        raise DataError(
+            f"found {len(samples)} image(s) under {root}; the folder dataset needs at least 2 files with "
+            f"extensions {', '.join(IMG_EXTENSIONS)}, either in {root} or in class sub-folders of it"
+        )
+    pictures, grey = [], True
+    for path, _ in tqdm(samples, desc="reading images", unit="image", disable=len(samples) < 2000, leave=False):
+        try:
+            with Image.open(path) as img:
+                grey &= img.mode in GREY_MODES
+                pictures.append(img.convert("RGB").resize((image_size, image_size), Image.Resampling.BILINEAR))
+        except (UnidentifiedImageError, OSError) as err:
+            raise DataError(f"cannot read {path} as an image ({err}); remove it or fix it") from err
+    images = torch.from_numpy(np.stack([np.asarray(p) for p in pictures])).permute(0, 3, 1, 2)
+    images = images[:, :1] if grey else images
+    images = images.float().div_(255.0).contiguous()
+    labels = torch.tensor([label for _, label in samples], dtype=torch.long)
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
+    n_test = min(len(images) - 1, max(1, int(round(len(images) * test_fraction))))
+    test, train = order[:n_test], order[n_test:]
+    return ImageDataset(f"folder:{root.name}", images[train], labels[train], images[test], labels[test],
+                        max(1, len(classes)), 20)
+
+
+DATASETS: dict[str, Callable[..., ImageDataset]] = {
+    "digits": load_digits,
+    "mnist": load_mnist,
+    "fashion-mnist": load_fashion_mnist,
+    "cifar10": load_cifar10,
+    "folder": load_folder,
+}
+
+
+def load_dataset(
+    name: str = "digits", root: str | Path | None = None, *, seed: int = 0, image_size: int | None = None
+) -> ImageDataset:
+    """Load a dataset by name (``digits`` needs no files; the others read ``root``).
+
+    ``image_size`` resizes every image to that square size (``folder`` defaults to 32).
+    """
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; available: {', '.join(DATASETS)}")
-    return DATASETS[name](root, seed=seed)
+    if image_size is not None and image_size < 1:
+        raise DataError(f"image_size must be >= 1; got {image_size}")
+    if name == "folder":
+        return load_folder(root, seed=seed, image_size=image_size or 32)
+    data = DATASETS[name](root, seed=seed)
+    if image_size is not None and data.image_shape[1:] != (image_size, image_size):
+        for split in ("train_images", "test_images"):
+            resized = F.interpolate(getattr(data, split), size=(image_size, image_size), mode="bilinear",
+                                    antialias=True, align_corners=False)
+            setattr(data, split, resized.clamp_(0, 1))
+    return data

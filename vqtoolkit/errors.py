@@ -32,3 +32,11 @@ class DataError(VQToolkitError, ValueError):
 
 class BundleError(VQToolkitError, ValueError):
     """A bundle file that is corrupt, foreign, or needs a component that is not installed."""
+
+
+class TrainingInterrupted(TrainingError):
+    """Training stopped by Ctrl-C after saving a checkpoint; the message says how to resume."""
+
+
+class CheckpointError(VQToolkitError, ValueError):
+    """A training checkpoint that is missing, unreadable, or from a different configuration."""

@@ -55,6 +55,10 @@ class VQVAE(nn.Module):
         """Code indices ``(B, h, w)`` (or the quantizer's index layout) for images ``x``."""
         return self.quantizer.quantize_indices(self.encode_latents(x))
 
+    def encode_tokens(self, x: Tensor) -> Tensor:
+        """One token per latent position ``(B, h, w)``, what index priors model (see ``Quantizer.to_tokens``)."""
+        return self.quantizer.to_tokens(self.encode(x))
+
     def decode(self, quantized: Tensor) -> Tensor:
         """Images from quantized latents."""
         return self.decoder(quantized)

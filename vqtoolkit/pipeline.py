@@ -66,7 +66,7 @@ def check_wiring(encoder: Encoder, quantizer: Quantizer, decoder: Decoder) -> No
 
 def build(
     encoder: str | Encoder = "conv",
-    quantizer: str | Quantizer = "vq",
+    quantizer: str | Quantizer = "ema",
     decoder: str | Decoder = "conv",
     prior: str | Prior | None = "gmm",
     *,
@@ -94,7 +94,7 @@ def build(
     quant = _component("quantizer", quantizer, shared, quantizer_config)
     dec = _component("decoder", decoder, shared, decoder_config)
     check_wiring(enc, quant, dec)
-    shared["num_codes"] = quant.num_codes
+    shared["num_codes"] = quant.num_tokens
     pri = None if prior is None else _component("prior", prior, shared, prior_config)
     return Pipeline(VQVAE(enc, quant, dec), pri)
 
@@ -111,6 +111,21 @@ class Pipeline:
         self.prior = prior
         self.info: dict[str, Any] = dict(info or {})
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model's weights live."""
+        return next(self.model.parameters()).device
+
+    def to(self, device: str | torch.device) -> Pipeline:
+        """Move model and prior to ``device`` (``auto``, ``cpu``, ``cuda[:i]``, ``mps``); returns self."""
+        from vqtoolkit.devices import resolve_device
+
+        target = resolve_device(device)
+        self.model.to(target)
+        if self.prior is not None:
+            self.prior.to(target)
+        return self
+
     # -- training ---------------------------------------------------------------------------
     def fit(
         self,
@@ -121,9 +136,15 @@ class Pipeline:
         lr: float = 1e-3,
         seed: int = 0,
         progress: bool = True,
+        **train_options: Any,
     ) -> Pipeline:
-        """Both stages: train the autoencoder on ``data``, then fit the prior on its codes."""
-        self.fit_autoencoder(data, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, progress=progress)
+        """Both stages: train the autoencoder on ``data``, then fit the prior on its codes.
+
+        ``train_options`` (device, precision, checkpoint_path, resume, log_path, ...) go to
+        :func:`~vqtoolkit.train.train_autoencoder`.
+        """
+        self.fit_autoencoder(data, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, progress=progress,
+                             **train_options)
         if self.prior is not None:
             self.fit_prior(data, progress=progress)
         return self
@@ -137,12 +158,16 @@ class Pipeline:
         lr: float = 1e-3,
         seed: int = 0,
         progress: bool = True,
+        **train_options: Any,
     ) -> list[dict[str, Any]]:
-        """Stage 1: train encoder, quantizer and decoder; returns the per-epoch history."""
+        """Stage 1: train encoder, quantizer and decoder; returns the per-epoch history.
+
+        ``train_options`` go to :func:`~vqtoolkit.train.train_autoencoder` (device, precision, ...).
+        """
         epochs = data.default_epochs if epochs is None else epochs
         history = train_autoencoder(
             self.model, data.train_images, data.test_images, epochs=epochs,
-            batch_size=batch_size, lr=lr, seed=seed, progress=progress,
+            batch_size=batch_size, lr=lr, seed=seed, progress=progress, **train_options,
         )
         self.info.update(
             dataset=data.name, image_shape=list(data.image_shape), num_classes=data.num_classes,
@@ -155,8 +180,8 @@ class Pipeline:
     def prior_inputs(self, images: Tensor, *, space: str, batch_size: int = 1024) -> Tensor:
         """What a prior of ``space`` fits on: encoder latents or code indices of ``images``."""
         self.model.eval()
-        encode = self.model.encode_latents if space == "latents" else self.model.encode
-        return torch.cat([encode(batch) for batch in images.split(batch_size)])
+        encode = self.model.encode_latents if space == "latents" else self.model.encode_tokens
+        return torch.cat([encode(batch.to(self.device)) for batch in images.split(batch_size)])
 
     def fit_prior(
         self,
@@ -173,7 +198,7 @@ class Pipeline:
         ``p(codes | label)`` from ``data``'s labels so :meth:`sample` can take ``label=``.
         """
         if prior is not None:
-            shared = {"num_codes": self.model.quantizer.num_codes}
+            shared = {"num_codes": self.model.quantizer.num_tokens}
             if prior_config.get("conditional"):
                 shared["num_classes"] = data.num_classes
             self.prior = _component("prior", prior, shared, prior_config)
@@ -202,10 +227,10 @@ class Pipeline:
     def check_prior_matches(self, prior: Prior) -> None:
         """Refuse an index prior fitted for a codebook of another size."""
         prior_codes = prior.config.get("num_codes")
-        if prior.space == "indices" and prior_codes is not None and prior_codes != self.model.quantizer.num_codes:
+        if prior.space == "indices" and prior_codes is not None and prior_codes != self.model.quantizer.num_tokens:
             raise ConfigError(
                 f"the {registry.name_of(prior)} prior models {prior_codes} codes but the quantizer has "
-                f"{self.model.quantizer.num_codes}; refit it with `vqtool fit-prior`"
+                f"{self.model.quantizer.num_tokens}; refit it with `vqtool fit-prior`"
             )
 
     # -- using a trained pipeline -----------------------------------------------------------
@@ -229,7 +254,7 @@ class Pipeline:
         drawn = prior.sample(n, label=label, temperature=temperature, generator=generator)
         if prior.space == "latents":
             return self.model.quantizer.quantize_indices(drawn)
-        return drawn
+        return self.model.quantizer.from_tokens(drawn)
 
     @torch.inference_mode()
     def sample(
@@ -244,7 +269,7 @@ class Pipeline:
     def reconstruct(self, images: Tensor) -> Tensor:
         """Images passed through encoder, quantizer and decoder."""
         self.model.eval()
-        return self.model.reconstruct(images)
+        return self.model.reconstruct(images.to(self.device))
 
     @torch.inference_mode()
     def prior_nll(self, images: Tensor, labels: Tensor | None = None, *, batch_size: int = 1024) -> float | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import inspect
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from importlib import metadata
 from typing import Any
 
@@ -31,7 +31,8 @@ class ComponentSpec:
 
     def load(self) -> type:
         """Import the component class (may raise whatever the plugin's import raises)."""
-        return metadata.EntryPoint(self.name, self.value, group_name(self.kind)).load()
+        cls: type = metadata.EntryPoint(self.name, self.value, group_name(self.kind)).load()
+        return cls
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ def _distribution_of(ep: metadata.EntryPoint) -> tuple[str, str]:
     return dist.metadata["Name"], dist.version
 
 
-@lru_cache(maxsize=None)
+@cache
 def _discover(kind: str) -> tuple[dict[str, tuple[ComponentSpec, ...]], tuple[Problem, ...]]:
     specs: dict[str, list[ComponentSpec]] = {}
     seen: set[tuple[str, str, str]] = set()
@@ -74,9 +75,14 @@ def _discover(kind: str) -> tuple[dict[str, tuple[ComponentSpec, ...]], tuple[Pr
         seen.add(key)
         specs.setdefault(ep.name, []).append(ComponentSpec(kind, ep.name, ep.value, dist, version))
     problems = [
-        Problem(kind, name, ", ".join(s.distribution for s in found),
-                "registered by more than one distribution: " + ", ".join(s.distribution for s in found)
-                + f"; uninstall all but one, or pick one with create(..., distribution=NAME)")
+        Problem(
+            kind,
+            name,
+            ", ".join(s.distribution for s in found),
+            "registered by more than one distribution: "
+            + ", ".join(s.distribution for s in found)
+            + f"; uninstall all but one, or choose one as '{name}@DISTRIBUTION'",
+        )
         for name, found in specs.items()
         if len(found) > 1
     ]
@@ -114,8 +120,22 @@ def problems(kind: str | None = None) -> list[Problem]:
     return out
 
 
+def split_name(name: str) -> tuple[str, str | None]:
+    """``"markov@vqtoolkit-markov"`` → ``("markov", "vqtoolkit-markov")``; a plain name has no distribution.
+
+    The ``NAME@DISTRIBUTION`` form picks one provider of a name that two distributions register.
+    """
+    base, sep, distribution = name.partition("@")
+    return (base, distribution) if sep else (name, None)
+
+
 def spec(kind: str, name: str, distribution: str | None = None) -> ComponentSpec:
-    """The registration of ``name``; errors list close matches or the competing distributions."""
+    """The registration of ``name`` (or ``name@distribution``).
+
+    Errors list close matches, or the competing distributions of a name registered twice.
+    """
+    name, chosen = split_name(name)
+    distribution = distribution or chosen
     found = _discover(kind)[0]
     if name not in found:
         names = sorted(found)
@@ -135,13 +155,13 @@ def spec(kind: str, name: str, distribution: str | None = None) -> ComponentSpec
     if len(candidates) > 1:
         dists = " and ".join(s.distribution for s in candidates)
         raise ComponentNotFoundError(
-            f"{kind} {name!r} is registered by both {dists}; uninstall one of them, "
-            f"or choose with distribution=NAME."
+            f"{kind} {name!r} is registered by both {dists}; uninstall one of them, or choose one "
+            f"as {name}@DISTRIBUTION (e.g. --{kind} {name}@{candidates[0].distribution})."
         )
     return candidates[0]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _load_class(s: ComponentSpec) -> type:
     try:
         return s.load()
@@ -163,6 +183,7 @@ def create(kind: str, name: str, *, distribution: str | None = None, **config: A
     Options the constructor does not take raise a :class:`ConfigError` naming the valid ones.
     """
     cls = get_class(kind, name, distribution)
+    name = split_name(name)[0]
     check_options(cls, config, what=f"{kind} {name!r}")
     component = cls(**config)
     component.registered_name = name
@@ -185,7 +206,8 @@ def check_options(cls: type, config: dict[str, Any], *, what: str) -> None:
     unknown = sorted(set(config) - valid)
     if unknown:
         hints = [
-            f"{u!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(u, valid, 1))
+            f"{u!r} (did you mean {close[0]!r}?)"
+            if (close := difflib.get_close_matches(u, valid, 1))
             else repr(u)
             for u in unknown
         ]
@@ -195,8 +217,40 @@ def check_options(cls: type, config: dict[str, Any], *, what: str) -> None:
 
 
 def name_of(component: Any) -> str:
-    """The registered name a component was created under (or its class's ``name`` attribute)."""
+    """The registered name of a component.
+
+    The name it was created under, its class's ``name`` attribute, or the name its class is
+    registered as (so a directly constructed built-in still has a name).
+    """
     name = getattr(component, "registered_name", None) or getattr(type(component), "name", None)
     if not name:
-        raise ConfigError(f"{type(component).__name__} was not created through the registry")
+        cls = type(component)
+        target = f"{cls.__module__}:{cls.__qualname__}"
+        kind = getattr(component, "kind", "")
+        found = [s.name for s in specs(kind) if s.value == target] if kind in KINDS else []
+        if not found:
+            raise ConfigError(
+                f"{cls.__name__} is not registered under any name; register it through an entry point "
+                f"(see docs/plugins.md) so that bundles can rebuild it"
+            )
+        name = found[0]
     return str(name)
+
+
+def provider_of(kind: str, component: Any) -> ComponentSpec:
+    """The registration that builds ``component``'s class: the one a bundle records and reloads.
+
+    Raises a :class:`ConfigError` when the registered class is not the component's own class (a
+    bundle would otherwise silently rebuild something else).
+    """
+    name = name_of(component)
+    for candidate in _discover(kind)[0].get(name, ()):
+        try:
+            if _load_class(candidate) is type(component):
+                return candidate
+        except ComponentNotFoundError:
+            continue
+    raise ConfigError(
+        f"the {kind} {type(component).__name__} calls itself {name!r}, but no installed distribution "
+        f"registers that class under that name; register it through an entry point (see docs/plugins.md)"
+    )

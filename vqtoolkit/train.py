@@ -1,13 +1,26 @@
 """Stage-1 training: one readable loop over an in-memory image tensor.
 
-Each epoch shuffles with a seeded generator, steps Adam on ``mse(x̂, x) + quantizer loss``,
-accumulates per-code counts over the whole epoch (for honest perplexity) and evaluates on the
-held-out images. A NaN or infinite loss stops training with the step number and a hint.
+Read it top to bottom: settle the device and precision (and fail early on anything wrong), move the
+model and the images there once, then for each epoch shuffle with a seeded generator, step Adam on
+``mse(x̂, x) + quantizer loss``, accumulate per-code counts over the whole epoch (for honest
+perplexity), evaluate on the held-out images, log one JSON line and write a checkpoint. A checkpoint
+holds everything to continue the run bit for bit (``resume=True``); the first Ctrl-C finishes the
+current step, saves one and says how to resume. A NaN or infinite loss stops training with a hint.
+
+Why it is fast on a CPU (see docs/training.md for the measurements): the whole dataset is one tensor
+(a batch is one index operation, no per-image Python work), the quantizer never builds an N×K one-hot
+matrix, and images and weights are channels-last, the layout oneDNN's convolutions want.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import json
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -15,8 +28,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from vqtoolkit import metrics
-from vqtoolkit.errors import TrainingError
+from vqtoolkit import checkpoint, metrics
+from vqtoolkit.devices import autocast, check_precision, resolve_device
+from vqtoolkit.errors import TrainingError, TrainingInterrupted
 from vqtoolkit.model import VQVAE
 
 EpochCallback = Callable[[dict[str, Any]], None]
@@ -25,15 +39,7 @@ EpochCallback = Callable[[dict[str, Any]], None]
 @torch.inference_mode()
 def evaluate_autoencoder(model: VQVAE, images: Tensor, *, batch_size: int = 1024) -> dict[str, float]:
     """Reconstruction MSE/PSNR and code usage of ``model`` on ``images``, counts over all of them."""
-    was_training = model.training
-    model.eval()
-    squared_error = 0.0
-    counts = torch.zeros(model.quantizer.num_codes, dtype=torch.long, device=images.device)
-    for batch in images.split(batch_size):
-        out = model(batch)
-        squared_error += float(F.mse_loss(out.reconstruction, batch, reduction="sum"))
-        counts += out.quantizer.counts
-    model.train(was_training)
+    counts, squared_error = code_counts(model, images, batch_size=batch_size, with_error=True)
     mse = squared_error / images.numel()
     return {
         "mse": mse,
@@ -41,6 +47,25 @@ def evaluate_autoencoder(model: VQVAE, images: Tensor, *, batch_size: int = 1024
         "perplexity": metrics.perplexity(counts),
         "codes_used": metrics.codes_used(counts),
     }
+
+
+@torch.inference_mode()
+def code_counts(
+    model: VQVAE, images: Tensor, *, batch_size: int = 1024, with_error: bool = False
+) -> Any:
+    """How often each code is chosen for ``images`` (K,), and the summed squared error if asked."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    squared_error = 0.0
+    counts = torch.zeros(model.quantizer.num_codes, dtype=torch.long, device=device)
+    for batch in images.split(batch_size):
+        batch = batch.to(device)
+        out = model(batch)
+        squared_error += float(F.mse_loss(out.reconstruction.float(), batch, reduction="sum"))
+        counts += out.quantizer.counts
+    model.train(was_training)
+    return (counts.cpu(), squared_error) if with_error else counts.cpu()
 
 
 def train_autoencoder(
@@ -54,63 +79,187 @@ def train_autoencoder(
     seed: int = 0,
     progress: bool = True,
     on_epoch_end: EpochCallback | None = None,
+    device: str | torch.device | None = None,
+    precision: str = "32",
+    channels_last: bool = True,
+    checkpoint_path: str | Path | None = None,
+    resume: bool = False,
+    log_path: str | Path | None = None,
 ) -> list[dict[str, Any]]:
-    """Train ``model`` in place; returns one metrics dict per epoch (also passed to ``on_epoch_end``)."""
+    """Train ``model`` in place; returns one metrics dict per epoch (also passed to ``on_epoch_end``).
+
+    ``device`` is ``auto``/``cpu``/``cuda[:i]``/``mps`` (``None``: where the model already is);
+    ``precision`` is ``32``, ``bf16`` or ``16`` (autocast; the code search stays float32).
+    ``checkpoint_path`` gets a checkpoint after every epoch; ``resume=True`` continues from it.
+    ``log_path`` gets one JSON line per epoch.
+    """
+    # -- settle everything that can be wrong before the first step -----------------------------------
     if epochs < 1 or batch_size < 1 or lr <= 0:
         raise TrainingError(f"need epochs >= 1, batch_size >= 1 and lr > 0; got {epochs}, {batch_size}, {lr}")
+    if resume and checkpoint_path is None:
+        raise TrainingError("resume=True needs a checkpoint_path to resume from")
+    device = next(model.parameters()).device if device is None else resolve_device(device)
+    precision = check_precision(precision, device)
     model.check_images(train_images[:1])
-    generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    history: list[dict[str, Any]] = []
-    step = 0
+    if test_images is not None:
+        model.check_images(test_images[:1])
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    model.to(device=device, memory_format=layout)
+    train_images = train_images.to(device=device, memory_format=layout)
+    test_images = None if test_images is None else test_images.to(device=device, memory_format=layout)
+
+    generator = torch.Generator().manual_seed(seed)  # shuffling on the CPU: the same order on any device
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, foreach=True)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "16")  # float16 gradients underflow
+    settings = {
+        "model": checkpoint.describe_model(model), "batch_size": batch_size, "lr": lr, "seed": seed,
+        "precision": precision, "train_images": list(train_images.shape),
+    }
+    save_checkpoint = checkpoint_writer(checkpoint_path, model, optimizer, scaler, settings)
+    if resume:
+        position = checkpoint.load(Path(checkpoint_path), model=model, optimizer=optimizer, scaler=scaler,
+                                   settings=settings)
+        if position.epoch > epochs:
+            raise TrainingError(
+                f"{checkpoint_path} already holds {position.epoch - 1} trained epochs; ask for more than "
+                f"{epochs} (--epochs) to train further"
+            )
+        generator.set_state(position.shuffle_state)
+    else:
+        position = checkpoint.Position(epoch=1, batches_done=0, step=0, shuffle_state=generator.get_state())
+    history = position.history
+    step = position.step
+    sum_dtype = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
+    write_log(log_path, history)
+
+    # -- the loop ------------------------------------------------------------------------------------
     model.train()
-    for epoch in range(1, epochs + 1):
-        order = torch.randperm(len(train_images), generator=generator).to(train_images.device)
-        counts = torch.zeros(model.quantizer.num_codes, dtype=torch.long, device=train_images.device)
-        recon_sum = vq_sum = 0.0
-        bar = tqdm(order.split(batch_size), desc=f"stage 1 · epoch {epoch}/{epochs}", unit="batch",
-                   disable=not progress, leave=False, dynamic_ncols=True)
-        for batch_index in bar:
-            x = train_images[batch_index]
-            out = model(x)
-            recon_loss = F.mse_loss(out.reconstruction, x)
-            loss = recon_loss + out.quantizer.loss
-            step += 1
-            if not torch.isfinite(loss):
-                raise TrainingError(
-                    f"loss became {float(loss)} at step {step} (epoch {epoch}): lower the learning "
-                    f"rate (--lr, now {lr}), check the images for NaN/Inf, or try --beta smaller"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            counts += out.quantizer.counts
-            recon_sum += float(recon_loss.detach()) * len(x)
-            vq_sum += float(out.quantizer.loss.detach()) * len(x)
-        record: dict[str, Any] = {
-            "epoch": epoch,
-            "step": step,
-            "train_recon": recon_sum / len(train_images),
-            "train_vq": vq_sum / len(train_images),
-            "train_perplexity": metrics.perplexity(counts),
-            "train_codes_used": metrics.codes_used(counts),
-        }
-        if test_images is not None:
-            record.update({f"test_{k}": v for k, v in evaluate_autoencoder(model, test_images).items()})
-        history.append(record)
-        if progress:
-            tqdm.write(format_epoch(record, epochs))
-        if on_epoch_end is not None:
-            on_epoch_end(record)
+    with stop_requests(enabled=checkpoint_path is not None) as stop:
+        for epoch in range(position.epoch, epochs + 1):
+            shuffle_state = generator.get_state()
+            batches = torch.randperm(len(train_images), generator=generator).to(device).split(batch_size)
+            resuming = epoch == position.epoch and position.batches_done > 0
+            first = position.batches_done if resuming else 0
+            partial = position.partial if resuming else {"recon": 0.0, "vq": 0.0, "seconds": 0.0}
+            counts = position.counts if resuming and position.counts is not None else torch.zeros(
+                model.quantizer.num_codes, dtype=torch.long, device=device)
+            # running sums stay tensors (no sync per step) and restart from the saved values on resume,
+            # so a resumed epoch adds in exactly the same order as an uninterrupted one
+            recon_sum = torch.tensor(partial["recon"], dtype=sum_dtype, device=device)
+            vq_sum = torch.tensor(partial["vq"], dtype=sum_dtype, device=device)
+            started = time.perf_counter()
+            bar = tqdm(range(first, len(batches)), desc=f"stage 1 · epoch {epoch}/{epochs}", unit="batch",
+                       initial=first, total=len(batches), disable=not progress, leave=False, dynamic_ncols=True)
+            for i in bar:
+                x = train_images[batches[i]]
+                with autocast(device, precision):
+                    out = model(x)
+                    recon_loss = F.mse_loss(out.reconstruction.float(), x)
+                    loss = recon_loss + out.quantizer.loss.float()
+                step += 1
+                if not torch.isfinite(loss):
+                    raise TrainingError(
+                        f"loss became {float(loss.detach())} at step {step} (epoch {epoch}): lower the learning "
+                        f"rate (--lr, now {lr}), check the images for NaN/Inf, or try --beta smaller"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                counts += out.quantizer.counts
+                recon_sum += recon_loss.detach() * len(x)
+                vq_sum += out.quantizer.loss.detach() * len(x)
+                if stop.requested:  # Ctrl-C: save where we are (mid-epoch) and say how to go on
+                    seconds = partial["seconds"] + time.perf_counter() - started
+                    sums = {"recon": float(recon_sum), "vq": float(vq_sum), "seconds": seconds}
+                    here = checkpoint.Position(epoch, i + 1, step, shuffle_state, history, sums, counts)
+                    save_checkpoint(here)
+                    raise TrainingInterrupted(
+                        f"interrupted at epoch {epoch}, batch {i + 1}/{len(batches)}; checkpoint saved to "
+                        f"{checkpoint_path}. Run the same command with --resume to continue."
+                    )
+            seconds = partial["seconds"] + time.perf_counter() - started
+            record: dict[str, Any] = {
+                "epoch": epoch,
+                "step": step,
+                "train_recon": float(recon_sum) / len(train_images),
+                "train_vq": float(vq_sum) / len(train_images),
+                "train_perplexity": metrics.perplexity(counts),
+                "train_codes_used": metrics.codes_used(counts),
+                "train_dead_codes": metrics.dead_codes(counts),
+                "seconds": seconds,
+                "images_per_s": len(train_images) / max(seconds, 1e-9),
+            }
+            if test_images is not None:
+                record.update({f"test_{k}": v for k, v in evaluate_autoencoder(model, test_images).items()})
+            history.append(record)
+            save_checkpoint(checkpoint.Position(epoch + 1, 0, step, generator.get_state(), history))
+            write_log(log_path, [record], append=True)
+            if progress:
+                tqdm.write(format_epoch(record, epochs))
+            if on_epoch_end is not None:
+                on_epoch_end(record)
+    model.to(memory_format=torch.contiguous_format)  # channels-last is a training-time layout only
     model.eval()
     return history
+
+
+def checkpoint_writer(
+    path: str | Path | None, model: VQVAE, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+    settings: dict[str, Any],
+) -> Callable[[checkpoint.Position], None]:
+    """``save(position)`` writing this run's checkpoint, or a no-op without a ``path``."""
+
+    def save(position: checkpoint.Position) -> None:
+        if path is not None:
+            checkpoint.save(Path(path), model=model, optimizer=optimizer, scaler=scaler, position=position,
+                            settings=settings)
+
+    return save
+
+
+def write_log(path: str | Path | None, records: list[dict[str, Any]], *, append: bool = False) -> None:
+    """Metrics as JSON lines (one per epoch); a fresh or resumed run rewrites the file from its history."""
+    if path is None:
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a" if append else "w", encoding="utf-8") as f:
+        for record in records:
+            f.write(json.dumps(record) + "\n")
+
+
+class _StopFlag:
+    requested = False
+
+
+@contextlib.contextmanager
+def stop_requests(*, enabled: bool) -> Iterator[_StopFlag]:
+    """While active, the first Ctrl-C only sets ``requested`` (the loop saves and stops after the step);
+    a second Ctrl-C interrupts at once. Signal handlers exist only in the main thread."""
+    flag = _StopFlag()
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if flag.requested:
+            raise KeyboardInterrupt
+        flag.requested = True
+        tqdm.write("Ctrl-C: finishing this step and saving a checkpoint (press again to stop at once)")
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def format_epoch(record: dict[str, Any], epochs: int) -> str:
     """One human line per epoch."""
     line = (f"epoch {record['epoch']}/{epochs}  recon {record['train_recon']:.5f}  "
             f"vq {record['train_vq']:.5f}  perplexity {record['train_perplexity']:.1f}  "
-            f"codes {record['train_codes_used']}")
+            f"codes {record['train_codes_used']}  {record['images_per_s']:.0f} img/s")
     if "test_mse" in record:
         line += f"  | test mse {record['test_mse']:.5f}  perplexity {record['test_perplexity']:.1f}  codes {record['test_codes_used']}"
     return line

@@ -38,12 +38,23 @@ class QuantizerOutput:
         """Distinct codes chosen in this batch."""
         return metrics.codes_used(self.counts)
 
+    @property
+    def dead_codes(self) -> int:
+        """Codes not chosen in this batch (sum ``counts`` over an epoch for the epoch's figure)."""
+        return metrics.dead_codes(self.counts)
+
 
 class Quantizer(Component):
     """Base class of quantizers: ``forward(z) -> QuantizerOutput`` on channel-first ``z``.
 
     Subclasses set ``num_codes`` and ``dim`` and implement ``codebook``, ``nearest`` and
     ``forward``; ``lookup`` and ``quantize_indices`` follow from those.
+
+    **Tokens for priors.** Index priors model one token per latent position from a vocabulary of
+    ``num_tokens``. For one-codebook quantizers (``vq``, ``ema``, ``fsq``) a token *is* the index
+    and ``num_tokens == num_codes``; a quantizer whose indices carry more than one number per
+    position (``residual``: ``(B, R, *spatial)``) overrides :meth:`to_tokens` / :meth:`from_tokens`
+    and ``num_tokens`` to fold them into one token and back.
     """
 
     kind = "quantizer"
@@ -62,8 +73,8 @@ class Quantizer(Component):
         """Index of the nearest code for each row of ``flat`` ``(N, D)``."""
         raise NotImplementedError
 
-    def lookup(self, indices: Tensor) -> Tensor:
-        """Channel-first code vectors ``(B, D, *spatial)`` for ``indices`` ``(B, *spatial)``."""
+    def check_indices(self, indices: Tensor) -> None:
+        """Raise a :class:`ConfigError` unless ``indices`` are integers in ``[0, num_codes)``."""
         if indices.dtype not in (torch.int64, torch.int32) or indices.ndim < 1:
             raise ConfigError(f"indices must be an integer tensor (B, *spatial); got {indices.dtype}")
         if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= self.num_codes):
@@ -71,7 +82,24 @@ class Quantizer(Component):
                 f"indices must lie in [0, {self.num_codes}); got range "
                 f"[{int(indices.min())}, {int(indices.max())}]"
             )
+
+    def lookup(self, indices: Tensor) -> Tensor:
+        """Channel-first code vectors ``(B, D, *spatial)`` for ``indices`` ``(B, *spatial)``."""
+        self.check_indices(indices)
         return from_flat(self.codebook[indices.reshape(-1)], indices)
+
+    @property
+    def num_tokens(self) -> int:
+        """Vocabulary size of :meth:`to_tokens` (what an index prior's ``num_codes`` must be)."""
+        return self.num_codes
+
+    def to_tokens(self, indices: Tensor) -> Tensor:
+        """One token per position ``(B, *spatial)`` in ``[0, num_tokens)`` from this quantizer's indices."""
+        return indices
+
+    def from_tokens(self, tokens: Tensor) -> Tensor:
+        """The inverse of :meth:`to_tokens`: indices that :meth:`lookup` accepts."""
+        return tokens
 
     @torch.no_grad()
     def quantize_indices(self, z: Tensor) -> Tensor:

@@ -7,7 +7,9 @@ Three small functions, each the formula from the VQ-VAE paper and nothing else:
 * :func:`vq_losses` - the codebook loss ``mse(q, z.detach())`` and commitment loss
   ``mse(q.detach(), z)``;
 * :func:`straight_through` - the estimator ``z + (q - z).detach()``: forward value ``q``,
-  gradient the identity.
+  gradient the identity;
+* :func:`rotation_trick` - the alternative estimator of Fifty et al. (2024): forward value ``q``,
+  gradient rotated and scaled as if ``q`` were ``λ·R·z`` with ``R`` turning ``z`` onto ``q``.
 """
 
 from __future__ import annotations
@@ -75,6 +77,24 @@ def vq_losses(z: Tensor, quantized: Tensor) -> tuple[Tensor, Tensor]:
 def straight_through(z: Tensor, quantized: Tensor) -> Tensor:
     """``z + (q - z).detach()``: the value of ``q`` with the gradient of ``z`` (identity Jacobian)."""
     return z + (quantized - z).detach()
+
+
+def rotation_trick(z: Tensor, quantized: Tensor, eps: float = 1e-8) -> Tensor:
+    """Rows ``(N, D)`` with the value of ``quantized`` and the rotation-trick gradient.
+
+    With ``u = z/‖z‖``, ``v = q/‖q‖``, ``w = (u+v)/‖u+v‖`` (all constants), ``R = I − 2wwᵀ + 2vuᵀ``
+    maps ``u`` onto ``v``; the output is ``λ·R·z`` with ``λ = ‖q‖/‖z‖`` (constant), so the gradient
+    reaching ``z`` is ``λ·Rᵀ·g``: it keeps the angle between the gradient and the code, which the
+    plain STE throws away. The forward value is ``q`` (to float rounding), as with the STE.
+    """
+    with torch.no_grad():
+        z_norm, q_norm = z.norm(dim=1, keepdim=True), quantized.norm(dim=1, keepdim=True)
+        u, v = z / z_norm.clamp_min(eps), quantized / q_norm.clamp_min(eps)
+        w = F.normalize(u + v, dim=1, eps=eps)
+        scale = q_norm / z_norm.clamp_min(eps)
+    rotated = z - 2 * (z * w).sum(1, keepdim=True) * w + 2 * (z * u).sum(1, keepdim=True) * v
+    rotated = rotated * scale
+    return rotated + (quantized - rotated).detach()
 
 
 def to_flat(z: Tensor, dim: int) -> Tensor:

@@ -1,4 +1,20 @@
-"""``vq``: the classic VQ-VAE quantizer (van den Oord et al., 2017) on the shared STE core."""
+"""``vq``: the classic VQ-VAE quantizer (van den Oord et al., 2017) on the shared STE core, with
+the codebook-health options every codebook quantizer in vqtoolkit offers.
+
+With its defaults it is exactly the tutorial layer. The options, each a few lines below:
+
+* ``ema`` - codes follow an exponential moving average of their assigned encoder outputs
+  (``decay``, Laplace smoothing ``eps``) instead of the codebook loss;
+* ``kmeans_init`` - the first training batch seeds the codebook by k-means (``kmeans_iters``);
+* ``revive_after`` - a code unused (chosen fewer than ``min_usage`` times per step) for that many
+  training steps in a row is re-seeded from an encoder output of the current batch;
+* ``cosine`` - search and codes live on the unit sphere (L2-normalised);
+* ``code_dim`` - a factorised lookup: project ``dim → code_dim`` before the search and back after;
+* ``rotation_trick`` - the rotation-trick gradient estimator instead of the plain STE.
+
+Under ``torch.distributed`` the EMA statistics and usage counts are all-reduced and random draws
+come from rank 0, so all processes keep identical codebooks.
+"""
 
 from __future__ import annotations
 
@@ -6,24 +22,49 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vqtoolkit.errors import ConfigError
 from vqtoolkit.component import check_positive
+from vqtoolkit.errors import ConfigError
 from vqtoolkit.quantize.base import Quantizer, QuantizerOutput
 from vqtoolkit.quantize.core import (
     DEFAULT_CHUNK_BYTES,
     from_flat,
     nearest_codes,
+    rotation_trick,
     straight_through,
     to_flat,
     vq_losses,
 )
+from vqtoolkit.quantize.distributed import all_reduce_sum_, broadcast_
+from vqtoolkit.quantize.health import ema_update_, kmeans
+
+
+def check_codebook_options(
+    num_codes: int, dim: int, beta: float, decay: float, eps: float, kmeans_iters: int,
+    revive_after: int | None, code_dim: int | None, chunk_bytes: int,
+) -> None:
+    """Raise a :class:`ConfigError` for any option a codebook quantizer cannot work with."""
+    check_positive("num_codes (codebook size K)", num_codes)
+    check_positive("dim", dim)
+    check_positive("chunk_bytes", chunk_bytes)
+    check_positive("kmeans_iters", kmeans_iters, minimum=0)
+    if beta < 0:
+        raise ConfigError(f"beta (commitment weight) must be >= 0; got {beta}")
+    if not 0 < decay < 1:
+        raise ConfigError(f"decay (EMA) must lie strictly between 0 and 1, e.g. 0.99; got {decay}")
+    if eps <= 0:
+        raise ConfigError(f"eps (Laplace smoothing) must be > 0, e.g. 1e-5; got {eps}")
+    if revive_after is not None:
+        check_positive("revive_after (steps; None turns revival off)", revive_after)
+    if code_dim is not None:
+        check_positive("code_dim (None turns the factorised lookup off)", code_dim)
 
 
 class VectorQuantizer(Quantizer):
-    """Codebook ``nn.Embedding(num_codes, dim)`` trained by the codebook loss.
+    """Codebook ``nn.Embedding(num_codes, code_dim or dim)``; see the module docstring for options.
 
-    ``loss = mse(q, sg[z]) + beta * mse(sg[q], z)``; the output passes gradients straight
-    through. ``chunk_bytes`` bounds the memory of the nearest-code search.
+    ``loss = mse(q, sg[z]) + beta * mse(sg[q], z)`` (the first term is dropped with ``ema``, whose
+    codes are not trained by gradient). The output passes gradients straight through (or by the
+    rotation trick). ``chunk_bytes`` bounds the memory of the nearest-code search.
     """
 
     def __init__(
@@ -31,35 +72,140 @@ class VectorQuantizer(Quantizer):
         num_codes: int = 512,
         dim: int = 64,
         beta: float = 0.25,
+        ema: bool = False,
+        decay: float = 0.99,
+        eps: float = 1e-5,
+        kmeans_init: bool = False,
+        kmeans_iters: int = 10,
+        revive_after: int | None = None,
+        cosine: bool = False,
+        code_dim: int | None = None,
+        rotation_trick: bool = False,
+        min_usage: int = 1,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     ) -> None:
-        check_positive("num_codes", num_codes)
-        check_positive("dim", dim)
-        check_positive("chunk_bytes", chunk_bytes)
-        if beta < 0:
-            raise ConfigError(f"beta (commitment weight) must be >= 0; got {beta}")
-        super().__init__(num_codes=num_codes, dim=dim, beta=beta, chunk_bytes=chunk_bytes)
+        check_codebook_options(num_codes, dim, beta, decay, eps, kmeans_iters, revive_after, code_dim, chunk_bytes)
+        check_positive("min_usage", min_usage)
+        super().__init__(
+            num_codes=num_codes, dim=dim, beta=beta, ema=ema, decay=decay, eps=eps, kmeans_init=kmeans_init,
+            kmeans_iters=kmeans_iters, revive_after=revive_after, cosine=cosine, code_dim=code_dim,
+            rotation_trick=rotation_trick, min_usage=min_usage, chunk_bytes=chunk_bytes,
+        )
         self.num_codes, self.dim, self.beta, self.chunk_bytes = num_codes, dim, beta, chunk_bytes
-        self.embedding = nn.Embedding(num_codes, dim)
+        self.ema, self.decay, self.eps, self.cosine = ema, decay, eps, cosine
+        self.kmeans_iters, self.revive_after, self.min_usage = kmeans_iters, revive_after, min_usage
+        self.use_rotation_trick = rotation_trick
+        search_dim = code_dim or dim
+        self.embedding = nn.Embedding(num_codes, search_dim)
         nn.init.uniform_(self.embedding.weight, -1.0 / num_codes, 1.0 / num_codes)
+        self.project_in = nn.Linear(dim, code_dim) if code_dim else None
+        self.project_out = nn.Linear(code_dim, dim) if code_dim else None
+        if ema:  # codes move by EMA only; the optimiser must leave them alone
+            self.embedding.weight.requires_grad_(False)
+            self.register_buffer("cluster_size", torch.ones(num_codes))
+            self.register_buffer("embed_sum", self.embedding.weight.detach().clone())
+        if kmeans_init:
+            self.register_buffer("initialized", torch.tensor(False))
+        if revive_after is not None:
+            self.register_buffer("unused_steps", torch.zeros(num_codes, dtype=torch.long))
+
+    # -- the codebook in search space and in the encoder's space ----------------------------
+    def _search_table(self) -> Tensor:
+        """Codes where the search happens ``(K, code_dim or dim)``: unit-norm with ``cosine``."""
+        weight = self.embedding.weight
+        return F.normalize(weight, dim=1) if self.cosine else weight
+
+    def _to_search_space(self, flat: Tensor) -> Tensor:
+        x = self.project_in(flat) if self.project_in is not None else flat
+        return F.normalize(x, dim=1) if self.cosine else x
+
+    def _from_search_space(self, vectors: Tensor) -> Tensor:
+        return self.project_out(vectors) if self.project_out is not None else vectors
 
     @property
     def codebook(self) -> Tensor:
-        return self.embedding.weight
+        return self._from_search_space(self._search_table())
+
+    @property
+    def dead_codes(self) -> int:
+        """Codes unused for ``revive_after`` training steps so far (0 without revival)."""
+        if self.revive_after is None:
+            return 0
+        return int((self.unused_steps >= self.revive_after).sum())
 
     def nearest(self, flat: Tensor) -> Tensor:
-        return nearest_codes(flat, self.codebook.detach(), chunk_bytes=self.chunk_bytes)
+        with torch.no_grad():
+            x = self._to_search_space(flat)
+            return nearest_codes(x, self._search_table().to(x.dtype), chunk_bytes=self.chunk_bytes)
 
+    # -- codebook health (training mode only) -----------------------------------------------
+    @torch.no_grad()
+    def _kmeans_init(self, x: Tensor) -> None:
+        """Seed the codebook from the first batch: k-means on rank 0, broadcast to the others."""
+        centres, sizes = kmeans(x.float(), self.num_codes, self.kmeans_iters, chunk_bytes=self.chunk_bytes)
+        centres, sizes = centres.to(self.embedding.weight), sizes.to(self.embedding.weight)
+        broadcast_(centres, sizes)
+        self.embedding.weight.copy_(centres)
+        if self.ema:
+            self.cluster_size.copy_(sizes)
+            self.embed_sum.copy_(centres * sizes[:, None])
+        self.initialized.fill_(True)
+
+    @torch.no_grad()
+    def _revive(self, x: Tensor) -> None:
+        """Re-seed codes unused for ``revive_after`` steps with random rows of this batch."""
+        dead = self.unused_steps >= self.revive_after
+        n_dead = int(dead.sum())
+        if n_dead == 0:
+            return
+        pick = torch.randint(x.shape[0], (n_dead,), device=x.device)
+        fresh = x[pick].to(self.embedding.weight)
+        broadcast_(fresh)
+        self.embedding.weight[dead] = fresh
+        if self.ema:
+            self.cluster_size[dead] = 1.0
+            self.embed_sum[dead] = fresh
+        self.unused_steps[dead] = 0
+
+    @torch.no_grad()
+    def _update(self, x: Tensor, indices: Tensor, counts: Tensor) -> None:
+        """EMA step and usage bookkeeping, with statistics summed over processes."""
+        counts = counts.to(self.embedding.weight.dtype)
+        sums = None
+        if self.ema:
+            sums = torch.zeros_like(self.embedding.weight).index_add_(0, indices, x.to(self.embedding.weight))
+            all_reduce_sum_(counts, sums)
+            ema_update_(self.embedding.weight, self.cluster_size, self.embed_sum, counts, sums,
+                        decay=self.decay, eps=self.eps)
+        elif self.revive_after is not None:
+            all_reduce_sum_(counts)
+        if self.revive_after is not None:
+            self.unused_steps.add_(1).masked_fill_(counts >= self.min_usage, 0)
+
+    # -- forward ----------------------------------------------------------------------------
     def forward(self, z: Tensor) -> QuantizerOutput:
         flat = to_flat(z, self.dim)
-        indices = self.nearest(flat)
-        codes = F.embedding(indices, self.codebook)
-        codebook_loss, commitment_loss = vq_losses(flat, codes)
+        x = self._to_search_space(flat)
+        if self.training:
+            if hasattr(self, "initialized") and not bool(self.initialized):
+                self._kmeans_init(x.detach())
+            if self.revive_after is not None:
+                self._revive(x.detach())
+        table = self._search_table()
+        indices = nearest_codes(x.detach(), table.detach(), chunk_bytes=self.chunk_bytes)
+        codes = F.embedding(indices, table.detach() if self.ema else table).to(x.dtype)
+        codebook_loss, commitment_loss = vq_losses(x, codes)
+        counts = torch.bincount(indices, minlength=self.num_codes)
+        if self.training and (self.ema or self.revive_after is not None):
+            self._update(x.detach(), indices, counts.clone())
+        estimator = rotation_trick if self.use_rotation_trick else straight_through
+        quantized = self._from_search_space(estimator(x, codes))
+        loss = self.beta * commitment_loss if self.ema else codebook_loss + self.beta * commitment_loss
         indices = indices.reshape(z.shape[0], *z.shape[2:])
         return QuantizerOutput(
-            quantized=from_flat(straight_through(flat, codes), indices),
+            quantized=from_flat(quantized, indices),
             indices=indices,
-            loss=codebook_loss + self.beta * commitment_loss,
-            counts=torch.bincount(indices.reshape(-1), minlength=self.num_codes),
+            loss=loss,
+            counts=counts,
             losses={"codebook": codebook_loss, "commitment": commitment_loss},
         )

@@ -1,0 +1,173 @@
+"""Every quantizer and codebook option on real MNIST, after the same training budget.
+
+Trains the classic architecture (conv encoder/decoder, D = 64, batch 128, Adam 1e-3) once per
+configuration through vqtoolkit's own training loop, then prints one markdown table: test MSE,
+codes used, perplexity, dead codes (all from counts over the whole test set) and train images/s.
+Throughput is measured separately, interleaved round-robin over the configurations on the same
+slice of data, so the machine's contention hits every configuration alike. It also saves a
+codebook-usage histogram of the tutorial layer against the default recipe and checks the targets.
+Results accumulate in ``--out``/quantizers.json, so configurations can be run in separate sessions
+(each run times its labels against the tutorial layer again, in the same rounds).
+
+    python benchmarks/quantizers.py --data-root ../shared/data --epochs 5
+    python benchmarks/quantizers.py --data-root ../shared/data --epochs 1 --only vq,ema
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import vqtoolkit
+from vqtoolkit import metrics
+from vqtoolkit.train import train_autoencoder
+
+K, D = 512, 64
+#: label -> (registered quantizer, options, encoder dim). ``ema`` is the default recipe.
+CONFIGS: dict[str, tuple[str, dict[str, Any], int]] = {
+    "vq": ("vq", {}, D),
+    "ema": ("ema", {}, D),
+    "vq ema=True": ("vq", {"ema": True}, D),
+    "vq kmeans_init=True": ("vq", {"kmeans_init": True}, D),
+    "vq revive_after=20": ("vq", {"revive_after": 20}, D),
+    "vq cosine=True": ("vq", {"cosine": True}, D),
+    "vq code_dim=8": ("vq", {"code_dim": 8}, D),
+    "vq rotation_trick=True": ("vq", {"rotation_trick": True}, D),
+    "ema rotation_trick=True": ("ema", {"rotation_trick": True}, D),
+    "ema cosine=True": ("ema", {"cosine": True}, D),
+    "ema code_dim=8": ("ema", {"code_dim": 8}, D),
+    "residual num_stages=2 ema=True kmeans_init=True revive_after=20": (
+        "residual", {"num_stages": 2, "ema": True, "kmeans_init": True, "revive_after": 20}, D),
+    "fsq levels=[8,8,8]": ("fsq", {"levels": [8, 8, 8]}, 3),
+}
+TARGETS = {"mse": 0.0020, "used_fraction": 0.99, "perplexity": 250.0}
+
+
+def make_model(label: str, seed: int) -> vqtoolkit.VQVAE:
+    name, options, dim = CONFIGS[label]
+    torch.manual_seed(seed)
+    shared = {} if name == "fsq" else {"num_codes": K}
+    return vqtoolkit.build("conv", name, "conv", None, in_channels=1, dim=dim, quantizer_config=options,
+                           **shared).model
+
+
+def throughput(labels: list[str], images: torch.Tensor, rounds: int, batches: int) -> dict[str, float]:
+    """Median train images/s per configuration, timed round-robin on the same ``batches`` batches."""
+    chunk = images[: 128 * batches]
+    models = {label: make_model(label, 0) for label in labels}
+    for model in models.values():  # warm-up: allocator, k-means init, first-step costs
+        train_autoencoder(model, chunk[:256], epochs=1, progress=False)
+    rates: dict[str, list[float]] = {label: [] for label in labels}
+    for _ in range(rounds):
+        for label in labels:
+            start = time.perf_counter()
+            train_autoencoder(models[label], chunk, epochs=1, progress=False)
+            rates[label].append(len(chunk) / (time.perf_counter() - start))
+    return {label: statistics.median(r) for label, r in rates.items()}
+
+
+@torch.inference_mode()
+def test_counts(model: vqtoolkit.VQVAE, images: torch.Tensor) -> torch.Tensor:
+    model.eval()
+    return sum(model(batch).quantizer.counts for batch in images.split(1024))  # type: ignore[return-value]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-root", default="../shared/data")
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--only", default=None, help="comma-separated labels (default: all)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3, help="throughput rounds")
+    parser.add_argument("--batches", type=int, default=40, help="batches per throughput round")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--plot", type=Path, default=Path("docs/assets/codebook-usage.png"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    labels = list(CONFIGS) if args.only is None else args.only.split(",")
+    data = vqtoolkit.load_dataset("mnist", args.data_root)
+    print(f"{data.describe()}; {args.epochs} epochs, batch 128, {torch.get_num_threads()} threads", flush=True)
+
+    # Throughput: the tutorial layer is timed in the same interleaved rounds as every label.
+    rates = throughput(sorted(set(labels) | {"vq"}, key=list(CONFIGS).index), data.train_images,
+                       args.rounds, args.batches)
+    print("throughput (images/s, interleaved): " + ", ".join(f"{k} {v:.0f}" for k, v in rates.items()), flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    store = args.out / "quantizers.json"
+    results: dict[str, dict[str, Any]] = json.loads(store.read_text()) if store.exists() else {}
+    for label in labels:
+        model = make_model(label, 0)
+        start = time.perf_counter()
+        history = train_autoencoder(model, data.train_images, data.test_images, epochs=args.epochs, progress=False)
+        wall = time.perf_counter() - start
+        last = history[-1]
+        counts = test_counts(model, data.test_images)
+        results[label] = {
+            "epochs": args.epochs, "mse": last["test_mse"], "codes_used": last["test_codes_used"],
+            "num_codes": model.quantizer.num_codes, "perplexity": last["test_perplexity"],
+            "dead_codes": metrics.dead_codes(counts), "images_per_s": rates[label],
+            "images_per_s_tutorial_same_run": rates["vq"], "wall_s": wall, "history": history,
+            "test_counts": counts.tolist(),
+        }
+        store.write_text(json.dumps(results, indent=1))
+        print(f"{label}: mse {last['test_mse']:.5f}  codes {last['test_codes_used']}/{model.quantizer.num_codes}  "
+              f"perplexity {last['test_perplexity']:.1f}  {rates[label]:.0f} img/s  ({wall:.0f} s)", flush=True)
+    report(results, args.plot)
+
+
+def report(results: dict[str, dict[str, Any]], plot: Path) -> None:
+    """The markdown table of every stored result, the target check and the usage histogram."""
+    print("\n| quantizer and options | epochs | test MSE | codes used | perplexity | train images/s "
+          "| × tutorial (same run) |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for label in sorted(results, key=lambda x: list(CONFIGS).index(x) if x in CONFIGS else len(CONFIGS)):
+        r = results[label]
+        print(f"| `{label}` | {r['epochs']} | {r['mse']:.5f} | {r['codes_used']}/{r['num_codes']} "
+              f"| {r['perplexity']:.1f} | {r['images_per_s']:.0f} "
+              f"| {r['images_per_s'] / r['images_per_s_tutorial_same_run']:.2f} |")
+    if {"vq", "ema"} <= set(results):
+        d = results["ema"]
+        speed = d["images_per_s"] / d["images_per_s_tutorial_same_run"]
+        checks = {
+            f"test MSE {d['mse']:.5f} <= {TARGETS['mse']}": d["mse"] <= TARGETS["mse"],
+            f"codes used {d['codes_used']}/{K} >= 99%": d["codes_used"] >= TARGETS["used_fraction"] * K,
+            f"perplexity {d['perplexity']:.1f} >= {TARGETS['perplexity']}": d["perplexity"] >= TARGETS["perplexity"],
+            f"images/s {speed:.2f}x the tutorial layer's in the same run (>= 1)": speed >= 1.0,
+            f"within 5 epochs ({d['epochs']})": d["epochs"] <= 5,
+        }
+        print("\ndefault recipe (`ema`) vs targets:")
+        for text, ok in checks.items():
+            print(f"  [{'ok' if ok else 'MISSED'}] {text}")
+        plot_usage(torch.tensor(results["vq"]["test_counts"]), torch.tensor(d["test_counts"]), plot)
+        print(f"usage histogram: {plot}")
+
+
+def plot_usage(tutorial: torch.Tensor, default: torch.Tensor, path: Path) -> None:
+    """Per-code share of the test set, codes sorted by use, tutorial layer vs default recipe."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3.2), dpi=120)
+    for counts, name in ((tutorial, "vq (tutorial layer)"), (default, "ema (default recipe)")):
+        share = (counts.double() / counts.sum()).sort(descending=True).values * 100
+        ax.bar(range(len(share)), share.numpy(), width=1.0, alpha=0.6,
+               label=f"{name}: {metrics.codes_used(counts)} codes, perplexity {metrics.perplexity(counts):.0f}")
+    ax.axhline(100 / K, color="k", lw=0.8, ls="--", label="uniform (1/K)")
+    ax.set(xlabel="code rank (sorted by use)", ylabel="% of test positions", yscale="log",
+           title=f"MNIST test-set code usage, K = {K}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""Properties of the STE core: exact search, the loss formulas and the two gradient estimators."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from vqtoolkit.quantize.core import nearest_codes, rotation_trick, straight_through, vq_losses
+
+
+@st.composite
+def integer_problem(draw: st.DrawFn) -> tuple[torch.Tensor, torch.Tensor]:
+    """Small integer-valued rows and codebooks: distances are exact, so ties really are ties."""
+    n, k, d = draw(st.integers(1, 40)), draw(st.integers(1, 24)), draw(st.integers(1, 6))
+    seed = draw(st.integers(0, 2**31 - 1))
+    g = torch.Generator().manual_seed(seed)
+    values = draw(st.integers(1, 3))  # a narrow range makes duplicate codes and ties common
+    flat = torch.randint(-values, values + 1, (n, d), generator=g).double()
+    codebook = torch.randint(-values, values + 1, (k, d), generator=g).double()
+    return flat, codebook
+
+
+def brute_force(flat: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """Lowest index among the codes at minimal squared distance, one row at a time."""
+    d = ((flat[:, None, :] - codebook[None, :, :]) ** 2).sum(-1)
+    best = d.min(1, keepdim=True).values
+    return torch.stack([torch.nonzero(row == b)[0, 0] for row, b in zip(d, best, strict=True)])
+
+
+@given(integer_problem())
+@settings(max_examples=60, deadline=None)
+def test_nearest_is_exact_with_ties_to_lowest_index(problem: tuple[torch.Tensor, torch.Tensor]) -> None:
+    flat, codebook = problem
+    assert torch.equal(nearest_codes(flat, codebook), brute_force(flat, codebook))
+    assert torch.equal(nearest_codes(flat.float(), codebook.float()), brute_force(flat, codebook))
+
+
+@given(integer_problem(), st.integers(8, 400))
+@settings(max_examples=40, deadline=None)
+def test_chunked_search_equals_unchunked(problem: tuple[torch.Tensor, torch.Tensor], chunk_bytes: int) -> None:
+    flat, codebook = problem
+    assert torch.equal(nearest_codes(flat, codebook, chunk_bytes=chunk_bytes), nearest_codes(flat, codebook))
+
+
+@given(st.integers(1, 50), st.integers(1, 8), st.integers(0, 10_000))
+@settings(max_examples=30, deadline=None)
+def test_losses_follow_the_formula(n: int, d: int, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, d, generator=g, dtype=torch.float64, requires_grad=True)
+    q = torch.randn(n, d, generator=g, dtype=torch.float64, requires_grad=True)
+    codebook_loss, commitment_loss = vq_losses(z, q)
+    expected = ((q - z) ** 2).mean()
+    assert torch.allclose(codebook_loss, expected) and torch.allclose(commitment_loss, expected)
+    codebook_loss.backward()
+    assert z.grad is None or not z.grad.any()  # the codebook loss never moves the encoder
+    assert torch.allclose(q.grad, 2 * (q - z).detach() / q.numel())
+
+
+@given(st.integers(1, 30), st.integers(1, 8), st.integers(0, 10_000), st.sampled_from([torch.float32, torch.float64]))
+@settings(max_examples=30, deadline=None)
+def test_straight_through_has_value_q_and_identity_gradient(n: int, d: int, seed: int, dtype: torch.dtype) -> None:
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, d, generator=g, dtype=dtype, requires_grad=True)
+    q = torch.randn(n, d, generator=g, dtype=dtype)
+    out = straight_through(z, q)
+    assert torch.allclose(out, q, atol=1e-6)
+    upstream = torch.randn(n, d, generator=g, dtype=dtype)
+    (grad,) = torch.autograd.grad(out, z, upstream)
+    assert torch.equal(grad, upstream)
+
+
+@given(st.integers(1, 30), st.integers(2, 8), st.integers(0, 10_000))
+@settings(max_examples=30, deadline=None)
+def test_rotation_trick_value_and_gradient(n: int, d: int, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, d, generator=g, dtype=torch.float64, requires_grad=True)
+    q = torch.randn(n, d, generator=g, dtype=torch.float64)
+    out = rotation_trick(z, q)
+    assert torch.allclose(out, q)
+    upstream = torch.randn(n, d, generator=g, dtype=torch.float64)
+    (grad,) = torch.autograd.grad(out, z, upstream)
+    # Expected: λ·Rᵀ·g with R = I − 2wwᵀ + 2vuᵀ, written out as dense matrices per row.
+    zd = z.detach()
+    u, v = F.normalize(zd, dim=1), F.normalize(q, dim=1)
+    w = F.normalize(u + v, dim=1)
+    eye = torch.eye(d, dtype=torch.float64)
+    rot = eye - 2 * w[:, :, None] * w[:, None, :] + 2 * v[:, :, None] * u[:, None, :]
+    assert torch.allclose(torch.einsum("nij,nj->ni", rot, u), v, atol=1e-6)  # R really turns u onto v
+    scale = q.norm(dim=1, keepdim=True) / zd.norm(dim=1, keepdim=True)
+    expected = scale * torch.einsum("nji,nj->ni", rot, upstream)
+    assert torch.allclose(grad, expected, atol=1e-8)
+    # The gradient keeps its norm up to the scale λ (a rotation preserves length).
+    assert torch.allclose(grad.norm(dim=1), scale.squeeze(1) * upstream.norm(dim=1))

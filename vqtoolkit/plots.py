@@ -1,0 +1,89 @@
+"""Pictures of a training run: per-epoch curves and a codebook-usage histogram (matplotlib, optional).
+
+Both write PNGs atomically (beside, then renamed) and need ``pip install vqtoolkit[plot]``; the CLI
+skips them with a note when matplotlib is missing, since the JSON-lines log holds the same numbers.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor
+
+from vqtoolkit.errors import ConfigError
+
+#: Panels of the training-curve figure: (title, train key, test key or None, log scale).
+CURVES = (
+    ("reconstruction MSE", "train_recon", "test_mse", True),
+    ("VQ loss (codebook + β·commitment)", "train_vq", None, True),
+    ("perplexity", "train_perplexity", "test_perplexity", False),
+    ("codes used", "train_codes_used", "test_codes_used", False),
+)
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as err:
+        raise ConfigError("plots need matplotlib: pip install 'vqtoolkit[plot]'") from err
+    return plt
+
+
+def _save(fig: Any, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        fig.clf()
+        _pyplot().close(fig)
+    return path
+
+
+def training_curves(history: list[dict[str, Any]], path: str | Path, *, title: str = "") -> Path:
+    """Four panels per epoch: reconstruction MSE, VQ loss, perplexity, codes used (train and test)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.4))
+    epochs = [r["epoch"] for r in history]
+    for ax, (name, train_key, test_key, log) in zip(axes, CURVES, strict=True):
+        ax.plot(epochs, [r[train_key] for r in history], "o-", label="train", markersize=3)
+        if test_key is not None and all(test_key in r for r in history):
+            ax.plot(epochs, [r[test_key] for r in history], "s--", label="test", markersize=3)
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("epoch")
+        if log:
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return _save(fig, path)
+
+
+def code_usage(counts: Tensor, path: str | Path, *, title: str = "codebook usage on the test images") -> Path:
+    """Bar chart of how often each code is chosen, most used first, with dead codes counted."""
+    plt = _pyplot()
+    counts = counts.detach().cpu().long()
+    ordered = counts.sort(descending=True).values
+    share = (ordered.double() / max(1, int(counts.sum()))).numpy()
+    fig, ax = plt.subplots(figsize=(8, 3.4))
+    ax.bar(range(len(share)), share, width=1.0)
+    dead = int((counts == 0).sum())
+    ax.set_title(f"{title}: {len(counts) - dead}/{len(counts)} codes used, {dead} dead", fontsize=10)
+    ax.set_xlabel("code rank (most used first)")
+    ax.set_ylabel("share of positions")
+    ax.set_xlim(-0.5, len(share) - 0.5)
+    ax.grid(alpha=0.3, axis="y")
+    return _save(fig, path)
