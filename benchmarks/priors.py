@@ -63,7 +63,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--data-root", default="/work/shared/data")
-    parser.add_argument("--stage1", type=Path, default=Path("runs/stage1-mnist.safetensors"))
+    parser.add_argument("--stage1", type=Path, default=Path("runs/priors-stage1-mnist.safetensors"))
     parser.add_argument("--stage1-epochs", type=int, default=None, help="[default: the dataset's default]")
     parser.add_argument("--priors", nargs="+", default=list(PRIORS), choices=list(PRIORS))
     parser.add_argument("--assets", type=Path, default=Path("docs/assets"))

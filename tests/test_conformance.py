@@ -34,6 +34,7 @@ SMALL = {
     ("quantizer", "residual"): {"num_codes": 16, "dim": 4, "num_stages": 2},
     ("quantizer", "fsq"): {"levels": [4, 3]},
     ("prior", "gmm"): {"n_components": 2, "pca_dim": 3},
+    ("prior", "pixelcnn"): {"channels": 8, "layers": 2, "epochs": 2},
     ("encoder", "resnet"): {"hidden": 8, "res_hidden": 4, "res_blocks": 1},
     ("decoder", "resnet"): {"hidden": 8, "res_hidden": 4, "res_blocks": 1},
     ("prior", "markov"): {"num_codes": 4},
