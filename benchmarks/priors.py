@@ -46,7 +46,9 @@ def stage1(path: Path, data: vqtoolkit.ImageDataset, epochs: int | None, seed: i
     return pipe
 
 
-def time_sampling(pipe: vqtoolkit.Pipeline, repeats: int, label: int | None = None) -> tuple[float, torch.Tensor]:
+def time_sampling(
+    pipe: vqtoolkit.Pipeline, repeats: int, label: int | None = None
+) -> tuple[float, torch.Tensor]:
     """Best wall time of ``repeats`` end-to-end draws of 64 images (prior → codes → decoder)."""
     best, images = math.inf, None
     for _ in range(repeats):
@@ -57,13 +59,17 @@ def time_sampling(pipe: vqtoolkit.Pipeline, repeats: int, label: int | None = No
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data-root", default="/work/shared/data")
-    parser.add_argument("--stage1", type=Path, default=Path("runs/stage1-mnist.safetensors"))
+    parser.add_argument("--stage1", type=Path, default=Path("runs/priors-stage1-mnist.safetensors"))
     parser.add_argument("--stage1-epochs", type=int, default=None, help="[default: the dataset's default]")
     parser.add_argument("--priors", nargs="+", default=list(PRIORS), choices=list(PRIORS))
     parser.add_argument("--assets", type=Path, default=Path("docs/assets"))
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 is steadiest when shared)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch intra-op threads (1 is steadiest when shared)"
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="Also write the rows here.")
@@ -78,8 +84,10 @@ def main() -> None:
     inputs = {space: pipe.prior_inputs(data.train_images, space=space) for space in ("indices", "latents")}
     encode_s = time.perf_counter() - start
     usage = metrics.codes_used(torch.bincount(inputs["indices"].reshape(-1), minlength=k))
-    print(f"stage 1: {args.stage1} (K={k}, {usage} codes used on train; encoding train set {encode_s:.1f} s); "
-          f"threads={args.threads}")
+    print(
+        f"stage 1: {args.stage1} (K={k}, {usage} codes used on train; encoding train set {encode_s:.1f} s); "
+        f"threads={args.threads}"
+    )
     print(f"reference: log2(K) = {math.log2(k):.3f} bits/code, log2(codes used) = {math.log2(usage):.3f}")
 
     rows = []
@@ -98,19 +106,35 @@ def main() -> None:
         sample_s, images = time_sampling(pipe, args.repeats)
         save_grid(images, args.assets / f"priors-{name}.png", nrow=8)
         if prior.conditional:  # one row per digit 0-9
-            rows_of_digits = [pipe.sample(8, label=d, generator=torch.Generator().manual_seed(d)) for d in range(10)]
+            rows_of_digits = [
+                pipe.sample(8, label=d, generator=torch.Generator().manual_seed(d)) for d in range(10)
+            ]
             save_grid(torch.cat(rows_of_digits), args.assets / f"priors-{name}-by-label.png", nrow=8)
-        rows.append({"prior": name, "test_bits_per_code": nll, "test_bits_per_code_given_label": given_label,
-                     "fit_s": fit_s, "sample64_s": sample_s})
+        rows.append(
+            {
+                "prior": name,
+                "test_bits_per_code": nll,
+                "test_bits_per_code_given_label": given_label,
+                "fit_s": fit_s,
+                "sample64_s": sample_s,
+            }
+        )
         print(json.dumps(rows[-1]))
 
     print("\n| prior | held-out NLL (bits/code) | fit time (s) | sample 64 images (s) |")
     print("|---|---|---|---|")
     for row in rows:
-        nll = "n/a (density over continuous latents)" if row["test_bits_per_code"] is None else (
-            f"{row['test_bits_per_code']:.3f}"
-            + (f" ({row['test_bits_per_code_given_label']:.3f} given the label)"
-               if row["test_bits_per_code_given_label"] is not None else "")
+        nll = (
+            "n/a (density over continuous latents)"
+            if row["test_bits_per_code"] is None
+            else (
+                f"{row['test_bits_per_code']:.3f}"
+                + (
+                    f" ({row['test_bits_per_code_given_label']:.3f} given the label)"
+                    if row["test_bits_per_code_given_label"] is not None
+                    else ""
+                )
+            )
         )
         print(f"| {row['prior']} | {nll} | {row['fit_s']:.1f} | {row['sample64_s']:.3f} |")
     print(f"| (uniform over K={k}) | {math.log2(k):.3f} | | |")

@@ -17,16 +17,23 @@ from vqtoolkit import registry
 from vqtoolkit.cli import main
 from vqtoolkit.data import ImageDataset
 from vqtoolkit.errors import ConfigError, ShapeError
-from vqtoolkit.priors.pixelcnn import GatedPixelCNN
+from vqtoolkit.priors.pixelcnn import GatedPixelCNN, single_thread
 
 K = 6
-TINY_PIXELCNN = {"channels": 8, "layers": 3, "epochs": 2, "batch_size": 32}
+TINY_PIXELCNN = {"channels": 8, "layers": 3, "epochs": 1, "batch_size": 32}
 INDEX_PRIORS = [
     ("categorical", {}),
     ("categorical", {"conditional": True}),
     ("pixelcnn", TINY_PIXELCNN),
     ("pixelcnn", {**TINY_PIXELCNN, "conditional": True}),
 ]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These tensors are tiny: a second thread only adds synchronisation (and spins on a busy machine)."""
+    with single_thread():
+        yield
 
 
 def grids(n: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -44,8 +51,14 @@ def fitted(name: str, options: dict, **extra) -> vqtoolkit.priors.Prior:
 
 def tiny_pipeline(prior=None, num_codes: int = 16) -> vqtoolkit.Pipeline:
     pipe = vqtoolkit.build(
-        "conv", "vq", "conv", prior, dim=8, num_codes=num_codes,
-        encoder_config={"hidden_channels": [8, 8]}, decoder_config={"hidden_channels": [8, 8]},
+        "conv",
+        "vq",
+        "conv",
+        prior,
+        dim=8,
+        num_codes=num_codes,
+        encoder_config={"hidden_channels": [8, 8]},
+        decoder_config={"hidden_channels": [8, 8]},
     )
     pipe.info.update(dataset="digits", seed=0)
     return pipe
@@ -70,7 +83,9 @@ def test_index_prior_samples_valid_indices(name, options):
 @pytest.mark.parametrize("name", ["gmm", "categorical", "pixelcnn"])
 def test_pipeline_samples_images_from_each_prior(name):
     pipe = tiny_pipeline()
-    config = TINY_PIXELCNN if name == "pixelcnn" else {"n_components": 2, "pca_dim": 4} if name == "gmm" else {}
+    config = (
+        TINY_PIXELCNN if name == "pixelcnn" else {"n_components": 2, "pca_dim": 4} if name == "gmm" else {}
+    )
     pipe.fit_prior(tiny_images(), name, progress=False, **config)
     indices = pipe.sample_indices(4, generator=torch.Generator().manual_seed(0))
     assert indices.shape == (4, 7, 7) and 0 <= int(indices.min()) and int(indices.max()) < 16
@@ -106,10 +121,15 @@ def test_pixelcnn_learns_structure_the_categorical_prior_cannot_see():
     data, _ = grids(256)
     test, _ = grids(128, seed=1)
     cat = registry.create("prior", "categorical", num_codes=K).fit(data, progress=False)
-    cnn = registry.create("prior", "pixelcnn", num_codes=K, channels=8, layers=2, epochs=10, batch_size=64, lr=1e-2)
+    cnn = registry.create(
+        "prior", "pixelcnn", num_codes=K, channels=8, layers=2, epochs=10, batch_size=64, lr=1e-2
+    )
     cnn.fit(data, progress=False)
     with torch.no_grad():
-        bits = {name: -float(p.log_prob(test).sum()) / test.numel() / math.log(2) for name, p in [("cat", cat), ("cnn", cnn)]}
+        bits = {
+            name: -float(p.log_prob(test).sum()) / test.numel() / math.log(2)
+            for name, p in [("cat", cat), ("cnn", cnn)]
+        }
     assert bits["cnn"] < bits["cat"] < math.log2(K)
     assert cnn.history and set(cnn.history[0]) >= {"epoch", "train_bits_per_code", "val_bits_per_code"}
 
@@ -117,7 +137,10 @@ def test_pixelcnn_learns_structure_the_categorical_prior_cannot_see():
 # -- PixelCNN causality --------------------------------------------------------------------------
 @settings(max_examples=25, deadline=None)
 @given(
-    h=st.integers(1, 5), w=st.integers(1, 5), kernel=st.sampled_from([3, 5]), data=st.data(),
+    h=st.integers(1, 5),
+    w=st.integers(1, 5),
+    kernel=st.sampled_from([3, 5]),
+    data=st.data(),
 )
 def test_pixelcnn_logits_depend_only_on_earlier_positions(h, w, kernel, data):
     torch.manual_seed(data.draw(st.integers(0, 2**16), label="seed"))
@@ -157,9 +180,7 @@ def test_pixelcnn_fit_is_deterministic_for_a_seed():
     assert all(torch.equal(a[key], b[key]) for key in a)
 
 
-@pytest.mark.parametrize(
-    ("name", "options"), [*INDEX_PRIORS, ("gmm", {"n_components": 2, "pca_dim": 4})]
-)
+@pytest.mark.parametrize(("name", "options"), [*INDEX_PRIORS, ("gmm", {"n_components": 2, "pca_dim": 4})])
 def test_save_load_gives_identical_samples(tmp_path, name, options):
     pipe = tiny_pipeline()
     prior = pipe.fit_prior(tiny_images(), name, progress=False, **options)
@@ -229,8 +250,19 @@ def test_cli_fit_prior_eval_and_labelled_npy_samples(tmp_path, stage1_bundle):
     runner = CliRunner()
     out = tmp_path / "cond.safetensors"
     before = stage1_bundle.read_bytes()
-    result = runner.invoke(main, ["fit-prior", str(stage1_bundle), "--prior", "categorical", "--conditional",
-                                  "-o", str(out), "--quiet"])
+    result = runner.invoke(
+        main,
+        [
+            "fit-prior",
+            str(stage1_bundle),
+            "--prior",
+            "categorical",
+            "--conditional",
+            "-o",
+            str(out),
+            "--quiet",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert stage1_bundle.read_bytes() == before  # stage 1 untouched
     result = runner.invoke(main, ["eval", str(out), "--json"])
@@ -239,7 +271,9 @@ def test_cli_fit_prior_eval_and_labelled_npy_samples(tmp_path, stage1_bundle):
     assert report["prior"] == "categorical" and 0 < report["prior_bits_per_code"] <= math.log2(16)
     assert report["prior_bits_per_code_given_label"] is not None and report["codes_used"] >= 1
     npy = tmp_path / "threes.npy"
-    result = runner.invoke(main, ["sample", str(out), "-n", "5", "--label", "3", "--seed", "1", "-o", str(npy)])
+    result = runner.invoke(
+        main, ["sample", str(out), "-n", "5", "--label", "3", "--seed", "1", "-o", str(npy)]
+    )
     assert result.exit_code == 0, result.output
     assert np.load(npy).shape == (5, 1, 28, 28)
 
@@ -249,8 +283,23 @@ def test_cli_fit_prior_eval_and_labelled_npy_samples(tmp_path, stage1_bundle):
     [
         (["sample", "{b}", "-o", "{t}/x.png"], "fit-prior"),
         (["fit-prior", "{b}", "--prior", "categorical", "-o", "{b}"], "is the input bundle"),
-        (["fit-prior", "{b}", "--prior", "gmm", "--conditional", "-o", "{t}/g.safetensors"], "no option 'conditional'"),
-        (["fit-prior", "{b}", "--prior", "pixelcnn", "--prior-option", "epochs", "-o", "{t}/p.safetensors"], "KEY=VALUE"),
+        (
+            ["fit-prior", "{b}", "--prior", "gmm", "--conditional", "-o", "{t}/g.safetensors"],
+            "no option 'conditional'",
+        ),
+        (
+            [
+                "fit-prior",
+                "{b}",
+                "--prior",
+                "pixelcnn",
+                "--prior-option",
+                "epochs",
+                "-o",
+                "{t}/p.safetensors",
+            ],
+            "KEY=VALUE",
+        ),
     ],
 )
 def test_cli_errors_are_one_line(tmp_path, stage1_bundle, args, message):
@@ -262,6 +311,11 @@ def test_cli_errors_are_one_line(tmp_path, stage1_bundle, args, message):
 def test_cli_sample_label_on_unconditional_prior(tmp_path, stage1_bundle):
     runner = CliRunner()
     out = tmp_path / "cat.safetensors"
-    assert runner.invoke(main, ["fit-prior", str(stage1_bundle), "--prior", "categorical", "-o", str(out), "--quiet"]).exit_code == 0
+    assert (
+        runner.invoke(
+            main, ["fit-prior", str(stage1_bundle), "--prior", "categorical", "-o", str(out), "--quiet"]
+        ).exit_code
+        == 0
+    )
     result = runner.invoke(main, ["sample", str(out), "--label", "1", "-o", str(tmp_path / "x.png")])
     assert result.exit_code == 1 and "--conditional" in result.output

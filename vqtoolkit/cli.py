@@ -172,7 +172,7 @@ def report(pipe: vqtoolkit.Pipeline, files: dict[str, Path], num_codes: int, as_
 
 
 @main.command()
-@click.option("--prior", default="gmm", show_default=True, help="Registered prior name: gmm, categorical, pixelcnn, ...")
+@click.option("--prior", default="gmm", show_default=True, help="Registered prior: gmm, categorical, pixelcnn.")
 @click.option("--conditional", is_flag=True, help="Fit a class-conditional prior (enables `vqtool sample --label`).")
 @click.option("--samples", "num_samples", type=click.IntRange(min=1), default=64, show_default=True,
               help="Images in the sample grid.")
@@ -226,11 +226,13 @@ def train(output: Path, num_codes: int, as_json: bool, **options: Any) -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same images.")
 @click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
               help="Below 1: cleaner, less varied samples; above 1: more varied.")
-@click.option("--label", type=int, default=None, help="Class to draw (needs a prior fitted with --conditional).")
+@click.option("--label", type=int, default=None, help="Class to draw (needs a prior fitted --conditional).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("samples.png"),
               show_default=True, help="A .png grid, or .npy for the raw images (N, C, H, W) in [0, 1].")
 @friendly_errors
-def sample(bundle: Path, num_samples: int, seed: int, temperature: float, label: int | None, output: Path) -> None:
+def sample(
+    bundle: Path, num_samples: int, seed: int, temperature: float, label: int | None, output: Path
+) -> None:
     """Draw new images from a bundle's prior.
 
     \b
@@ -247,7 +249,7 @@ def sample(bundle: Path, num_samples: int, seed: int, temperature: float, label:
 
 
 def _bundle_dataset(pipe: vqtoolkit.Pipeline, dataset: str | None, data_root: Path | None) -> ImageDataset:
-    """The dataset a bundle was trained on (same name and seed, so the same held-out split) unless overridden."""
+    """The bundle's dataset (same name and seed, so the same held-out split) unless overridden."""
     name = dataset or pipe.info.get("dataset")
     if name is None:
         raise ConfigError("the bundle does not record its dataset; pass --data (and --data-root if needed)")
@@ -303,7 +305,8 @@ def fit_prior(
     \b
     Example:
       vqtool fit-prior vqtool-out/model.safetensors --prior pixelcnn -o pixelcnn.safetensors
-      vqtool fit-prior mnist.safetensors --prior pixelcnn --conditional --data-root ../shared/data -o cond.safetensors
+      vqtool fit-prior mnist.safetensors --prior pixelcnn --conditional \\
+          --data-root ../shared/data -o cond.safetensors
     """
     if output.resolve() == bundle.resolve():
         raise ConfigError(f"-o {output} is the input bundle; write the new prior to another file")
@@ -336,8 +339,12 @@ def evaluate(bundle: Path, dataset: str | None, data_root: Path | None, as_json:
     """
     pipe = vqtoolkit.load(bundle)
     data = _bundle_dataset(pipe, dataset, data_root)
-    result = {"dataset": data.name, "test_images": len(data.test_images), "num_codes": pipe.model.quantizer.num_codes,
-              "prior": None if pipe.prior is None else registry.name_of(pipe.prior)}
+    result = {
+        "dataset": data.name,
+        "test_images": len(data.test_images),
+        "num_codes": pipe.model.quantizer.num_codes,
+        "prior": None if pipe.prior is None else registry.name_of(pipe.prior),
+    }
     result.update(pipe.evaluate(data.test_images, data.test_labels))
     if as_json:
         click.echo(json.dumps(result, indent=2))

@@ -213,10 +213,12 @@ class Pipeline:
         self.prior.fit(inputs, labels=data.train_labels, progress=progress)
         for p in self.model.parameters():
             p.requires_grad_(True)
-        history = getattr(self.prior, "history", None)
-        if history:
-            self.info["prior_history"] = history
+        self.info.pop("prior_history", None)  # facts about a replaced prior must not linger
+        if getattr(self.prior, "history", None):
+            self.info["prior_history"] = self.prior.history
         metrics = self.info.setdefault("metrics", {})
+        for key in ("test_prior_bits_per_code", "test_prior_bits_per_code_given_label"):
+            metrics.pop(key, None)
         for key, value in self.prior_metrics(data.test_images, data.test_labels).items():
             if value is not None:
                 metrics[f"test_{key}"] = value
@@ -236,7 +238,8 @@ class Pipeline:
         if self.prior is None or not self.prior.is_fitted:
             raise ConfigError(
                 "this model has no fitted prior to sample from; fit one with "
-                "`vqtool fit-prior BUNDLE --prior pixelcnn -o NEW_BUNDLE` or pipeline.fit_prior(data, 'pixelcnn')"
+                "`vqtool fit-prior BUNDLE --prior pixelcnn -o NEW_BUNDLE` or "
+                "pipeline.fit_prior(data, 'pixelcnn')"
             )
         return self.prior
 
@@ -278,7 +281,7 @@ class Pipeline:
         if self.prior is None or not self.prior.has_likelihood or not self.prior.is_fitted:
             return None
         indices = self.prior_inputs(images, space="indices")
-        if labels is None or not self.prior.conditional:
+        if not self.prior.conditional:
             labels = None
         label_batches = [None] * len(indices.split(batch_size)) if labels is None else labels.split(batch_size)
         total = sum(

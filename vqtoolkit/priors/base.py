@@ -164,7 +164,9 @@ class IndexPrior(Prior):
             return None
         labels = torch.as_tensor(labels)
         if labels.shape != (n,) or labels.is_floating_point():
-            raise ShapeError(f"labels must be an integer tensor of shape ({n},); got {labels.dtype} {tuple(labels.shape)}")
+            raise ShapeError(
+                f"labels must be an integer tensor of shape ({n},); got {labels.dtype} {tuple(labels.shape)}"
+            )
         labels = labels.long()
         limit = None if fitting and self.num_classes is None else self.num_classes
         if n and (int(labels.min()) < 0 or (limit is not None and int(labels.max()) >= limit)):
@@ -240,5 +242,7 @@ class IndexPrior(Prior):
     def _log_likelihood(self, data: Tensor, labels: Tensor | None) -> Tensor:
         raise NotImplementedError
 
-    def _sample(self, n: int, labels: Tensor | None, temperature: float, generator: torch.Generator | None) -> Tensor:
+    def _sample(
+        self, n: int, labels: Tensor | None, temperature: float, generator: torch.Generator | None
+    ) -> Tensor:
         raise NotImplementedError

@@ -34,9 +34,14 @@ class CategoricalPrior(IndexPrior):
         grid_shape: Sequence[int] | None = None,
     ) -> None:
         if not smoothing > 0:
-            raise ConfigError(f"smoothing must be > 0 so unseen codes keep a finite likelihood; got {smoothing}")
+            raise ConfigError(
+                f"smoothing must be > 0 so unseen codes keep a finite likelihood; got {smoothing}"
+            )
         super().__init__(
-            num_codes=num_codes, conditional=conditional, num_classes=num_classes, grid_shape=grid_shape,
+            num_codes=num_codes,
+            conditional=conditional,
+            num_classes=num_classes,
+            grid_shape=grid_shape,
             smoothing=smoothing,
         )
         positions = 1 if grid_shape is None else int(grid_shape[0]) * int(grid_shape[1])
@@ -49,7 +54,9 @@ class CategoricalPrior(IndexPrior):
         group = torch.zeros(len(flat), 1, dtype=torch.long) if labels is None else labels[:, None].cpu()
         # one bincount over (class, position, code) cells: no loop over samples or positions
         cell = (group * positions + torch.arange(positions)) * k + flat.cpu()
-        counts = torch.bincount(cell.reshape(-1), minlength=classes * positions * k).reshape(classes, positions, k)
+        counts = torch.bincount(cell.reshape(-1), minlength=classes * positions * k).reshape(
+            classes, positions, k
+        )
         counts = counts.double() + self._config["smoothing"]
         self.log_probs = (counts / counts.sum(-1, keepdim=True)).log().float().to(self.class_log_prior.device)
 
@@ -63,7 +70,9 @@ class CategoricalPrior(IndexPrior):
         return self._table(labels, len(flat)).gather(-1, flat[..., None]).squeeze(-1).sum(-1)
 
     @torch.inference_mode()
-    def _sample(self, n: int, labels: Tensor | None, temperature: float, generator: torch.Generator | None) -> Tensor:
+    def _sample(
+        self, n: int, labels: Tensor | None, temperature: float, generator: torch.Generator | None
+    ) -> Tensor:
         probs = torch.softmax(self._table(labels, n) / temperature, dim=-1)
         drawn = torch.multinomial(probs.reshape(-1, self.num_codes), 1, generator=generator)
         h, w = self.grid_shape

@@ -10,9 +10,10 @@ comparable with the bits-per-code likelihood of index priors.
 Why the defaults (64 components in 32 PCA dimensions, fitted on 10 000 images): a Gaussian is
 unimodal, so a component that has to cover several digits or writing styles samples blends of them
 that decode as smudges; 64 components each cover one tight cluster of similar images. 32 PCA
-dimensions keep ~87 % of the latent variance on MNIST; more dimensions add noise that the quantizer
-snaps to stray codes (visibly speckled digits at 64), fewer lose strokes. 10 000 images are plenty
-for 64 full 32×32 covariances and keep the fit to seconds. See docs/priors.md for the grids.
+dimensions keep ~87 % of the latent variance on MNIST (``vq`` stage 1); more dimensions add noise
+that the quantizer snaps to stray codes (visibly speckled digits at 64), fewer lose strokes.
+10 000 images are plenty for 64 full 32×32 covariances and keep the fit to seconds. See
+docs/priors.md for the grids.
 """
 
 from __future__ import annotations
