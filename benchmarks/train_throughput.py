@@ -33,8 +33,10 @@ class TutorialEncoder(nn.Module):
     def __init__(self, in_channels: int = 1, hidden: int = 64, embedding_dim: int = 64) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.Conv2d(in_channels, 32, 4, 2, 1), nn.ReLU(),
-            nn.Conv2d(32, hidden, 4, 2, 1), nn.ReLU(),
+            nn.Conv2d(in_channels, 32, 4, 2, 1),
+            nn.ReLU(),
+            nn.Conv2d(32, hidden, 4, 2, 1),
+            nn.ReLU(),
             nn.Conv2d(hidden, embedding_dim, 1),
         )
 
@@ -46,9 +48,12 @@ class TutorialDecoder(nn.Module):
     def __init__(self, out_channels: int = 1, hidden: int = 64, embedding_dim: int = 64) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.ConvTranspose2d(embedding_dim, hidden, 1), nn.ReLU(),
-            nn.ConvTranspose2d(hidden, 32, 4, 2, 1), nn.ReLU(),
-            nn.ConvTranspose2d(32, out_channels, 4, 2, 1), nn.Sigmoid(),
+            nn.ConvTranspose2d(embedding_dim, hidden, 1),
+            nn.ReLU(),
+            nn.ConvTranspose2d(hidden, 32, 4, 2, 1),
+            nn.ReLU(),
+            nn.ConvTranspose2d(32, out_channels, 4, 2, 1),
+            nn.Sigmoid(),
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -70,9 +75,11 @@ class TutorialVectorQuantizer(nn.Module):
         input_shape = inputs.shape
         flat_input = inputs.view(-1, self._embedding_dim)
         # Calculate distances
-        distances = (torch.sum(flat_input**2, dim=1, keepdim=True)
-                     + torch.sum(self._embedding.weight**2, dim=1)
-                     - 2 * torch.matmul(flat_input, self._embedding.weight.t()))
+        distances = (
+            torch.sum(flat_input**2, dim=1, keepdim=True)
+            + torch.sum(self._embedding.weight**2, dim=1)
+            - 2 * torch.matmul(flat_input, self._embedding.weight.t())
+        )
         # Encoding
         encoding_indices = torch.argmin(distances, dim=1).unsqueeze(1)
         encodings = torch.zeros(encoding_indices.shape[0], self._num_embeddings, device=inputs.device)
@@ -91,8 +98,9 @@ class TutorialVectorQuantizer(nn.Module):
 
 
 class TutorialModel(nn.Module):
-    def __init__(self, num_embeddings: int = 512, embedding_dim: int = 64,
-                 commitment_cost: float = 0.25) -> None:
+    def __init__(
+        self, num_embeddings: int = 512, embedding_dim: int = 64, commitment_cost: float = 0.25
+    ) -> None:
         super().__init__()
         self._encoder = TutorialEncoder(1, 64, embedding_dim)
         self._vq_vae = TutorialVectorQuantizer(num_embeddings, embedding_dim, commitment_cost)
@@ -115,8 +123,9 @@ def run_tutorial(data_root: str, epochs: int, seed: int) -> Timed:
 
     torch.manual_seed(seed)
     start, cpu_start = time.perf_counter(), time.process_time()
-    training_data = datasets.MNIST(root=data_root, train=True, download=False,
-                                   transform=transforms.ToTensor())
+    training_data = datasets.MNIST(
+        root=data_root, train=True, download=False, transform=transforms.ToTensor()
+    )
     training_loader = DataLoader(training_data, batch_size=128, shuffle=True)
     model = TutorialModel()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, amsgrad=False)
@@ -124,7 +133,7 @@ def run_tutorial(data_root: str, epochs: int, seed: int) -> Timed:
     for _ in range(epochs):
         for data, _ in training_loader:
             optimizer.zero_grad()
-            vq_loss, data_recon, perplexity = model(data)
+            vq_loss, data_recon, _perplexity = model(data)
             recon_error = F.mse_loss(data_recon, data)
             loss = recon_error + vq_loss
             loss.backward()
@@ -151,10 +160,12 @@ def run_vqtoolkit(data_root: str, epochs: int, seed: int) -> Timed:
     torch.manual_seed(seed)
     start, cpu_start = time.perf_counter(), time.process_time()
     data = vqtoolkit.load_dataset("mnist", data_root)
-    model = vqtoolkit.build(encoder="conv", decoder="conv", prior=None, in_channels=1, dim=64, num_codes=512,
-                            beta=0.25).model
-    train_autoencoder(model, data.train_images, None, epochs=epochs, batch_size=128, lr=1e-3, seed=seed,
-                      progress=False)
+    model = vqtoolkit.build(
+        encoder="conv", decoder="conv", prior=None, in_channels=1, dim=64, num_codes=512, beta=0.25
+    ).model
+    train_autoencoder(
+        model, data.train_images, None, epochs=epochs, batch_size=128, lr=1e-3, seed=seed, progress=False
+    )
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     model.eval()
 
@@ -175,13 +186,17 @@ def evaluate(encode_decode: Callable[[Tensor], tuple[Tensor, Tensor]], test: Ten
         recon, indices = encode_decode(batch)
         squared += float(F.mse_loss(recon, batch, reduction="sum"))
         counts += torch.bincount(indices, minlength=512)
-    return {"test_mse": squared / test.numel(), "perplexity": metrics.perplexity(counts),
-            "codes_used": metrics.codes_used(counts)}
+    return {
+        "test_mse": squared / test.numel(),
+        "perplexity": metrics.perplexity(counts),
+        "codes_used": metrics.codes_used(counts),
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data-root", default="/work/shared/data")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
@@ -200,14 +215,21 @@ def main() -> None:
     for r in range(args.rounds):
         for name, fn in (("tutorial", run_tutorial), ("vqtoolkit", run_vqtoolkit)):
             seconds, cpu_seconds, encode_decode = fn(args.data_root, args.epochs, args.seed + r)
-            result = {"images_per_s": n_train / seconds, "images_per_cpu_s": n_train / cpu_seconds,
-                      "seconds": seconds, **evaluate(encode_decode, test)}
+            result = {
+                "images_per_s": n_train / seconds,
+                "images_per_cpu_s": n_train / cpu_seconds,
+                "seconds": seconds,
+                **evaluate(encode_decode, test),
+            }
             runs[name].append(result)
             if not args.json:
-                print(f"round {r + 1} {name:<9} {result['images_per_s']:7.0f} images/s  "
-                      f"({result['images_per_cpu_s']:5.0f} per CPU-s)  "
-                      f"test mse {result['test_mse']:.5f}  perplexity {result['perplexity']:6.1f}  "
-                      f"codes used {result['codes_used']}", flush=True)
+                print(
+                    f"round {r + 1} {name:<9} {result['images_per_s']:7.0f} images/s  "
+                    f"({result['images_per_cpu_s']:5.0f} per CPU-s)  "
+                    f"test mse {result['test_mse']:.5f}  perplexity {result['perplexity']:6.1f}  "
+                    f"codes used {result['codes_used']}",
+                    flush=True,
+                )
 
     summary = {
         name: {key: statistics.median(r[key] for r in rs) for key in rs[0]} for name, rs in runs.items()
@@ -215,19 +237,27 @@ def main() -> None:
     speedup = summary["vqtoolkit"]["images_per_s"] / summary["tutorial"]["images_per_s"]
     cpu_speedup = summary["vqtoolkit"]["images_per_cpu_s"] / summary["tutorial"]["images_per_cpu_s"]
     summary["speedup"], summary["cpu_time_speedup"] = speedup, cpu_speedup
-    summary["settings"] = {"epochs": args.epochs, "threads": args.threads, "rounds": args.rounds,
-                           "torch": torch.__version__}
+    summary["settings"] = {
+        "epochs": args.epochs,
+        "threads": args.threads,
+        "rounds": args.rounds,
+        "torch": torch.__version__,
+    }
     if args.json:
         print(json.dumps(summary, indent=2))
         return
     print(f"\nmedian of {args.rounds} interleaved rounds, {args.epochs} epoch(s), {args.threads} threads:")
     for name in ("tutorial", "vqtoolkit"):
         s = summary[name]
-        print(f"  {name:<9} {s['images_per_s']:7.0f} images/s  ({s['images_per_cpu_s']:5.0f} per CPU-s)  "
-              f"test mse {s['test_mse']:.5f}  "
-              f"perplexity {s['perplexity']:6.1f}  codes used {s['codes_used']:.0f}")
-    print(f"  speedup   {speedup:.2f}× images/s, {cpu_speedup:.2f}× per CPU-s  "
-          f"(target ≥ 1.5× at equal or better test MSE)")
+        print(
+            f"  {name:<9} {s['images_per_s']:7.0f} images/s  ({s['images_per_cpu_s']:5.0f} per CPU-s)  "
+            f"test mse {s['test_mse']:.5f}  "
+            f"perplexity {s['perplexity']:6.1f}  codes used {s['codes_used']:.0f}"
+        )
+    print(
+        f"  speedup   {speedup:.2f}× images/s, {cpu_speedup:.2f}× per CPU-s  "
+        f"(target ≥ 1.5× at equal or better test MSE)"
+    )
 
 
 if __name__ == "__main__":

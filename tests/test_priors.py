@@ -77,7 +77,7 @@ def test_index_prior_samples_valid_indices(name, options):
     label = 1 if prior.conditional else None
     drawn = prior.sample(5, label=label, generator=torch.Generator().manual_seed(0))
     assert drawn.shape == (5, 3, 4) and drawn.dtype == torch.long
-    assert 0 <= int(drawn.min()) and int(drawn.max()) < K
+    assert int(drawn.min()) >= 0 and int(drawn.max()) < K
 
 
 @pytest.mark.parametrize("name", ["gmm", "categorical", "pixelcnn"])
@@ -88,9 +88,9 @@ def test_pipeline_samples_images_from_each_prior(name):
     )
     pipe.fit_prior(tiny_images(), name, progress=False, **config)
     indices = pipe.sample_indices(4, generator=torch.Generator().manual_seed(0))
-    assert indices.shape == (4, 7, 7) and 0 <= int(indices.min()) and int(indices.max()) < 16
+    assert indices.shape == (4, 7, 7) and int(indices.min()) >= 0 and int(indices.max()) < 16
     images = pipe.sample(4, generator=torch.Generator().manual_seed(0))
-    assert images.shape == (4, 1, 28, 28) and 0 <= float(images.min()) and float(images.max()) <= 1
+    assert images.shape == (4, 1, 28, 28) and float(images.min()) >= 0 and float(images.max()) <= 1
 
 
 # -- likelihoods --------------------------------------------------------------------------------
@@ -110,7 +110,7 @@ def test_categorical_log_prob_matches_hand_computation():
 
 def test_conditional_log_prob_without_labels_is_the_class_marginal():
     prior = fitted("categorical", {"conditional": True})
-    data, labels = grids(8, seed=1)
+    data, _labels = grids(8, seed=1)
     per_class = torch.stack([prior.log_prob(data, torch.full((8,), c)) for c in range(3)])
     expected = torch.logsumexp(per_class + prior.class_log_prior[:, None], 0)
     torch.testing.assert_close(prior.log_prob(data), expected)

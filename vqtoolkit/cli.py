@@ -51,42 +51,105 @@ def main() -> None:
 def stage1_options(command: F) -> F:
     """The options ``build`` and ``train`` share: components, data, training, device and outputs."""
     options = [
-        click.option("--encoder", default="conv", show_default=True,
-                     help="Registered encoder name (see `vqtool plugins`)."),
-        click.option("--quantizer", default="ema", show_default=True,
-                     help="Registered quantizer name (`vq` is the classic tutorial layer)."),
+        click.option(
+            "--encoder",
+            default="conv",
+            show_default=True,
+            help="Registered encoder name (see `vqtool plugins`).",
+        ),
+        click.option(
+            "--quantizer",
+            default="ema",
+            show_default=True,
+            help="Registered quantizer name (`vq` is the classic tutorial layer).",
+        ),
         click.option("--decoder", default="conv", show_default=True, help="Registered decoder name."),
-        click.option("--data", "dataset", type=click.Choice(sorted(DATASETS)), default="digits",
-                     show_default=True, help="Dataset; `digits` is embedded and works offline."),
-        click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), default=None,
-                     help="Folder holding the dataset (ROOT/MNIST/raw, ROOT/FashionMNIST/raw, "
-                          "ROOT/cifar-10-batches-py, or a folder of images for --data folder)."),
-        click.option("--image-size", type=click.IntRange(min=1), default=None,
-                     help="Resize images to this square size [default: as stored; 32 for --data folder]."),
-        click.option("--epochs", type=click.IntRange(min=1), default=None,
-                     help="Stage-1 epochs [default: per dataset; the total when resuming]."),
-        click.option("--num-codes", "--codes", type=click.IntRange(min=1), default=512, show_default=True,
-                     help="Codebook size K."),
-        click.option("--dim", type=click.IntRange(min=1), default=64, show_default=True,
-                     help="Code dimension D."),
-        click.option("--beta", type=click.FloatRange(min=0), default=0.25, show_default=True,
-                     help="Commitment weight β."),
+        click.option(
+            "--data",
+            "dataset",
+            type=click.Choice(sorted(DATASETS)),
+            default="digits",
+            show_default=True,
+            help="Dataset; `digits` is embedded and works offline.",
+        ),
+        click.option(
+            "--data-root",
+            type=click.Path(file_okay=False, path_type=Path),
+            default=None,
+            help="Folder holding the dataset (ROOT/MNIST/raw, ROOT/FashionMNIST/raw, "
+            "ROOT/cifar-10-batches-py, or a folder of images for --data folder).",
+        ),
+        click.option(
+            "--image-size",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Resize images to this square size [default: as stored; 32 for --data folder].",
+        ),
+        click.option(
+            "--epochs",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Stage-1 epochs [default: per dataset; the total when resuming].",
+        ),
+        click.option(
+            "--num-codes",
+            "--codes",
+            type=click.IntRange(min=1),
+            default=512,
+            show_default=True,
+            help="Codebook size K.",
+        ),
+        click.option(
+            "--dim", type=click.IntRange(min=1), default=64, show_default=True, help="Code dimension D."
+        ),
+        click.option(
+            "--beta",
+            type=click.FloatRange(min=0),
+            default=0.25,
+            show_default=True,
+            help="Commitment weight β.",
+        ),
         click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True),
-        click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True,
-                     help="Adam learning rate."),
-        click.option("--seed", type=int, default=0, show_default=True,
-                     help="Seed for weights, shuffling and sampling."),
-        click.option("--device", default="auto", show_default=True,
-                     help="auto, cpu, cuda, cuda:N or mps (auto picks cuda, then mps, then cpu)."),
-        click.option("--precision", type=click.Choice(PRECISIONS), default="32", show_default=True,
-                     help="Mixed precision for training: 32, bf16 (CPU/CUDA) or 16 (CUDA/MPS)."),
-        click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                     help="Checkpoint written each epoch [default: OUTPUT-checkpoint.safetensors]."),
-        click.option("--resume", is_flag=True,
-                     help="Continue from --checkpoint (same options; --epochs may grow)."),
-        click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-                     default=Path("vqtool-out/model.safetensors"), show_default=True,
-                     help="Bundle path; checkpoint, metrics log, plots and grids go beside it."),
+        click.option(
+            "--lr",
+            type=click.FloatRange(min=0, min_open=True),
+            default=1e-3,
+            show_default=True,
+            help="Adam learning rate.",
+        ),
+        click.option(
+            "--seed", type=int, default=0, show_default=True, help="Seed for weights, shuffling and sampling."
+        ),
+        click.option(
+            "--device",
+            default="auto",
+            show_default=True,
+            help="auto, cpu, cuda, cuda:N or mps (auto picks cuda, then mps, then cpu).",
+        ),
+        click.option(
+            "--precision",
+            type=click.Choice(PRECISIONS),
+            default="32",
+            show_default=True,
+            help="Mixed precision for training: 32, bf16 (CPU/CUDA) or 16 (CUDA/MPS).",
+        ),
+        click.option(
+            "--checkpoint",
+            type=click.Path(dir_okay=False, path_type=Path),
+            default=None,
+            help="Checkpoint written each epoch [default: OUTPUT-checkpoint.safetensors].",
+        ),
+        click.option(
+            "--resume", is_flag=True, help="Continue from --checkpoint (same options; --epochs may grow)."
+        ),
+        click.option(
+            "-o",
+            "--output",
+            type=click.Path(dir_okay=False, path_type=Path),
+            default=Path("vqtool-out/model.safetensors"),
+            show_default=True,
+            help="Bundle path; checkpoint, metrics log, plots and grids go beside it.",
+        ),
         click.option("--quiet", is_flag=True, help="No progress bars or per-epoch lines."),
         click.option("--json", "as_json", is_flag=True, help="Print only a final machine-readable summary."),
     ]
@@ -107,10 +170,29 @@ def resume_hint() -> str:
 
 
 def train_stage1(
-    prior: str | None, *, encoder: str, quantizer: str, decoder: str, dataset: str, data_root: Path | None,
-    image_size: int | None, epochs: int | None, num_codes: int, dim: int, beta: float, batch_size: int,
-    lr: float, seed: int, device: str, precision: str, checkpoint: Path | None, resume: bool, output: Path,
-    quiet: bool, as_json: bool, prior_config: dict[str, Any] | None = None,
+    prior: str | None,
+    *,
+    encoder: str,
+    quantizer: str,
+    decoder: str,
+    dataset: str,
+    data_root: Path | None,
+    image_size: int | None,
+    epochs: int | None,
+    num_codes: int,
+    dim: int,
+    beta: float,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    device: str,
+    precision: str,
+    checkpoint: Path | None,
+    resume: bool,
+    output: Path,
+    quiet: bool,
+    as_json: bool,
+    prior_config: dict[str, Any] | None = None,
 ) -> tuple[vqtoolkit.Pipeline, ImageDataset, dict[str, Path]]:
     """Load data, build, check everything, train stage 1 (checkpointed), then write the run's pictures."""
     from vqtoolkit import plots
@@ -122,18 +204,37 @@ def train_stage1(
     torch.manual_seed(seed)
     data = load_dataset(dataset, data_root, seed=seed, image_size=image_size)
     pipe = vqtoolkit.build(
-        encoder, quantizer, decoder, prior, in_channels=data.image_shape[0], dim=dim,
-        num_codes=num_codes, beta=beta, prior_config=prior_config,
+        encoder,
+        quantizer,
+        decoder,
+        prior,
+        in_channels=data.image_shape[0],
+        dim=dim,
+        num_codes=num_codes,
+        beta=beta,
+        prior_config=prior_config,
     )
-    files = {"checkpoint": checkpoint or beside(output, "checkpoint.safetensors"),
-             "metrics": beside(output, "metrics.jsonl")}
+    files = {
+        "checkpoint": checkpoint or beside(output, "checkpoint.safetensors"),
+        "metrics": beside(output, "metrics.jsonl"),
+    }
     if not quiet and not as_json:
-        click.echo(f"{data.describe()}; {encoder} → {quantizer} (K={num_codes}, D={dim}) → {decoder}"
-                   f"{f', prior {prior}' if prior else ''}; {torch_device}, precision {precision}")
+        click.echo(
+            f"{data.describe()}; {encoder} → {quantizer} (K={num_codes}, D={dim}) → {decoder}"
+            f"{f', prior {prior}' if prior else ''}; {torch_device}, precision {precision}"
+        )
     try:
         pipe.fit_autoencoder(
-            data, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, progress=not quiet and not as_json,
-            device=torch_device, precision=precision, checkpoint_path=files["checkpoint"], resume=resume,
+            data,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            seed=seed,
+            progress=not quiet and not as_json,
+            device=torch_device,
+            precision=precision,
+            checkpoint_path=files["checkpoint"],
+            resume=resume,
             log_path=files["metrics"],
         )
     except TrainingInterrupted as err:
@@ -142,10 +243,12 @@ def train_stage1(
     pipe.model.cpu()  # stage 2, grids and the bundle run on the CPU (scikit-learn priors live there)
     originals = data.test_images[:32]
     files["reconstructions"] = save_grid(
-        torch.cat([originals, pipe.reconstruct(originals)]), beside(output, "reconstructions.png"), nrow=8)
+        torch.cat([originals, pipe.reconstruct(originals)]), beside(output, "reconstructions.png"), nrow=8
+    )
     try:
-        files["curves"] = plots.training_curves(pipe.info["history"], beside(output, "training.png"),
-                                                title=data.describe())
+        files["curves"] = plots.training_curves(
+            pipe.info["history"], beside(output, "training.png"), title=data.describe()
+        )
         usage = code_counts(pipe.model, data.test_images)
         files["code_usage"] = plots.code_usage(usage, beside(output, "codes.png"))
     except VQToolkitError as err:  # matplotlib missing: the metrics log holds the same numbers
@@ -158,30 +261,59 @@ def report(pipe: vqtoolkit.Pipeline, files: dict[str, Path], num_codes: int, as_
     """Final metrics and where every file went, for people or (``--json``) for machines."""
     m = pipe.info["metrics"]
     if as_json:
-        summary = {"metrics": m, "files": {k: str(v) for k, v in files.items()},
-                   **{key: pipe.info[key] for key in ("epochs", "device", "precision", "history")}}
+        summary = {
+            "metrics": m,
+            "files": {k: str(v) for k, v in files.items()},
+            **{key: pipe.info[key] for key in ("epochs", "device", "precision", "history")},
+        }
         click.echo(json.dumps(summary, indent=2))
         return
     click.echo(
-        f"test mse {m['test_mse']:.5f} (psnr {m['test_psnr']:.2f} dB), perplexity {m['test_perplexity']:.1f}, "
+        f"test mse {m['test_mse']:.5f} (psnr {m['test_psnr']:.2f} dB), "
+        f"perplexity {m['test_perplexity']:.1f}, "
         f"codes used {m['test_codes_used']}/{num_codes}"
-        + (f", prior {m['test_prior_bits_per_code']:.3f} bits/code" if "test_prior_bits_per_code" in m else "")
+        + (
+            f", prior {m['test_prior_bits_per_code']:.3f} bits/code"
+            if "test_prior_bits_per_code" in m
+            else ""
+        )
     )
     for name, path in files.items():
         click.echo(f"{name + ':':<17}{path}")
 
 
 @main.command()
-@click.option("--prior", default="gmm", show_default=True, help="Registered prior: gmm, categorical, pixelcnn.")
-@click.option("--conditional", is_flag=True, help="Fit a class-conditional prior (enables `vqtool sample --label`).")
-@click.option("--samples", "num_samples", type=click.IntRange(min=1), default=64, show_default=True,
-              help="Images in the sample grid.")
+@click.option(
+    "--prior", default="gmm", show_default=True, help="Registered prior: gmm, categorical, pixelcnn."
+)
+@click.option(
+    "--conditional", is_flag=True, help="Fit a class-conditional prior (enables `vqtool sample --label`)."
+)
+@click.option(
+    "--samples",
+    "num_samples",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help="Images in the sample grid.",
+)
 @stage1_options
 @friendly_errors
-def build(prior: str, conditional: bool, num_samples: int, output: Path, seed: int, num_codes: int,
-          as_json: bool, quiet: bool, **options: Any) -> None:
-    """Train both stages end to end and write a bundle, sample and reconstruction grids, training
-    curves, a codebook-usage histogram, a metrics log (JSON lines) and a resumable checkpoint.
+def build(
+    prior: str,
+    conditional: bool,
+    num_samples: int,
+    output: Path,
+    seed: int,
+    num_codes: int,
+    as_json: bool,
+    quiet: bool,
+    **options: Any,
+) -> None:
+    """Train both stages end to end and write a bundle plus everything to judge the run.
+
+    Beside the bundle: sample and reconstruction grids, training curves, a codebook-usage
+    histogram, a metrics log (JSON lines) and a resumable checkpoint.
 
     \b
     Example:
@@ -190,13 +322,21 @@ def build(prior: str, conditional: bool, num_samples: int, output: Path, seed: i
       vqtool build --data mnist --data-root ../shared/data --epochs 1 -o runs/mnist.safetensors
       vqtool build --data mnist --data-root ../shared/data --epochs 3 -o runs/mnist.safetensors --resume
     """
-    pipe, data, files = train_stage1(prior, output=output, seed=seed, num_codes=num_codes, as_json=as_json,
-                                     quiet=quiet, prior_config={"conditional": True} if conditional else None,
-                                     **options)
+    pipe, data, files = train_stage1(
+        prior,
+        output=output,
+        seed=seed,
+        num_codes=num_codes,
+        as_json=as_json,
+        quiet=quiet,
+        prior_config={"conditional": True} if conditional else None,
+        **options,
+    )
     pipe.fit_prior(data, progress=not quiet and not as_json)
     files = {"bundle": pipe.save(output), **files}
-    files["samples"] = save_grid(pipe.sample(num_samples, generator=torch.Generator().manual_seed(seed)),
-                                 beside(output, "samples.png"))
+    files["samples"] = save_grid(
+        pipe.sample(num_samples, generator=torch.Generator().manual_seed(seed)), beside(output, "samples.png")
+    )
     report(pipe, files, num_codes, as_json)
 
 
@@ -204,8 +344,10 @@ def build(prior: str, conditional: bool, num_samples: int, output: Path, seed: i
 @stage1_options
 @friendly_errors
 def train(output: Path, num_codes: int, as_json: bool, **options: Any) -> None:
-    """Train stage 1 only (encoder, quantizer, decoder) and write a bundle without a prior, plus
-    checkpoint, metrics log, training curves, codebook-usage histogram and reconstruction grid.
+    """Train stage 1 only (encoder, quantizer, decoder) and write a bundle without a prior.
+
+    Beside it: checkpoint, metrics log, training curves, codebook-usage histogram and
+    reconstruction grid.
 
     Ctrl-C finishes the current step, saves a checkpoint and prints the command that resumes.
 
@@ -222,13 +364,26 @@ def train(output: Path, num_codes: int, as_json: bool, **options: Any) -> None:
 
 @main.command()
 @click.argument("bundle", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-n", "num_samples", type=click.IntRange(min=1), default=64, show_default=True, help="How many images.")
+@click.option(
+    "-n", "num_samples", type=click.IntRange(min=1), default=64, show_default=True, help="How many images."
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same images.")
-@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
-              help="Below 1: cleaner, less varied samples; above 1: more varied.")
+@click.option(
+    "--temperature",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Below 1: cleaner, less varied samples; above 1: more varied.",
+)
 @click.option("--label", type=int, default=None, help="Class to draw (needs a prior fitted --conditional).")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("samples.png"),
-              show_default=True, help="A .png grid, or .npy for the raw images (N, C, H, W) in [0, 1].")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("samples.png"),
+    show_default=True,
+    help="A .png grid, or .npy for the raw images (N, C, H, W) in [0, 1].",
+)
 @friendly_errors
 def sample(
     bundle: Path, num_samples: int, seed: int, temperature: float, label: int | None, output: Path
@@ -271,10 +426,19 @@ def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
 
 
 _data_options = [
-    click.option("--data", "dataset", type=click.Choice(sorted(DATASETS)), default=None,
-                 help="Dataset [default: the one the bundle was trained on]."),
-    click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), default=None,
-                 help="Folder holding the dataset in torchvision's layout (needed for mnist)."),
+    click.option(
+        "--data",
+        "dataset",
+        type=click.Choice(sorted(DATASETS)),
+        default=None,
+        help="Dataset [default: the one the bundle was trained on].",
+    ),
+    click.option(
+        "--data-root",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="Folder holding the dataset in torchvision's layout (needed for mnist).",
+    ),
 ]
 
 
@@ -289,16 +453,32 @@ def data_options(command: F) -> F:
 @click.argument("bundle", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--prior", required=True, help="Registered prior name: pixelcnn, categorical, gmm, ...")
 @click.option("--conditional", is_flag=True, help="Learn p(codes | label) so `vqtool sample --label` works.")
-@click.option("--prior-option", "prior_options", multiple=True, metavar="KEY=VALUE",
-              help="Extra prior option (repeatable), e.g. --prior-option epochs=5.")
+@click.option(
+    "--prior-option",
+    "prior_options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Extra prior option (repeatable), e.g. --prior-option epochs=5.",
+)
 @data_options
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="New bundle path (the input bundle is never modified).")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="New bundle path (the input bundle is never modified).",
+)
 @click.option("--quiet", is_flag=True, help="No progress bars or per-epoch lines.")
 @friendly_errors
 def fit_prior(
-    bundle: Path, prior: str, conditional: bool, prior_options: tuple[str, ...], dataset: str | None,
-    data_root: Path | None, output: Path, quiet: bool,
+    bundle: Path,
+    prior: str,
+    conditional: bool,
+    prior_options: tuple[str, ...],
+    dataset: str | None,
+    data_root: Path | None,
+    output: Path,
+    quiet: bool,
 ) -> None:
     """Fit a new stage-2 prior on a trained bundle's frozen stage 1 and write it to a new bundle.
 
@@ -355,13 +535,27 @@ def evaluate(bundle: Path, dataset: str | None, data_root: Path | None, as_json:
 
 @main.command()
 @click.argument("bundle", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-n", "num_images", type=click.IntRange(min=1), default=32, show_default=True,
-              help="How many held-out images.")
+@click.option(
+    "-n",
+    "num_images",
+    type=click.IntRange(min=1),
+    default=32,
+    show_default=True,
+    help="How many held-out images.",
+)
 @data_options
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("reconstructions.png"),
-              show_default=True, help="A .png grid (originals above, reconstructions below), or .npy.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("reconstructions.png"),
+    show_default=True,
+    help="A .png grid (originals above, reconstructions below), or .npy.",
+)
 @friendly_errors
-def reconstruct(bundle: Path, num_images: int, dataset: str | None, data_root: Path | None, output: Path) -> None:
+def reconstruct(
+    bundle: Path, num_images: int, dataset: str | None, data_root: Path | None, output: Path
+) -> None:
     """Encode and decode held-out images through a bundle's stage 1, to see what it keeps.
 
     \b
@@ -373,7 +567,8 @@ def reconstruct(bundle: Path, num_images: int, dataset: str | None, data_root: P
     recon = pipe.reconstruct(originals)
     images = recon if output.suffix == ".npy" else torch.cat([originals, recon])
     save_grid(images, output, nrow=min(8, len(originals)))
-    click.echo(f"wrote {len(originals)} reconstructions to {output} (test mse {float(((recon - originals) ** 2).mean()):.5f})")
+    mse = float(((recon - originals) ** 2).mean())
+    click.echo(f"wrote {len(originals)} reconstructions to {output} (test mse {mse:.5f})")
 
 
 @main.command()
@@ -386,8 +581,10 @@ def plugins(as_json: bool) -> None:
       vqtool plugins
     """
     listing = {
-        kind: [{"name": s.name, "distribution": s.distribution, "version": s.version, "object": s.value}
-               for s in registry.specs(kind)]
+        kind: [
+            {"name": s.name, "distribution": s.distribution, "version": s.version, "object": s.value}
+            for s in registry.specs(kind)
+        ]
         for kind in registry.KINDS
     }
     problems = [vars(p) for p in registry.problems()]
@@ -433,15 +630,22 @@ def inspect(bundle: Path, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(s, indent=2))
         return
-    click.echo(f"{s['path']}: {_size(s['file_bytes'])}, bundle format {s['format_version']}, written by "
-               f"vqtoolkit {s['vqtoolkit_version']} (torch {s['torch_version']}), checksum {s['checksum']}")
+    click.echo(
+        f"{s['path']}: {_size(s['file_bytes'])}, bundle format {s['format_version']}, written by "
+        f"vqtoolkit {s['vqtoolkit_version']} (torch {s['torch_version']}), checksum {s['checksum']}"
+    )
     for role, c in s["components"].items():
         installed = c["installed"]
-        status = ("installed " + ", ".join(f"{d} {v}" for d, v in installed.items()) if installed
-                  else f"NOT INSTALLED: pip install {c['distribution']}")
+        status = (
+            "installed " + ", ".join(f"{d} {v}" for d, v in installed.items())
+            if installed
+            else f"NOT INSTALLED: pip install {c['distribution']}"
+        )
         click.echo(f"{role:<10} {c['name']:<12} from {c['distribution']} {c['version']} ({status})")
-        click.echo(f"{'':<10} {c['tensors']} tensors, {c['values']:,} values, {_size(c['bytes'])}; "
-                   f"config {json.dumps(c['config'])}")
+        click.echo(
+            f"{'':<10} {c['tensors']} tensors, {c['values']:,} values, {_size(c['bytes'])}; "
+            f"config {json.dumps(c['config'])}"
+        )
     info = s["info"]
     keys = ("dataset", "image_shape", "epochs", "batch_size", "lr", "seed", "device", "precision")
     facts = {k: info[k] for k in keys if k in info}
@@ -449,5 +653,7 @@ def inspect(bundle: Path, as_json: bool) -> None:
         click.echo("training   " + ", ".join(f"{k} {v}" for k, v in facts.items()))
     metrics = info.get("metrics") or {}
     if metrics:
-        click.echo("metrics    " + ", ".join(f"{k} {v:.5g}" if isinstance(v, float) else f"{k} {v}"
-                                            for k, v in metrics.items()))
+        click.echo(
+            "metrics    "
+            + ", ".join(f"{k} {v:.5g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
+        )

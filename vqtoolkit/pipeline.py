@@ -1,5 +1,8 @@
-"""Composition: ``build()`` wires registered components into a :class:`Pipeline` that trains in
-two stages (the autoencoder, then a prior on its codes), samples, evaluates and saves."""
+"""Composition: ``build()`` wires registered components into a :class:`Pipeline`.
+
+The pipeline trains in two stages (the autoencoder, then a prior on its codes), samples,
+evaluates and saves.
+"""
 
 from __future__ import annotations
 
@@ -143,8 +146,9 @@ class Pipeline:
         ``train_options`` (device, precision, checkpoint_path, resume, log_path, ...) go to
         :func:`~vqtoolkit.train.train_autoencoder`.
         """
-        self.fit_autoencoder(data, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, progress=progress,
-                             **train_options)
+        self.fit_autoencoder(
+            data, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, progress=progress, **train_options
+        )
         if self.prior is not None:
             self.fit_prior(data, progress=progress)
         return self
@@ -166,12 +170,25 @@ class Pipeline:
         """
         epochs = data.default_epochs if epochs is None else epochs
         history = train_autoencoder(
-            self.model, data.train_images, data.test_images, epochs=epochs,
-            batch_size=batch_size, lr=lr, seed=seed, progress=progress, **train_options,
+            self.model,
+            data.train_images,
+            data.test_images,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            seed=seed,
+            progress=progress,
+            **train_options,
         )
         self.info.update(
-            dataset=data.name, image_shape=list(data.image_shape), num_classes=data.num_classes,
-            epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, history=history,
+            dataset=data.name,
+            image_shape=list(data.image_shape),
+            num_classes=data.num_classes,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            seed=seed,
+            history=history,
         )
         self.info["metrics"] = {k: v for k, v in history[-1].items() if k.startswith("test_")}
         return history
@@ -209,7 +226,10 @@ class Pipeline:
             p.requires_grad_(False)
         inputs = self.prior_inputs(data.train_images, space=self.prior.space)
         if progress:
-            tqdm.write(f"stage 2 · fitting {registry.name_of(self.prior)} prior on {tuple(inputs.shape)} {self.prior.space}")
+            shape = tuple(inputs.shape)
+            tqdm.write(
+                f"stage 2 · fitting {registry.name_of(self.prior)} prior on {shape} {self.prior.space}"
+            )
         self.prior.fit(inputs, labels=data.train_labels, progress=progress)
         for p in self.model.parameters():
             p.requires_grad_(True)
@@ -227,7 +247,11 @@ class Pipeline:
     def check_prior_matches(self, prior: Prior) -> None:
         """Refuse an index prior fitted for a codebook of another size."""
         prior_codes = prior.config.get("num_codes")
-        if prior.space == "indices" and prior_codes is not None and prior_codes != self.model.quantizer.num_tokens:
+        if (
+            prior.space == "indices"
+            and prior_codes is not None
+            and prior_codes != self.model.quantizer.num_tokens
+        ):
             raise ConfigError(
                 f"the {registry.name_of(prior)} prior models {prior_codes} codes but the quantizer has "
                 f"{self.model.quantizer.num_tokens}; refit it with `vqtool fit-prior`"
@@ -245,7 +269,11 @@ class Pipeline:
 
     @torch.inference_mode()
     def sample_indices(
-        self, n: int, *, label: int | None = None, temperature: float = 1.0,
+        self,
+        n: int,
+        *,
+        label: int | None = None,
+        temperature: float = 1.0,
         generator: torch.Generator | None = None,
     ) -> Tensor:
         """Code indices of ``n`` new images drawn from the prior (latent samples snapped to codes)."""
@@ -258,7 +286,11 @@ class Pipeline:
 
     @torch.inference_mode()
     def sample(
-        self, n: int, *, label: int | None = None, temperature: float = 1.0,
+        self,
+        n: int,
+        *,
+        label: int | None = None,
+        temperature: float = 1.0,
         generator: torch.Generator | None = None,
     ) -> Tensor:
         """``n`` new images ``(n, C, H, W)`` in [0, 1]: prior sample → codes → decoder."""
@@ -272,7 +304,9 @@ class Pipeline:
         return self.model.reconstruct(images.to(self.device))
 
     @torch.inference_mode()
-    def prior_nll(self, images: Tensor, labels: Tensor | None = None, *, batch_size: int = 1024) -> float | None:
+    def prior_nll(
+        self, images: Tensor, labels: Tensor | None = None, *, batch_size: int = 1024
+    ) -> float | None:
         """Held-out NLL of the prior in bits per code, or ``None`` where it has no index likelihood.
 
         Without ``labels`` a conditional prior is scored by its marginal ``p(codes)``, the number
@@ -283,7 +317,9 @@ class Pipeline:
         indices = self.prior_inputs(images, space="indices")
         if not self.prior.conditional:
             labels = None
-        label_batches = [None] * len(indices.split(batch_size)) if labels is None else labels.split(batch_size)
+        label_batches = (
+            [None] * len(indices.split(batch_size)) if labels is None else labels.split(batch_size)
+        )
         total = sum(
             float(-self.prior.log_prob(batch, batch_labels).sum())
             for batch, batch_labels in zip(indices.split(batch_size), label_batches, strict=True)
@@ -291,9 +327,12 @@ class Pipeline:
         return bits_per_code(total, indices.numel())
 
     def prior_metrics(self, images: Tensor, labels: Tensor | None = None) -> dict[str, float | None]:
-        """``prior_bits_per_code`` (marginal, comparable across priors; ``None`` for latent priors such
-        as gmm, whose density is over continuous latents) and, for a conditional prior given
-        ``labels``, ``prior_bits_per_code_given_label``."""
+        """The prior's held-out bits per code, marginal and (when labels are given) per label.
+
+        ``prior_bits_per_code`` is marginal, comparable across priors (``None`` for latent priors
+        such as gmm, whose density is over continuous latents); for a conditional prior given
+        ``labels``, ``prior_bits_per_code_given_label`` adds the label.
+        """
         result = {"prior_bits_per_code": self.prior_nll(images)}
         if self.prior is not None and self.prior.conditional and labels is not None:
             result["prior_bits_per_code_given_label"] = self.prior_nll(images, labels)

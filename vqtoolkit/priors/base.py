@@ -34,6 +34,7 @@ class Prior(Component):
     space: ClassVar[Space] = "indices"
     has_likelihood: ClassVar[bool] = False
     conditional: bool = False
+    fitted: Tensor
 
     def __init__(self, **config: Any) -> None:
         super().__init__(**config)
@@ -61,9 +62,7 @@ class Prior(Component):
 
     def log_prob(self, data: Tensor, labels: Tensor | None = None) -> Tensor:
         """Per-sample log-likelihood in nats, summed over positions."""
-        raise NotImplementedError(
-            f"prior {type(self).__name__} has no likelihood over code indices"
-        )
+        raise NotImplementedError(f"prior {type(self).__name__} has no likelihood over code indices")
 
     def check_sample_args(self, n: int, label: int | None, temperature: float) -> None:
         """Shared validation of ``sample``'s arguments, with messages that say what to change."""
@@ -95,6 +94,7 @@ class IndexPrior(Prior):
 
     space = "indices"
     has_likelihood = True
+    class_log_prior: Tensor
 
     def __init__(
         self,
@@ -128,7 +128,7 @@ class IndexPrior(Prior):
         """``(H, W)`` of the index grids this prior models (known after ``fit``)."""
         if self._config["grid_shape"] is None:
             raise ConfigError(f"{type(self).__name__} is not fitted; call fit() first")
-        return tuple(self._config["grid_shape"])  # type: ignore[return-value]
+        return tuple(self._config["grid_shape"])
 
     # -- validation --------------------------------------------------------------------------
     def check_indices(self, indices: Tensor) -> None:
@@ -176,6 +176,7 @@ class IndexPrior(Prior):
         return labels
 
     def check_sample_args(self, n: int, label: int | None, temperature: float) -> None:
+        """The base checks, plus a label within the classes seen in fit."""
         super().check_sample_args(n, label, temperature)
         classes = self.num_classes
         if label is not None and classes is not None and not 0 <= label < classes:
@@ -200,18 +201,23 @@ class IndexPrior(Prior):
         return self
 
     def log_prob(self, data: Tensor, labels: Tensor | None = None) -> Tensor:
-        """Per-grid log-likelihood in nats ``(N,)``; marginal over classes when a conditional prior gets
-        no labels. Labels given to an unconditional prior are ignored."""
+        """Per-grid log-likelihood in nats ``(N,)``.
+
+        Marginal over classes when a conditional prior gets no labels; labels given to an
+        unconditional prior are ignored.
+        """
         if not self.is_fitted:
             raise ConfigError(f"{type(self).__name__} is not fitted; call fit() first")
         self.check_indices(data)
         labels = self.check_labels(labels, len(data))
         if not self.conditional or labels is not None:
             return self._log_likelihood(data, labels)
-        per_class = torch.stack([
-            self._log_likelihood(data, torch.full((len(data),), c, dtype=torch.long, device=data.device))
-            for c in range(len(self.class_log_prior))
-        ])
+        per_class = torch.stack(
+            [
+                self._log_likelihood(data, torch.full((len(data),), c, dtype=torch.long, device=data.device))
+                for c in range(len(self.class_log_prior))
+            ]
+        )
         return torch.logsumexp(per_class + self.class_log_prior[:, None], dim=0)
 
     def sample(
@@ -231,7 +237,8 @@ class IndexPrior(Prior):
         if self.conditional:
             device = self.class_log_prior.device
             labels = (
-                torch.full((n,), label, dtype=torch.long, device=device) if label is not None
+                torch.full((n,), label, dtype=torch.long, device=device)
+                if label is not None
                 else torch.multinomial(self.class_log_prior.exp(), n, replacement=True, generator=generator)
             )
         return self._sample(n, labels, temperature, generator)

@@ -25,6 +25,8 @@ class CategoricalPrior(IndexPrior):
     ``smoothing`` pseudo-counts keep codes never seen at a position possible (finite NLL).
     """
 
+    log_probs: Tensor
+
     def __init__(
         self,
         num_codes: int = 512,

@@ -43,6 +43,11 @@ class GMMPrior(Prior):
     """
 
     space = "latents"
+    pca_mean: Tensor
+    pca_basis: Tensor
+    weights: Tensor
+    means: Tensor
+    scale_tril: Tensor
 
     def __init__(
         self,

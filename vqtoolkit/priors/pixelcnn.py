@@ -22,7 +22,7 @@ import copy
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -107,6 +107,11 @@ class GatedPixelCNN(nn.Module):
             nn.ReLU(), nn.Conv2d(channels, 2 * channels, 1), nn.ReLU(), nn.Conv2d(2 * channels, num_codes, 1)
         )
 
+    @property
+    def gated_layers(self) -> list[GatedLayer]:
+        """The gated layers, typed (``nn.ModuleList`` hands out plain modules)."""
+        return cast("list[GatedLayer]", list(self.layers))
+
     def embed(self, indices: Tensor) -> Tensor:
         """Channel-first code embeddings ``(N, C, H, W)`` of index grids ``(N, H, W)``."""
         return self.embedding(indices).permute(0, 3, 1, 2)
@@ -114,7 +119,7 @@ class GatedPixelCNN(nn.Module):
     def vertical(self, x: Tensor, labels: Tensor | None) -> list[Tensor]:
         """Every layer's vertical pre-activations for embedded grids ``x`` (rows above only)."""
         features = []
-        for layer in self.layers:
+        for layer in self.gated_layers:
             pre = layer.vertical_features(x)
             features.append(pre)
             x = gate(pre + layer.bias(labels))
@@ -122,7 +127,7 @@ class GatedPixelCNN(nn.Module):
 
     def horizontal(self, x: Tensor, vertical: list[Tensor], labels: Tensor | None) -> Tensor:
         """Features ``(N, C, H, W)`` from embedded grids ``x`` and the vertical features of the same rows."""
-        for layer, v in zip(self.layers, vertical, strict=True):
+        for layer, v in zip(self.gated_layers, vertical, strict=True):
             x = layer.horizontal_step(x, v, layer.bias(labels))
         return x
 
