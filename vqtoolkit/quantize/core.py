@@ -94,7 +94,8 @@ def rotation_trick(z: Tensor, quantized: Tensor, eps: float = 1e-8) -> Tensor:
         scale = q_norm / z_norm.clamp_min(eps)
     rotated = z - 2 * (z * w).sum(1, keepdim=True) * w + 2 * (z * u).sum(1, keepdim=True) * v
     rotated = rotated * scale
-    return rotated + (quantized - rotated).detach()
+    result: Tensor = rotated + (quantized - rotated).detach()
+    return result
 
 
 def to_flat(z: Tensor, dim: int) -> Tensor:

@@ -27,6 +27,9 @@ class FSQ(Quantizer):
     levels. ``eps`` widens the tanh range slightly so the extreme levels are reachable.
     """
 
+    levels: Tensor
+    basis: Tensor
+
     def __init__(
         self, levels: Sequence[int] = (8, 5, 5, 5), dim: int | None = None, eps: float = 1e-3
     ) -> None:
@@ -80,10 +83,12 @@ class FSQ(Quantizer):
             return self._codes_to_indices(self.bound(flat))
 
     def lookup(self, indices: Tensor) -> Tensor:
+        """Grid points ``(B, d, *spatial)`` of ``indices`` (rebuilt from the mixed-radix digits)."""
         self.check_indices(indices)
         return from_flat(self._indices_to_codes(indices.reshape(-1), torch.float32), indices)
 
     def forward(self, z: Tensor) -> QuantizerOutput:
+        """Round each squashed channel to its grid; gradients pass straight through; no loss."""
         flat = to_flat(z, self.dim)
         bounded = self.bound(flat)
         grid = straight_through(bounded, bounded.round())

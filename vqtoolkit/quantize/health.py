@@ -53,9 +53,12 @@ def ema_update_(
     decay: float,
     eps: float,
 ) -> None:
-    """One EMA step, in place: ``size ← γ·size + (1−γ)·counts``, ``sum ← γ·sum + (1−γ)·sums``,
-    ``weight ← sum / smoothed(size)``. ``counts`` ``(K,)`` and ``sums`` ``(K, D)`` are this step's
-    per-code assignment counts and vector sums (already summed over processes)."""
+    """One EMA step of the codebook, in place.
+
+    ``size ← γ·size + (1−γ)·counts``, ``sum ← γ·sum + (1−γ)·sums``, ``weight ← sum / smoothed(size)``.
+    ``counts`` ``(K,)`` and ``sums`` ``(K, D)`` are this step's per-code assignment counts and vector
+    sums (already summed over processes).
+    """
     cluster_size.mul_(decay).add_(counts, alpha=1 - decay)
     embed_sum.mul_(decay).add_(sums, alpha=1 - decay)
     weight.copy_(embed_sum / smoothed_sizes(cluster_size, eps).unsqueeze(1))

@@ -13,7 +13,7 @@ stages of K = 32 give 1 024 tokens).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from einops import rearrange
@@ -33,6 +33,8 @@ class ResidualQuantizer(Quantizer):
     ``stage_options`` are passed to every stage's :class:`VectorQuantizer` (e.g. ``ema=True``);
     ``loss`` is the sum of the stages' losses, ``counts`` the sum of their per-code counts.
     """
+
+    radix: Tensor
 
     def __init__(
         self,
@@ -59,22 +61,31 @@ class ResidualQuantizer(Quantizer):
         self.register_buffer("radix", radix, persistent=False)
 
     @property
+    def vq_stages(self) -> list[VectorQuantizer]:
+        """The stages, typed (``nn.ModuleList`` hands out plain modules)."""
+        return cast("list[VectorQuantizer]", list(self.stages))
+
+    @property
     def codebook(self) -> Tensor:
         """Every stage's codes ``(R, K, D)``."""
-        return torch.stack([stage.codebook for stage in self.stages])
+        return torch.stack([stage.codebook for stage in self.vq_stages])
 
     @property
     def num_tokens(self) -> int:
+        """Vocabulary of one folded token per position: ``num_codes ** num_stages``."""
         return self.num_codes**self.num_stages
 
     def to_tokens(self, indices: Tensor) -> Tensor:
+        """Fold ``(B, R, *spatial)`` stage indices into one token per position (stage 0 most significant)."""
         self.check_indices(indices)
         return (indices * self.radix.view(1, -1, *[1] * (indices.ndim - 2))).sum(1)
 
     def from_tokens(self, tokens: Tensor) -> Tensor:
+        """Unfold tokens back into ``(B, R, *spatial)`` stage indices."""
         return torch.stack([(tokens // r) % self.num_codes for r in self.radix.tolist()], dim=1)
 
     def check_indices(self, indices: Tensor) -> None:
+        """The base range checks, plus the stage axis ``(B, R, *spatial)``."""
         super().check_indices(indices)
         if indices.ndim < 2 or indices.shape[1] != self.num_stages:
             raise ConfigError(
@@ -84,24 +95,27 @@ class ResidualQuantizer(Quantizer):
     def nearest(self, flat: Tensor) -> Tensor:
         """Indices ``(N, R)``: each stage's nearest code to what the stages before it left."""
         residual, out = flat, []
-        for stage in self.stages:
+        for stage in self.vq_stages:
             idx = stage.nearest(residual)
             residual = residual - stage.codebook.detach()[idx].to(residual.dtype)
             out.append(idx)
         return torch.stack(out, 1)
 
     def quantize_indices(self, z: Tensor) -> Tensor:
+        """Stage indices ``(B, R, *spatial)`` of channel-first latents (no losses)."""
         idx = self.nearest(to_flat(z, self.dim))
         return rearrange(idx.reshape(z.shape[0], *z.shape[2:], self.num_stages), "b ... r -> b r ...")
 
     def lookup(self, indices: Tensor) -> Tensor:
+        """The sum of every stage's codes for ``(B, R, *spatial)`` indices."""
         self.check_indices(indices)
-        return sum(stage.lookup(indices[:, r]) for r, stage in enumerate(self.stages))  # type: ignore[return-value]
+        return sum(stage.lookup(indices[:, r]) for r, stage in enumerate(self.vq_stages))  # type: ignore[return-value]
 
     def forward(self, z: Tensor) -> QuantizerOutput:
+        """Quantize ``z``, then each stage the residual the stages before it left; losses add up."""
         residual, total = z, torch.zeros_like(z)
         outputs = []
-        for stage in self.stages:
+        for stage in self.vq_stages:
             out = stage(residual)
             codes = out.quantized.detach()
             total = total + codes

@@ -1,5 +1,6 @@
-"""``vq``: the classic VQ-VAE quantizer (van den Oord et al., 2017) on the shared STE core, with
-the codebook-health options every codebook quantizer in vqtoolkit offers.
+"""``vq``: the classic VQ-VAE quantizer (van den Oord et al., 2017) on the shared STE core.
+
+It carries the codebook-health options every codebook quantizer in vqtoolkit offers.
 
 With its defaults it is exactly the tutorial layer. The options, each a few lines below:
 
@@ -74,6 +75,14 @@ class VectorQuantizer(Quantizer):
     rotation trick). ``chunk_bytes`` bounds the memory of the nearest-code search.
     """
 
+    # buffers that exist only with the option that needs them (``ema``, ``kmeans_init``, ``revive_after``)
+    cluster_size: Tensor
+    embed_sum: Tensor
+    initialized: Tensor
+    unused_steps: Tensor
+    project_in: nn.Linear | None
+    project_out: nn.Linear | None
+
     def __init__(
         self,
         num_codes: int = 512,
@@ -144,6 +153,7 @@ class VectorQuantizer(Quantizer):
 
     @property
     def codebook(self) -> Tensor:
+        """Codes ``(K, dim)`` in the encoder's space (projected back with ``code_dim``)."""
         return self._from_search_space(self._search_table())
 
     @property
@@ -154,6 +164,7 @@ class VectorQuantizer(Quantizer):
         return int((self.unused_steps >= self.revive_after).sum())
 
     def nearest(self, flat: Tensor) -> Tensor:
+        """Exact nearest code of each row, searched in the (cosine / low-dim) search space."""
         with torch.no_grad():
             x = self._to_search_space(flat)
             return nearest_codes(x, self._search_table().to(x.dtype), chunk_bytes=self.chunk_bytes)
@@ -174,6 +185,8 @@ class VectorQuantizer(Quantizer):
     @torch.no_grad()
     def _revive(self, x: Tensor) -> None:
         """Re-seed codes unused for ``revive_after`` steps with random rows of this batch."""
+        if self.revive_after is None:
+            return
         dead = self.unused_steps >= self.revive_after
         n_dead = int(dead.sum())
         if n_dead == 0:
@@ -211,6 +224,7 @@ class VectorQuantizer(Quantizer):
 
     # -- forward ----------------------------------------------------------------------------
     def forward(self, z: Tensor) -> QuantizerOutput:
+        """Quantize ``z``; in training mode also run k-means init, revival and the EMA step."""
         flat = to_flat(z, self.dim)
         x = self._to_search_space(flat)
         if self.training:
