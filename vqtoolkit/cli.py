@@ -95,9 +95,8 @@ def stage1_options(command: F) -> F:
             "--num-codes",
             "--codes",
             type=click.IntRange(min=1),
-            default=512,
-            show_default=True,
-            help="Codebook size K.",
+            default=None,
+            help="Codebook size K [default: per dataset: 64 for digits, 512 otherwise].",
         ),
         click.option(
             "--dim", type=click.IntRange(min=1), default=64, show_default=True, help="Code dimension D."
@@ -179,7 +178,7 @@ def train_stage1(
     data_root: Path | None,
     image_size: int | None,
     epochs: int | None,
-    num_codes: int,
+    num_codes: int | None,
     dim: int,
     beta: float,
     batch_size: int,
@@ -203,6 +202,7 @@ def train_stage1(
     check_precision(precision, torch_device)
     torch.manual_seed(seed)
     data = load_dataset(dataset, data_root, seed=seed, image_size=image_size)
+    num_codes = data.default_num_codes if num_codes is None else num_codes
     pipe = vqtoolkit.build(
         encoder,
         quantizer,
@@ -220,7 +220,8 @@ def train_stage1(
     }
     if not quiet and not as_json:
         click.echo(
-            f"{data.describe()}; {encoder} → {quantizer} (K={num_codes}, D={dim}) → {decoder}"
+            f"{data.describe()}; {encoder} → {quantizer} (K={pipe.model.quantizer.num_codes}, D={dim}) → "
+            f"{decoder}"
             f"{f', prior {prior}' if prior else ''}; {torch_device}, precision {precision}"
         )
     try:
@@ -257,7 +258,7 @@ def train_stage1(
     return pipe, data, files
 
 
-def report(pipe: vqtoolkit.Pipeline, files: dict[str, Path], num_codes: int, as_json: bool) -> None:
+def report(pipe: vqtoolkit.Pipeline, files: dict[str, Path], as_json: bool) -> None:
     """Final metrics and where every file went, for people or (``--json``) for machines."""
     m = pipe.info["metrics"]
     if as_json:
@@ -271,7 +272,7 @@ def report(pipe: vqtoolkit.Pipeline, files: dict[str, Path], num_codes: int, as_
     click.echo(
         f"test mse {m['test_mse']:.5f} (psnr {m['test_psnr']:.2f} dB), "
         f"perplexity {m['test_perplexity']:.1f}, "
-        f"codes used {m['test_codes_used']}/{num_codes}"
+        f"codes used {m['test_codes_used']}/{pipe.model.quantizer.num_codes}"
         + (
             f", prior {m['test_prior_bits_per_code']:.3f} bits/code"
             if "test_prior_bits_per_code" in m
@@ -305,7 +306,7 @@ def build(
     num_samples: int,
     output: Path,
     seed: int,
-    num_codes: int,
+    num_codes: int | None,
     as_json: bool,
     quiet: bool,
     **options: Any,
@@ -337,13 +338,13 @@ def build(
     files["samples"] = save_grid(
         pipe.sample(num_samples, generator=torch.Generator().manual_seed(seed)), beside(output, "samples.png")
     )
-    report(pipe, files, num_codes, as_json)
+    report(pipe, files, as_json)
 
 
 @main.command()
 @stage1_options
 @friendly_errors
-def train(output: Path, num_codes: int, as_json: bool, **options: Any) -> None:
+def train(output: Path, num_codes: int | None, as_json: bool, **options: Any) -> None:
     """Train stage 1 only (encoder, quantizer, decoder) and write a bundle without a prior.
 
     Beside it: checkpoint, metrics log, training curves, codebook-usage histogram and
@@ -359,7 +360,7 @@ def train(output: Path, num_codes: int, as_json: bool, **options: Any) -> None:
     """
     pipe, _, files = train_stage1(None, output=output, num_codes=num_codes, as_json=as_json, **options)
     files = {"bundle": pipe.save(output), **files}
-    report(pipe, files, num_codes, as_json)
+    report(pipe, files, as_json)
 
 
 @main.command()

@@ -38,6 +38,8 @@ class ImageDataset:
     num_classes: int
     #: Stage-1 epochs that give a good model on this dataset (the CLI's default).
     default_epochs: int
+    #: Codebook size the CLI uses unless told: small data gives a prior too few examples per code.
+    default_num_codes: int = 512
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -64,7 +66,7 @@ def load_digits(root: str | Path | None = None, *, test_fraction: float = 0.2, s
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
     n_test = round(len(images) * test_fraction)
     test, train = order[:n_test], order[n_test:]
-    return ImageDataset("digits", images[train], labels[train], images[test], labels[test], 10, 40)
+    return ImageDataset("digits", images[train], labels[train], images[test], labels[test], 10, 40, 64)
 
 
 def _load_idx(cls: type[MNIST], name: str, root: str | Path | None, default_epochs: int) -> ImageDataset:
