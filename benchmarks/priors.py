@@ -5,7 +5,7 @@ conv decoder, MNIST's default epochs), trained once and cached as a bundle (``--
 prior is then fitted on the same frozen codes, scored with ``Pipeline.prior_nll`` (the function
 ``vqtool eval`` uses) and sampled with a fixed seed; each prior's grid is saved under ``--assets``.
 
-    python benchmarks/priors.py --data-root /work/shared/data
+    python benchmarks/priors.py --data-root ../shared/data
 
 Targets: pixelcnn NLL clearly below categorical's, categorical below log2(K); pixelcnn samples 64
 images in under 1 s; gmm fits in under 30 s. Times are wall-clock on this machine, noisy when it is
@@ -62,7 +62,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data-root", default="/work/shared/data")
+    parser.add_argument("--data-root", default="../shared/data")
     parser.add_argument("--stage1", type=Path, default=Path("runs/priors-stage1-mnist.safetensors"))
     parser.add_argument("--stage1-epochs", type=int, default=None, help="[default: the dataset's default]")
     parser.add_argument("--priors", nargs="+", default=list(PRIORS), choices=list(PRIORS))

@@ -8,7 +8,7 @@ to the last optimiser step. Scored on the MNIST test set by one shared evaluatio
 Two throughput figures are printed: images per wall-clock second (the target), and images per second
 of this process's CPU time, which shared machines disturb less (it still counts spin-waiting threads).
 
-    python benchmarks/train_throughput.py --data-root /work/shared/data --threads 2 --rounds 2
+    python benchmarks/train_throughput.py --data-root ../shared/data --threads 2 --rounds 2
 """
 
 from __future__ import annotations
@@ -197,7 +197,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data-root", default="/work/shared/data")
+    parser.add_argument("--data-root", default="../shared/data")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2, help="Interleaved (tutorial, vqtoolkit) pairs.")
