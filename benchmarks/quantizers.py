@@ -65,6 +65,8 @@ TUNING: dict[str, tuple[str, dict[str, Any], int]] = {
     "ema min_usage=6 beta=0.1 decay=0.8": ("ema", {"min_usage": 6, "beta": 0.1, "decay": 0.8}, D),
     "ema min_usage=6 cosine=True": ("ema", {"min_usage": 6, "cosine": True}, D),
     "ema min_usage=6 rotation_trick=True": ("ema", {"min_usage": 6, "rotation_trick": True}, D),
+    "ema min_usage=6 beta=0.5": ("ema", {"min_usage": 6, "beta": 0.5}, D),
+    "ema min_usage=4": ("ema", {"min_usage": 4}, D),
     "ema ema=False": ("ema", {"ema": False}, D),
     "ema ema=False min_usage=6": ("ema", {"ema": False, "min_usage": 6}, D),
 }
