@@ -12,6 +12,8 @@ Results accumulate in ``--out``/quantizers.json, so configurations can be run in
     python benchmarks/quantizers.py --data-root ../shared/data --epochs 5
     python benchmarks/quantizers.py --data-root ../shared/data --epochs 1 --only vq,ema
     python benchmarks/quantizers.py --epochs 0 --only vq,ema --rounds 9   # throughput again
+    python benchmarks/quantizers.py --data-root ../shared/data --epochs 5 --threads 1 --rounds 1 \
+        --batches 5 --only "ema min_usage=6 beta=0.1" --out benchmarks/results/tuning   # a TUNING label
 """
 
 from __future__ import annotations
@@ -50,11 +52,30 @@ CONFIGS: dict[str, tuple[str, dict[str, Any], int]] = {
     ),
     "fsq levels=[8,8,8]": ("fsq", {"levels": [8, 8, 8]}, 3),
 }
+#: The sweep of the default recipe's options toward the targets (docs/quantizers.md, "what we tried");
+#: run with ``--only``, never part of the default all-labels run.
+TUNING: dict[str, tuple[str, dict[str, Any], int]] = {
+    "ema min_usage=6": ("ema", {"min_usage": 6}, D),
+    "ema min_usage=4 decay=0.8": ("ema", {"min_usage": 4, "decay": 0.8}, D),
+    "ema min_usage=8 revive_after=5": ("ema", {"min_usage": 8, "revive_after": 5}, D),
+    "ema min_usage=10": ("ema", {"min_usage": 10}, D),
+    "ema min_usage=6 decay=0.95": ("ema", {"min_usage": 6, "decay": 0.95}, D),
+    "ema min_usage=6 beta=0.1": ("ema", {"min_usage": 6, "beta": 0.1}, D),
+    "ema min_usage=6 decay=0.8": ("ema", {"min_usage": 6, "decay": 0.8}, D),
+    "ema min_usage=6 beta=0.1 decay=0.8": ("ema", {"min_usage": 6, "beta": 0.1, "decay": 0.8}, D),
+    "ema min_usage=6 cosine=True": ("ema", {"min_usage": 6, "cosine": True}, D),
+    "ema min_usage=6 rotation_trick=True": ("ema", {"min_usage": 6, "rotation_trick": True}, D),
+    "ema min_usage=6 beta=0.5": ("ema", {"min_usage": 6, "beta": 0.5}, D),
+    "ema min_usage=4": ("ema", {"min_usage": 4}, D),
+    "ema ema=False": ("ema", {"ema": False}, D),
+    "ema ema=False min_usage=6": ("ema", {"ema": False, "min_usage": 6}, D),
+}
+LABELS = {**CONFIGS, **TUNING}
 TARGETS = {"mse": 0.0020, "used_fraction": 0.99, "perplexity": 250.0}
 
 
 def make_model(label: str, seed: int) -> vqtoolkit.VQVAE:
-    name, options, dim = CONFIGS[label]
+    name, options, dim = LABELS[label]
     torch.manual_seed(seed)
     shared = {} if name == "fsq" else {"num_codes": K}
     return vqtoolkit.build(
@@ -112,7 +133,7 @@ def main() -> None:
     # Throughput: the tutorial layer is timed in the same interleaved rounds as every label.
     train_images = data.train_images[: args.train_size]
     rates = throughput(
-        sorted(set(labels) | {"vq"}, key=list(CONFIGS).index), train_images, args.rounds, args.batches
+        sorted(set(labels) | {"vq"}, key=list(LABELS).index), train_images, args.rounds, args.batches
     )
     print(
         "throughput (images/s, interleaved): " + ", ".join(f"{k} {v:.0f}" for k, v in rates.items()),
@@ -164,7 +185,7 @@ def report(results: dict[str, dict[str, Any]], plot: Path) -> None:
         "| train images/s | × tutorial (same run) |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|")
-    for label in sorted(results, key=lambda x: list(CONFIGS).index(x) if x in CONFIGS else len(CONFIGS)):
+    for label in sorted(results, key=lambda x: list(LABELS).index(x) if x in LABELS else len(LABELS)):
         r = results[label]
         print(
             f"| `{label}` | {r['epochs']} × {r['train_images']} | {r['mse']:.5f} "
