@@ -21,8 +21,10 @@ from torch import Tensor
 
 from vqtoolkit.errors import ShapeError
 
-#: Largest distance block (bytes) one chunk of the nearest-code search may allocate.
-DEFAULT_CHUNK_BYTES = 32 * 2**20
+#: Largest distance block (bytes) one chunk of the nearest-code search may allocate. 8 MiB blocks
+#: stay in cache: measured on 2 CPU threads, 128×7×7 rows, D = 64, they beat one unchunked ``addmm``
+#: by 1.8× at K = 8 192 and 1.25× at K = 65 536 (32 MiB blocks were 1.1-1.3× slower than unchunked).
+DEFAULT_CHUNK_BYTES = 8 * 2**20
 
 
 def search_dtype(*tensors: Tensor) -> torch.dtype:
