@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 from click.testing import CliRunner
@@ -37,8 +38,11 @@ def test_build_then_sample(tmp_path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert "test mse" in result.output and str(bundle) in result.output
-    for name in ["m.safetensors", "m-samples.png", "m-reconstructions.png"]:
+    umask = os.umask(0o022)
+    os.umask(umask)
+    for name in ["m.safetensors", "m-samples.png", "m-reconstructions.png", "m-training.png"]:
         assert (tmp_path / name).stat().st_size > 0
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask  # as a plain open() would make
     assert vqtoolkit.load(bundle).model.quantizer.num_codes == 32
 
     result = runner.invoke(main, ["sample", str(bundle), "-n", "5", "-o", str(tmp_path / "s.npy")])

@@ -16,11 +16,9 @@ import collections.abc
 import contextlib
 import hashlib
 import json
-import os
 import platform
 import re
 import signal
-import tempfile
 import threading
 import time
 import types
@@ -35,6 +33,7 @@ from safetensors.torch import save as save_bytes
 from torch import Tensor, nn
 
 from vqtoolkit import __version__, registry
+from vqtoolkit.atomic import atomic_write
 from vqtoolkit.errors import BundleError, VQToolkitError
 from vqtoolkit.model import VQVAE
 
@@ -91,39 +90,6 @@ def digest(document_json: str, tensors: Mapping[str, Tensor]) -> str:
         h.update(f"\0{key}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
         h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, fsync, then rename over ``path``.
-
-    A crash or interruption at any point leaves the previous ``path`` intact (POSIX ``rename`` is
-    atomic within a directory); the directory is fsynced too, so the rename itself survives power loss.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        if os.name == "posix":  # mkstemp makes 0600 files; give the bundle the mode a plain open() would
-            os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    if os.name == "posix":
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def role_components(pipeline: Any) -> dict[str, nn.Module]:

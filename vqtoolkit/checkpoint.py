@@ -6,7 +6,7 @@ under ``optimizer.``, the shuffling generator's and torch's RNG states under ``r
 partial epoch's per-code counts. JSON metadata: the position in training (epoch, batches done, step),
 the history so far, the optimiser's hyper-parameters, the grad scaler's scalars, and the settings
 that must match for ``--resume`` to reproduce an uninterrupted run. No pickle, so a checkpoint is as
-safe to open as a bundle. Writes are atomic (:func:`vqtoolkit.bundle.atomic_write`).
+safe to open as a bundle. Writes are atomic (:func:`vqtoolkit.atomic.atomic_write`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from safetensors.torch import save as save_bytes
 from torch import Tensor, nn
 
 from vqtoolkit import registry
-from vqtoolkit.bundle import atomic_write
+from vqtoolkit.atomic import atomic_write
 from vqtoolkit.errors import CheckpointError
 
 FORMAT = "vqtoolkit.checkpoint"

@@ -6,13 +6,13 @@ skips them with a note when matplotlib is missing, since the JSON-lines log hold
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from pathlib import Path
 from typing import Any
 
 from torch import Tensor
 
+from vqtoolkit.atomic import atomic_write
 from vqtoolkit.errors import ConfigError
 
 #: Panels of the training-curve figure: (title, train key, test key or None, log scale).
@@ -37,18 +37,13 @@ def _pyplot() -> Any:
 
 def _save(fig: Any, path: str | Path) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
+    buffer = io.BytesIO()
     try:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     finally:
         fig.clf()
         _pyplot().close(fig)
+    atomic_write(path, buffer.getvalue())
     return path
 
 
