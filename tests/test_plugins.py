@@ -143,7 +143,8 @@ def test_a_plugin_that_fails_to_import_is_reported_and_breaks_nothing(tmp_path: 
             vqtoolkit.build(prior="exploding")
 
 
-def test_a_name_registered_twice_is_reported_and_can_be_chosen(markov, tmp_path: Path) -> None:
+def save_tiny_markov_bundle(tmp_path: Path) -> Path:
+    """A small conv/vq model with a fitted markov prior, saved as a bundle."""
     pipe = vqtoolkit.build(
         "conv",
         "vq",
@@ -155,7 +156,11 @@ def test_a_name_registered_twice_is_reported_and_can_be_chosen(markov, tmp_path:
         decoder_config={"hidden_channels": [4, 4]},
     )
     pipe.prior.fit(torch.randint(0, 8, (10, 7, 7)), progress=False)
-    saved = pipe.save(tmp_path / "markov.safetensors")
+    return pipe.save(tmp_path / "markov.safetensors")
+
+
+def test_a_name_registered_twice_is_reported_and_can_be_chosen(markov, tmp_path: Path) -> None:
+    saved = save_tiny_markov_bundle(tmp_path)
     fork = {"vqtoolkit.priors": {"markov": "vqtoolkit.priors.gmm:GMMPrior"}}
     with fake_distribution("markov-fork", fork, version="2.0"):
         problems = json.loads(CliRunner().invoke(main, ["plugins", "--json"]).output)["problems"]
@@ -174,18 +179,7 @@ def test_a_name_registered_twice_is_reported_and_can_be_chosen(markov, tmp_path:
 def test_bundle_from_a_plugin_installed_elsewhere_loads_from_the_sole_provider(
     markov, tmp_path: Path, monkeypatch
 ) -> None:
-    pipe = vqtoolkit.build(
-        "conv",
-        "vq",
-        "conv",
-        "markov",
-        dim=4,
-        num_codes=8,
-        encoder_config={"hidden_channels": [4, 4]},
-        decoder_config={"hidden_channels": [4, 4]},
-    )
-    pipe.prior.fit(torch.randint(0, 8, (10, 7, 7)), progress=False)
-    saved = pipe.save(tmp_path / "markov.safetensors")
+    saved = save_tiny_markov_bundle(tmp_path)
     uninstall(monkeypatch, "vqtoolkit-markov")
     with pytest.raises(BundleError, match="pip install vqtoolkit-markov"):
         vqtoolkit.load(saved)
