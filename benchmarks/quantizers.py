@@ -1,13 +1,16 @@
 """Every quantizer and codebook option on real MNIST, after the same training budget.
 
-Trains the classic architecture (conv encoder/decoder, D = 64, batch 128, Adam 1e-3) once per
-configuration through vqtoolkit's own training loop, then prints one markdown table: test MSE,
+Trains the classic architecture (conv encoder/decoder, D = 64, batch 128) once per configuration
+through vqtoolkit's own training loop, then prints one markdown table: test MSE,
 codes used, perplexity, dead codes (all from counts over the whole test set) and train images/s.
 Throughput is measured separately, interleaved round-robin over the configurations on the same
 slice of data, so the machine's contention hits every configuration alike. It also saves a
 codebook-usage histogram of the tutorial layer against the default recipe and checks the targets.
 Results accumulate in ``--out``/quantizers.json, so configurations can be run in separate sessions
-(each run times its labels against the tutorial layer again, in the same rounds).
+(each run times its labels against the tutorial layer again, in the same rounds). Every label trains
+with vqtoolkit's default schedule (Adam, peak 1e-2, warm-up + cosine) except where ``TRAINING`` says
+otherwise: ``vq``, the tutorial layer, trains the tutorial's way (Adam 1e-3, constant, decoder
+output starting at 0.5).
 
     python benchmarks/quantizers.py --data-root ../shared/data --epochs 5
     python benchmarks/quantizers.py --data-root ../shared/data --epochs 1 --only vq,ema
@@ -69,8 +72,24 @@ TUNING: dict[str, tuple[str, dict[str, Any], int]] = {
     "ema min_usage=4": ("ema", {"min_usage": 4}, D),
     "ema ema=False": ("ema", {"ema": False}, D),
     "ema ema=False min_usage=6": ("ema", {"ema": False, "min_usage": 6}, D),
+    "ema min_usage=8": ("ema", {"min_usage": 8}, D),
+    "ema min_usage=5": ("ema", {"min_usage": 5}, D),
+    "ema min_usage=2 decay=0.8": ("ema", {"min_usage": 2, "decay": 0.8}, D),
+    "ema min_usage=2 beta=0.1": ("ema", {"min_usage": 2, "beta": 0.1}, D),
+    "ema min_usage=8 decay=0.8": ("ema", {"min_usage": 8, "decay": 0.8}, D),
+    "ema min_usage=8 beta=0.1": ("ema", {"min_usage": 8, "beta": 0.1}, D),
 }
+#: The learning-rate sweep behind the default schedule (docs/quantizers.md), also ``--only`` labels.
+TUNING.update({f"ema lr={lr}": ("ema", {}, D) for lr in ("1e-3", "4e-3", "8e-3", "1.6e-2")})
+TUNING["ema lr=1e-3 constant"] = ("ema", {}, D)
 LABELS = {**CONFIGS, **TUNING}
+TUTORIAL_TRAINING = {"lr": 1e-3, "lr_schedule": "constant", "start_at_mean": False}
+#: label -> train_autoencoder options that differ from vqtoolkit's defaults.
+TRAINING: dict[str, dict[str, Any]] = {
+    "vq": TUTORIAL_TRAINING,
+    "ema lr=1e-3 constant": TUTORIAL_TRAINING,
+    **{f"ema lr={lr}": {"lr": float(lr)} for lr in ("1e-3", "4e-3", "8e-3", "1.6e-2")},
+}
 TARGETS = {"mse": 0.0020, "used_fraction": 0.99, "perplexity": 250.0}
 
 
@@ -98,6 +117,28 @@ def throughput(labels: list[str], images: torch.Tensor, rounds: int, batches: in
     return {label: statistics.median(r) for label, r in rates.items()}
 
 
+def train_once(label: str, seed: int, train: torch.Tensor, test: torch.Tensor, epochs: int) -> dict[str, Any]:
+    """One training run of ``label`` from ``seed`` (weights and shuffling) and its test-set figures."""
+    model = make_model(label, seed)
+    start = time.perf_counter()
+    history = train_autoencoder(
+        model, train, test, epochs=epochs, seed=seed, progress=False, **TRAINING.get(label, {})
+    )
+    wall = time.perf_counter() - start
+    counts = test_counts(model, test)
+    return {
+        "seed": seed,
+        "mse": history[-1]["test_mse"],
+        "codes_used": history[-1]["test_codes_used"],
+        "num_codes": model.quantizer.num_codes,
+        "perplexity": history[-1]["test_perplexity"],
+        "dead_codes": metrics.dead_codes(counts),
+        "wall_s": wall,
+        "history": history,
+        "test_counts": counts.tolist(),
+    }
+
+
 @torch.inference_mode()
 def test_counts(model: vqtoolkit.VQVAE, images: torch.Tensor) -> torch.Tensor:
     model.eval()
@@ -113,6 +154,7 @@ def main() -> None:
     parser.add_argument("--only", default=None, help="comma-separated labels (default: all)")
     parser.add_argument("--train-size", type=int, default=None, help="first N training images (default: all)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seeds", type=int, default=1, help="runs per label (seeds 0..N-1), averaged")
     parser.add_argument("--rounds", type=int, default=3, help="throughput rounds")
     parser.add_argument("--batches", type=int, default=40, help="batches per throughput round")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
@@ -148,31 +190,30 @@ def main() -> None:
         report(results, args.plot)
         return
     for label in labels:
-        model = make_model(label, 0)
-        start = time.perf_counter()
-        history = train_autoencoder(model, train_images, data.test_images, epochs=args.epochs, progress=False)
-        wall = time.perf_counter() - start
-        last = history[-1]
-        counts = test_counts(model, data.test_images)
+        runs = [
+            train_once(label, seed, train_images, data.test_images, args.epochs) for seed in range(args.seeds)
+        ]
         results[label] = {
             "epochs": args.epochs,
             "train_images": len(train_images),
-            "mse": last["test_mse"],
-            "codes_used": last["test_codes_used"],
-            "num_codes": model.quantizer.num_codes,
-            "perplexity": last["test_perplexity"],
-            "dead_codes": metrics.dead_codes(counts),
+            "training": TRAINING.get(label, {}),
+            "seeds": args.seeds,
+            "mse": statistics.mean(r["mse"] for r in runs),
+            "codes_used": min(r["codes_used"] for r in runs),
+            "num_codes": runs[0]["num_codes"],
+            "perplexity": statistics.mean(r["perplexity"] for r in runs),
             "images_per_s": rates[label],
             "images_per_s_tutorial_same_run": rates["vq"],
-            "wall_s": wall,
-            "history": history,
-            "test_counts": counts.tolist(),
+            "runs": runs,
+            "test_counts": runs[0]["test_counts"],
         }
         store.write_text(json.dumps(results, indent=1))
         print(
-            f"{label}: mse {last['test_mse']:.5f}  "
-            f"codes {last['test_codes_used']}/{model.quantizer.num_codes}  "
-            f"perplexity {last['test_perplexity']:.1f}  {rates[label]:.0f} img/s  ({wall:.0f} s)",
+            f"{label}: mse {results[label]['mse']:.5f}  codes {results[label]['codes_used']}/"
+            f"{runs[0]['num_codes']}  perplexity {results[label]['perplexity']:.1f}  "
+            f"{rates[label]:.0f} img/s  (mean of {args.seeds} seeds: "
+            + ", ".join(f"{r['mse']:.5f}/{r['perplexity']:.0f}" for r in runs)
+            + ")",
             flush=True,
         )
     report(results, args.plot)
@@ -187,9 +228,17 @@ def report(results: dict[str, dict[str, Any]], plot: Path) -> None:
     print("|---|---:|---:|---:|---:|---:|---:|")
     for label in sorted(results, key=lambda x: list(LABELS).index(x) if x in LABELS else len(LABELS)):
         r = results[label]
+        training = r.get("training", {})
+        recipe = (
+            f" (Adam {training['lr']:g}, {training['lr_schedule']}"
+            f"{', output from 0.5' if training.get('start_at_mean') is False else ''})"
+            if "lr_schedule" in training
+            else ""
+        )
         print(
-            f"| `{label}` | {r['epochs']} × {r['train_images']} | {r['mse']:.5f} "
-            f"| {r['codes_used']}/{r['num_codes']} | {r['perplexity']:.1f} | {r['images_per_s']:.0f} "
+            f"| `{label}`{recipe} | {r['epochs']} × {r['train_images']} | {spread(r, 'mse', '.5f')} "
+            f"| {r['codes_used']}/{r['num_codes']} | {spread(r, 'perplexity', '.1f')} "
+            f"| {r['images_per_s']:.0f} "
             f"| {r['images_per_s'] / r['images_per_s_tutorial_same_run']:.2f} |"
         )
     if {"vq", "ema"} <= set(results):
@@ -203,11 +252,18 @@ def report(results: dict[str, dict[str, Any]], plot: Path) -> None:
             f"images/s {speed:.2f}x the tutorial layer's in the same run (>= 1)": speed >= 1.0,
             f"within 5 epochs ({d['epochs']})": d["epochs"] <= 5,
         }
-        print("\ndefault recipe (`ema`) vs targets:")
+        print(f"\ndefault recipe (`ema`, mean of {d.get('seeds', 1)} seed(s)) vs targets:")
         for text, ok in checks.items():
             print(f"  [{'ok' if ok else 'MISSED'}] {text}")
         plot_usage(torch.tensor(results["vq"]["test_counts"]), torch.tensor(d["test_counts"]), plot)
         print(f"usage histogram: {plot}")
+
+
+def spread(result: dict[str, Any], key: str, fmt: str) -> str:
+    """``mean`` or, over several seeds, ``mean (min-max)``."""
+    values = [run[key] for run in result.get("runs", [])]
+    text = format(result[key], fmt)
+    return text if len(values) < 2 else f"{text} ({format(min(values), fmt)}-{format(max(values), fmt)})"
 
 
 def plot_usage(tutorial: torch.Tensor, default: torch.Tensor, path: Path) -> None:

@@ -13,10 +13,12 @@ from click.testing import CliRunner
 from safetensors import safe_open
 
 import vqtoolkit
+from vqtoolkit import train as train_module
 from vqtoolkit.cli import main
 from vqtoolkit.devices import autocast, resolve_device
 from vqtoolkit.errors import CheckpointError, ConfigError, ShapeError, TrainingError, TrainingInterrupted
-from vqtoolkit.train import train_autoencoder
+from vqtoolkit.schedule import SCHEDULES, lr_at
+from vqtoolkit.train import calibrate_output_mean, train_autoencoder
 
 TIMING = ("seconds", "images_per_s")
 
@@ -73,8 +75,9 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(images: Any, tmp_path
     expected = run(reference, images, epochs=3)
 
     crashed = tiny_model()
-    handle = fail_on_call(crashed, 2 * (5 + 1) + 2, lambda: (_ for _ in ()).throw(RuntimeError("power cut")))
-    # dies in epoch 3, batch 2 (each epoch: 5 batches, then 1 test pass)
+    power_cut = lambda: (_ for _ in ()).throw(RuntimeError("power cut"))  # noqa: E731
+    handle = fail_on_call(crashed, 1 + 2 * (5 + 1) + 2, power_cut)
+    # dies in epoch 3, batch 2 (1 calibration pass, then each epoch: 5 batches and 1 test pass)
     with pytest.raises(RuntimeError, match="power cut"):
         run(crashed, images, epochs=3, checkpoint_path=tmp_path / "ckpt.safetensors")
     handle.remove()
@@ -90,7 +93,7 @@ def test_ctrl_c_saves_mid_epoch_and_resume_matches(images: Any, tmp_path: Path) 
     expected = run(reference, images, epochs=2)
 
     interrupted = tiny_model()
-    fail_on_call(interrupted, 5 + 1 + 2, lambda: signal.raise_signal(signal.SIGINT))  # batch 2 of epoch 2
+    fail_on_call(interrupted, 1 + 5 + 1 + 2, lambda: signal.raise_signal(signal.SIGINT))  # epoch 2, batch 2
     ckpt = tmp_path / "ckpt.safetensors"
     with pytest.raises(TrainingInterrupted, match=r"epoch 2, batch 2/5.*--resume"):
         run(interrupted, images, epochs=2, checkpoint_path=ckpt)
@@ -103,13 +106,70 @@ def test_ctrl_c_saves_mid_epoch_and_resume_matches(images: Any, tmp_path: Path) 
 
 
 def test_resume_can_extend_training(images: Any, tmp_path: Path) -> None:
+    # a constant rate: the cosine curve spans the requested epochs, so extending a run changes it
     ckpt = tmp_path / "ckpt.safetensors"
-    expected = run(tiny_model(), images, epochs=3)
-    run(tiny_model(), images, epochs=1, checkpoint_path=ckpt)
-    history = run(tiny_model(), images, epochs=3, checkpoint_path=ckpt, resume=True)
+    expected = run(tiny_model(), images, epochs=3, lr_schedule="constant")
+    run(tiny_model(), images, epochs=1, checkpoint_path=ckpt, lr_schedule="constant")
+    history = run(tiny_model(), images, epochs=3, checkpoint_path=ckpt, resume=True, lr_schedule="constant")
     assert metrics_only(history) == metrics_only(expected)
     with pytest.raises(TrainingError, match="already holds 3 trained epochs"):
-        run(tiny_model(), images, epochs=3, checkpoint_path=ckpt, resume=True)
+        run(tiny_model(), images, epochs=3, checkpoint_path=ckpt, resume=True, lr_schedule="constant")
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_each_step_uses_the_scheduled_learning_rate(
+    schedule: str, images: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    used: list[float] = []
+    adam_step = torch.optim.Adam.step
+
+    def recording_step(self: torch.optim.Adam, *args: Any, **kwargs: Any) -> Any:
+        used.append(self.param_groups[0]["lr"])
+        return adam_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", recording_step)
+    run(tiny_model(), images, epochs=4, lr=0.01, lr_schedule=schedule)
+    total = 4 * 5  # 80 images in batches of 16
+    assert used == pytest.approx([lr_at(step, total, 0.01, schedule) for step in range(total)])
+    if schedule == "cosine":
+        assert max(used) == pytest.approx(0.01) and used[-1] < 1e-4  # peaks, then decays to ~0
+
+
+def test_a_fresh_decoder_starts_at_the_images_mean() -> None:
+    model = tiny_model()
+    images = torch.rand(256, 1, 8, 8, generator=torch.Generator().manual_seed(2)) * 0.3  # mean ~0.15
+    with torch.no_grad():
+        before = model(images).reconstruction.mean()
+        calibrate_output_mean(model, images)
+        after = model(images).reconstruction.mean()
+    assert abs(float(before) - 0.5) < 0.1 and abs(float(after) - float(images.mean())) < 0.01
+    bias = model.decoder.output_logit_bias().clone()
+    calibrate_output_mean(model, images)  # already at the mean: (almost) nothing moves
+    assert torch.allclose(model.decoder.output_logit_bias(), bias, atol=0.02)
+
+
+def test_training_calibrates_only_fresh_runs_and_only_when_asked(
+    images: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+    real = train_module.calibrate_output_mean
+
+    def spy(model: vqtoolkit.VQVAE, images: torch.Tensor) -> None:
+        calls.append(len(images))
+        real(model, images)
+
+    monkeypatch.setattr(train_module, "calibrate_output_mean", spy)
+    ckpt = tmp_path / "ckpt.safetensors"
+    run(tiny_model(), images, epochs=1, checkpoint_path=ckpt)
+    assert calls == [80]  # all 80 training images (fewer than CALIBRATION_IMAGES)
+    run(tiny_model(), images, epochs=2, checkpoint_path=ckpt, resume=True)  # weights from the checkpoint
+    run(tiny_model(), images, epochs=1, start_at_mean=False)
+    assert calls == [80]
+
+
+def test_unknown_schedule_fails_before_training(images: Any) -> None:
+    with pytest.raises(ConfigError, match=r"unknown learning-rate schedule 'cosin'; choose one of cosine"):
+        run(tiny_model(), images, epochs=1, lr_schedule="cosin")
 
 
 def test_checkpoint_is_pickle_free_and_holds_buffers(images: Any, tmp_path: Path) -> None:
@@ -128,7 +188,7 @@ def test_checkpoint_is_pickle_free_and_holds_buffers(images: Any, tmp_path: Path
 
 def test_checkpoint_of_another_configuration_is_refused_first(images: Any, tmp_path: Path) -> None:
     ckpt = tmp_path / "ckpt.safetensors"
-    run(tiny_model(), images, epochs=1, checkpoint_path=ckpt)
+    run(tiny_model(), images, epochs=1, lr=1e-3, checkpoint_path=ckpt)
     other = tiny_model()
     before = {k: v.clone() for k, v in other.state_dict().items()}
     with pytest.raises(CheckpointError, match=r"lr is 0\.001 there but 0\.01"):
@@ -139,7 +199,7 @@ def test_checkpoint_of_another_configuration_is_refused_first(images: Any, tmp_p
         "conv", "vq", "conv", None, dim=4, num_codes=32, encoder_config=hidden, decoder_config=hidden
     ).model
     with pytest.raises(CheckpointError, match=r"quantizer\.config\.num_codes is 16 there but 32"):
-        run(wider, images, epochs=2, checkpoint_path=ckpt, resume=True)
+        run(wider, images, epochs=2, lr=1e-3, checkpoint_path=ckpt, resume=True)
     assert all(torch.equal(v, before[k]) for k, v in other.state_dict().items())
     with pytest.raises(CheckpointError, match="no checkpoint at"):
         run(tiny_model(), images, epochs=1, checkpoint_path=tmp_path / "missing.safetensors", resume=True)

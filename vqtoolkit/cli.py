@@ -19,6 +19,7 @@ from vqtoolkit.data import DATASETS, ImageDataset, load_dataset
 from vqtoolkit.devices import PRECISIONS
 from vqtoolkit.errors import ConfigError, TrainingInterrupted, VQToolkitError
 from vqtoolkit.images import save_grid
+from vqtoolkit.schedule import DEFAULT_LR, DEFAULT_SCHEDULE, SCHEDULES
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -112,9 +113,16 @@ def stage1_options(command: F) -> F:
         click.option(
             "--lr",
             type=click.FloatRange(min=0, min_open=True),
-            default=1e-3,
+            default=DEFAULT_LR,
             show_default=True,
-            help="Adam learning rate.",
+            help="Adam's peak learning rate.",
+        ),
+        click.option(
+            "--lr-schedule",
+            type=click.Choice(SCHEDULES),
+            default=DEFAULT_SCHEDULE,
+            show_default=True,
+            help="cosine: 5% warm-up, then down to zero at the last epoch; constant: --lr throughout.",
         ),
         click.option(
             "--seed", type=int, default=0, show_default=True, help="Seed for weights, shuffling and sampling."
@@ -183,6 +191,7 @@ def train_stage1(
     beta: float,
     batch_size: int,
     lr: float,
+    lr_schedule: str,
     seed: int,
     device: str,
     precision: str,
@@ -230,6 +239,7 @@ def train_stage1(
             epochs=epochs,
             batch_size=batch_size,
             lr=lr,
+            lr_schedule=lr_schedule,
             seed=seed,
             progress=not quiet and not as_json,
             device=torch_device,
@@ -648,7 +658,17 @@ def inspect(bundle: Path, as_json: bool) -> None:
             f"config {json.dumps(c['config'])}"
         )
     info = s["info"]
-    keys = ("dataset", "image_shape", "epochs", "batch_size", "lr", "seed", "device", "precision")
+    keys = (
+        "dataset",
+        "image_shape",
+        "epochs",
+        "batch_size",
+        "lr",
+        "lr_schedule",
+        "seed",
+        "device",
+        "precision",
+    )
     facts = {k: info[k] for k in keys if k in info}
     if facts:
         click.echo("training   " + ", ".join(f"{k} {v}" for k, v in facts.items()))

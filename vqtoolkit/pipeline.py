@@ -22,6 +22,7 @@ from vqtoolkit.metrics import bits_per_code
 from vqtoolkit.model import VQVAE
 from vqtoolkit.priors.base import Prior
 from vqtoolkit.quantize.base import Quantizer
+from vqtoolkit.schedule import DEFAULT_LR, DEFAULT_SCHEDULE
 from vqtoolkit.train import evaluate_autoencoder, train_autoencoder
 
 #: build()'s shared options, and the constructor option each component receives them as.
@@ -136,7 +137,8 @@ class Pipeline:
         *,
         epochs: int | None = None,
         batch_size: int = 128,
-        lr: float = 1e-3,
+        lr: float = DEFAULT_LR,
+        lr_schedule: str = DEFAULT_SCHEDULE,
         seed: int = 0,
         progress: bool = True,
         **train_options: Any,
@@ -147,7 +149,14 @@ class Pipeline:
         :func:`~vqtoolkit.train.train_autoencoder`.
         """
         self.fit_autoencoder(
-            data, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, progress=progress, **train_options
+            data,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            lr_schedule=lr_schedule,
+            seed=seed,
+            progress=progress,
+            **train_options,
         )
         if self.prior is not None:
             self.fit_prior(data, progress=progress)
@@ -159,7 +168,8 @@ class Pipeline:
         *,
         epochs: int | None = None,
         batch_size: int = 128,
-        lr: float = 1e-3,
+        lr: float = DEFAULT_LR,
+        lr_schedule: str = DEFAULT_SCHEDULE,
         seed: int = 0,
         progress: bool = True,
         **train_options: Any,
@@ -176,6 +186,7 @@ class Pipeline:
             epochs=epochs,
             batch_size=batch_size,
             lr=lr,
+            lr_schedule=lr_schedule,
             seed=seed,
             progress=progress,
             **train_options,
@@ -187,6 +198,7 @@ class Pipeline:
             epochs=epochs,
             batch_size=batch_size,
             lr=lr,
+            lr_schedule=lr_schedule,
             seed=seed,
             history=history,
         )

@@ -1,8 +1,9 @@
 """Stage-1 training: one readable loop over an in-memory image tensor.
 
 Read it top to bottom: settle the device and precision (and fail early on anything wrong), move the
-model and the images there once, then for each epoch shuffle with a seeded generator, step Adam on
-``mse(x̂, x) + quantizer loss``, accumulate per-code counts over the whole epoch (for honest
+model and the images there once, start a fresh decoder at the images' mean, then for each epoch
+shuffle with a seeded generator, step Adam on ``mse(x̂, x) + quantizer loss`` (learning rate from
+:mod:`vqtoolkit.schedule`), accumulate per-code counts over the whole epoch (for honest
 perplexity), evaluate on the held-out images, log one JSON line and write a checkpoint. A checkpoint
 holds everything to continue the run bit for bit (``resume=True``); the first Ctrl-C finishes the
 current step, saves one and says how to resume. A NaN or infinite loss stops training with a hint.
@@ -32,8 +33,11 @@ from vqtoolkit import checkpoint, metrics
 from vqtoolkit.devices import autocast, check_precision, resolve_device
 from vqtoolkit.errors import TrainingError, TrainingInterrupted
 from vqtoolkit.model import VQVAE
+from vqtoolkit.schedule import DEFAULT_LR, DEFAULT_SCHEDULE, check_schedule, lr_at
 
 EpochCallback = Callable[[dict[str, Any]], None]
+#: Training images whose mean the decoder's output starts at (:func:`calibrate_output_mean`).
+CALIBRATION_IMAGES = 1024
 
 
 @torch.inference_mode()
@@ -73,7 +77,9 @@ def train_autoencoder(
     *,
     epochs: int,
     batch_size: int = 128,
-    lr: float = 1e-3,
+    lr: float = DEFAULT_LR,
+    lr_schedule: str = DEFAULT_SCHEDULE,
+    start_at_mean: bool = True,
     seed: int = 0,
     progress: bool = True,
     on_epoch_end: EpochCallback | None = None,
@@ -88,6 +94,9 @@ def train_autoencoder(
 
     ``device`` is ``auto``/``cpu``/``cuda[:i]``/``mps`` (``None``: where the model already is);
     ``precision`` is ``32``, ``bf16`` or ``16`` (autocast; the code search stays float32).
+    ``lr`` is Adam's peak rate and ``lr_schedule`` its curve (:mod:`vqtoolkit.schedule`): ``cosine``
+    (warm-up, then down to zero at the last step of ``epochs``) or ``constant``. ``start_at_mean``
+    shifts a fresh run's decoder output to the images' mean first (:func:`calibrate_output_mean`).
     ``checkpoint_path`` gets a checkpoint after every epoch; ``resume=True`` continues from it.
     ``log_path`` gets one JSON line per epoch. ``channels_last`` stores images and weights NHWC (it
     measured slower for this small model on CPU, see docs/training.md; try it on a GPU with AMP).
@@ -95,6 +104,7 @@ def train_autoencoder(
     # -- settle everything that can be wrong before the first step -----------------------------------
     if epochs < 1 or batch_size < 1 or lr <= 0:
         raise TrainingError(f"need epochs >= 1, batch_size >= 1 and lr > 0; got {epochs}, {batch_size}, {lr}")
+    check_schedule(lr_schedule)
     if resume and checkpoint_path is None:
         raise TrainingError("resume=True needs a checkpoint_path to resume from")
     device = next(model.parameters()).device if device is None else resolve_device(device)
@@ -115,6 +125,7 @@ def train_autoencoder(
         "model": checkpoint.describe_model(model),
         "batch_size": batch_size,
         "lr": lr,
+        "lr_schedule": lr_schedule,
         "seed": seed,
         "precision": precision,
         "train_images": list(train_images.shape),
@@ -132,8 +143,11 @@ def train_autoencoder(
         generator.set_state(position.shuffle_state)
     else:
         position = checkpoint.Position(epoch=1, batches_done=0, step=0, shuffle_state=generator.get_state())
+        if start_at_mean:
+            calibrate_output_mean(model, train_images[:CALIBRATION_IMAGES])
     history = position.history
     step = position.step
+    total_steps = epochs * -(-len(train_images) // batch_size)
     sum_dtype = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
     write_log(log_path, history)
 
@@ -180,6 +194,8 @@ def train_autoencoder(
                         f"or try a smaller --beta"
                     )
                 optimizer.zero_grad(set_to_none=True)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at(step - 1, total_steps, lr, lr_schedule)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
                 scaler.update()
@@ -219,6 +235,27 @@ def train_autoencoder(
     model.to(memory_format=torch.contiguous_format)  # channels-last is a training-time layout only
     model.eval()
     return history
+
+
+@torch.no_grad()
+def calibrate_output_mean(model: VQVAE, images: Tensor) -> None:
+    """Shift the decoder's pre-sigmoid bias so its mean output per channel matches ``images``'.
+
+    A fresh decoder outputs ~0.5 everywhere; on mostly-dark images (MNIST's mean is 0.13) the first
+    Adam steps then drag every pixel down together, overshoot, and can leave the sigmoid saturated
+    near 0 where it no longer learns: seen on MNIST even at the tutorial's 1e-3 (recovered) and fatal
+    at higher rates. Starting at the mean removes that first push. On a trained model the shift is
+    ~0. Decoders without :meth:`~vqtoolkit.decoders.base.Decoder.output_logit_bias` are left alone.
+    """
+    bias = model.decoder.output_logit_bias()
+    if bias is None:
+        return
+    was_training = model.training
+    model.eval()  # eval: the quantizer neither initialises nor updates its codebook here
+    output = model(images).reconstruction.float().mean(dim=(0, *range(2, images.ndim)))
+    target = images.float().mean(dim=(0, *range(2, images.ndim)))
+    bias += (torch.logit(target.clamp(1e-3, 1 - 1e-3)) - torch.logit(output.clamp(1e-3, 1 - 1e-3))).to(bias)
+    model.train(was_training)
 
 
 def checkpoint_writer(

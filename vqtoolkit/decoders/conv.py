@@ -36,3 +36,8 @@ class ConvDecoder(Decoder):
     def forward(self, q: Tensor) -> Tensor:
         """Images ``(B, out_channels, h·upsample, w·upsample)`` in [0, 1]."""
         return self.net(q)
+
+    def output_logit_bias(self) -> Tensor | None:
+        """The last transposed convolution's bias, the one right before the sigmoid."""
+        last: nn.ConvTranspose2d = self.net[-2]  # type: ignore[assignment]
+        return last.bias

@@ -28,7 +28,7 @@ class EMAQuantizer(VectorQuantizer):
         cosine: bool = False,
         code_dim: int | None = None,
         rotation_trick: bool = False,
-        min_usage: int = 2,
+        min_usage: int = 5,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     ) -> None:
         super().__init__(

@@ -143,3 +143,8 @@ class ResNetDecoder(Decoder):
     def forward(self, q: Tensor) -> Tensor:
         """Latents ``(B, dim, h, w)`` to images ``(B, out_channels, h·upsample, w·upsample)``."""
         return self.net(q)
+
+    def output_logit_bias(self) -> Tensor | None:
+        """The last transposed convolution's bias, right before the sigmoid (see ``Decoder``)."""
+        last: nn.ConvTranspose2d = self.net[-2]  # type: ignore[assignment]
+        return last.bias
