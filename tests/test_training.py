@@ -276,6 +276,8 @@ def test_cli_train_writes_bundle_log_plots_and_json_summary(tmp_path: Path) -> N
         str(out),
         "--device",
         "cpu",
+        "--lr-schedule",
+        "constant",
         "--json",
     ]
     result = CliRunner().invoke(main, args)
@@ -286,6 +288,9 @@ def test_cli_train_writes_bundle_log_plots_and_json_summary(tmp_path: Path) -> N
     assert summary["metrics"]["test_mse"] > 0 and len(summary["history"]) == 1
     pipe = vqtoolkit.load(out)
     assert pipe.prior is None and pipe.device.type == "cpu"
+    assert (pipe.info["lr"], pipe.info["lr_schedule"]) == (1e-2, "constant")
+    bad = CliRunner().invoke(main, [*args[:-3], "--lr-schedule", "linear"])
+    assert bad.exit_code == 2 and "'linear' is not one of 'cosine', 'constant'" in bad.output
 
     resumed = CliRunner().invoke(main, [*args[:2], "2", *args[3:], "--resume"])
     assert resumed.exit_code == 0, resumed.output
