@@ -74,6 +74,7 @@ TUNING: dict[str, tuple[str, dict[str, Any], int]] = {
     "ema ema=False min_usage=6": ("ema", {"ema": False, "min_usage": 6}, D),
     "ema min_usage=8": ("ema", {"min_usage": 8}, D),
     "ema min_usage=5": ("ema", {"min_usage": 5}, D),
+    "ema min_usage=2": ("ema", {"min_usage": 2}, D),
     "ema min_usage=2 decay=0.8": ("ema", {"min_usage": 2, "decay": 0.8}, D),
     "ema min_usage=2 beta=0.1": ("ema", {"min_usage": 2, "beta": 0.1}, D),
     "ema min_usage=8 decay=0.8": ("ema", {"min_usage": 8, "decay": 0.8}, D),
