@@ -81,7 +81,8 @@ TUNING: dict[str, tuple[str, dict[str, Any], int]] = {
     "ema min_usage=8 beta=0.1": ("ema", {"min_usage": 8, "beta": 0.1}, D),
 }
 #: The learning-rate sweep behind the default schedule (docs/quantizers.md), also ``--only`` labels.
-TUNING.update({f"ema lr={lr}": ("ema", {}, D) for lr in ("1e-3", "4e-3", "8e-3", "1.6e-2")})
+LR_SWEEP = ("1e-3", "4e-3", "8e-3", "1.6e-2")
+TUNING.update({f"ema lr={lr}": ("ema", {}, D) for lr in LR_SWEEP})
 TUNING["ema lr=1e-3 constant"] = ("ema", {}, D)
 LABELS = {**CONFIGS, **TUNING}
 TUTORIAL_TRAINING = {"lr": 1e-3, "lr_schedule": "constant", "start_at_mean": False}
@@ -89,7 +90,7 @@ TUTORIAL_TRAINING = {"lr": 1e-3, "lr_schedule": "constant", "start_at_mean": Fal
 TRAINING: dict[str, dict[str, Any]] = {
     "vq": TUTORIAL_TRAINING,
     "ema lr=1e-3 constant": TUTORIAL_TRAINING,
-    **{f"ema lr={lr}": {"lr": float(lr)} for lr in ("1e-3", "4e-3", "8e-3", "1.6e-2")},
+    **{f"ema lr={lr}": {"lr": float(lr)} for lr in LR_SWEEP},
 }
 TARGETS = {"mse": 0.0020, "used_fraction": 0.99, "perplexity": 250.0}
 

@@ -252,8 +252,9 @@ def calibrate_output_mean(model: VQVAE, images: Tensor) -> None:
         return
     was_training = model.training
     model.eval()  # eval: the quantizer neither initialises nor updates its codebook here
-    output = model(images).reconstruction.float().mean(dim=(0, *range(2, images.ndim)))
-    target = images.float().mean(dim=(0, *range(2, images.ndim)))
+    per_channel = (0, *range(2, images.ndim))
+    output = model(images).reconstruction.float().mean(dim=per_channel)
+    target = images.float().mean(dim=per_channel)
     bias += (torch.logit(target.clamp(1e-3, 1 - 1e-3)) - torch.logit(output.clamp(1e-3, 1 - 1e-3))).to(bias)
     model.train(was_training)
 
