@@ -1,8 +1,10 @@
 """Speed and memory of one quantizer step: vqtoolkit's ``vq`` against the tutorial layer and the bound.
 
 One step is forward + backward on a batch of 128×7×7 = 6 272 vectors, D = 64, for K = 512,
-8 192 and 65 536. In one run, interleaved round-robin so the machine's contention hits all alike
-(the best of the rounds is reported):
+8 192 and 65 536. All layers are timed in one run, in rounds, so the machine's contention hits all
+alike; each round visits the layers in a fresh random order and times each layer's second of two
+back-to-back steps, so every layer is measured in the steady state of a training loop rather than
+in caches the previous layer left behind. The best of the rounds is reported:
 
 * ``bound``    - the bare forward ``addmm`` + ``argmin`` over the whole N×K distance matrix (no
   lookup, no loss, no backward): what any exact quantizer must at least pay;
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import random
 import subprocess
 import sys
 import time
@@ -160,10 +163,12 @@ def main() -> None:
         for step in steps.values():
             step()  # warm-up
         times: dict[str, list[float]] = {layer: [] for layer in layers}
+        order = random.Random(k)
         for _ in range(args.rounds):
-            for layer, step in steps.items():
+            for layer in order.sample(layers, len(layers)):
+                steps[layer]()  # untimed: the timed step sees the caches a training loop leaves it
                 start = time.perf_counter()
-                step()
+                steps[layer]()
                 times[layer].append(time.perf_counter() - start)
         del steps
         ms = {layer: 1000 * min(t) for layer, t in times.items()}

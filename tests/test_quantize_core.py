@@ -7,7 +7,13 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vqtoolkit.quantize.core import nearest_codes, rotation_trick, straight_through, vq_losses
+from vqtoolkit.quantize.core import (
+    nearest_codes,
+    rotation_trick,
+    straight_through,
+    straight_through_lookup,
+    vq_losses,
+)
 
 
 @st.composite
@@ -102,3 +108,37 @@ def test_rotation_trick_value_and_gradient(n: int, d: int, seed: int) -> None:
     assert torch.allclose(grad, expected, atol=1e-8)
     # The gradient keeps its norm up to the scale λ (a rotation preserves length).
     assert torch.allclose(grad.norm(dim=1), scale.squeeze(1) * upstream.norm(dim=1))
+
+
+@given(
+    st.integers(1, 40),
+    st.integers(1, 8),
+    st.integers(1, 20),
+    st.integers(0, 10_000),
+    st.booleans(),
+)
+@settings(max_examples=40, deadline=None)
+def test_fused_lookup_equals_lookup_estimator_and_losses(
+    n: int, d: int, k: int, seed: int, table_learns: bool
+) -> None:
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, d, generator=g, dtype=torch.float64, requires_grad=True)
+    table = torch.randn(k, d, generator=g, dtype=torch.float64, requires_grad=table_learns)
+    indices = torch.randint(k, (n,), generator=g)
+    upstream, weights = torch.randn(n, d, generator=g, dtype=torch.float64), torch.rand(2, generator=g)
+
+    def objective(
+        out: torch.Tensor, codebook_loss: torch.Tensor, commitment_loss: torch.Tensor
+    ) -> torch.Tensor:
+        return (out * upstream).sum() + weights[0] * codebook_loss + weights[1] * commitment_loss
+
+    codes = table[indices]
+    reference = (straight_through(z, codes), *vq_losses(z, codes))
+    fused = straight_through_lookup(z, table, indices)
+    assert torch.equal(fused[0], codes.detach())  # exactly q, not z + (q - z)
+    assert torch.allclose(fused[1], reference[1]) and torch.allclose(fused[2], reference[2])
+    inputs = (z, table) if table_learns else (z,)
+    expected = torch.autograd.grad(objective(*reference), inputs)
+    got = torch.autograd.grad(objective(*fused), inputs)
+    for e, o in zip(expected, got, strict=True):
+        assert torch.allclose(o, e)

@@ -79,7 +79,7 @@ def check_precision(precision: str, device: torch.device) -> str:
 def autocast(device: torch.device, precision: str) -> Iterator[None]:
     """Mixed precision for the forward pass (a no-op at ``"32"``).
 
-    The quantizer's distance search promotes to float32 itself (``core.search_dtype``), so the chosen
+    The quantizer's distance search promotes to float32 itself (``search.search_dtype``), so the chosen
     codes differ from full precision only by the encoder's own rounding.
     """
     if precision == "32":

@@ -416,12 +416,14 @@ def _check_codebook_learns(cls: type, config: dict[str, Any], z: Tensor) -> None
     """One optimiser step (plus the forward's own EMA update) must move the codebook.
 
     A warm-up forward first lets data-dependent initialisation (k-means) happen before the snapshot.
+    The step then sees a different batch: on the batch k-means just fitted, an EMA step is exactly
+    a fixed point.
     """
     quantizer = cls(**config).train()
     with torch.no_grad():
         quantizer(z)
     before = quantizer.codebook.detach().clone()
-    z = z.clone().requires_grad_(True)
+    z = (z + torch.randn(z.shape, generator=torch.Generator().manual_seed(1))).requires_grad_(True)
     out = quantizer(z)
     (out.loss + out.quantized.square().mean()).backward()
     params = [p for p in quantizer.parameters() if p.grad is not None]

@@ -1,13 +1,15 @@
 """The straight-through core every codebook quantizer shares.
 
-Three small functions, each the formula from the VQ-VAE paper and nothing else:
+The small functions every quantizer builds on, each the formula from the VQ-VAE paper and nothing else:
 
-* :func:`nearest_codes` - exact nearest-code search by squared L2, in row chunks so its extra
-  memory is bounded by ``chunk_bytes`` whatever the codebook size K;
+* :func:`nearest_codes` - exact nearest-code search by squared L2 (:mod:`.search`), in tiles so
+  its extra memory is bounded by ``chunk_bytes`` whatever the codebook size K;
 * :func:`vq_losses` - the codebook loss ``mse(q, z.detach())`` and commitment loss
   ``mse(q.detach(), z)``;
 * :func:`straight_through` - the estimator ``z + (q - z).detach()``: forward value ``q``,
   gradient the identity;
+* :func:`straight_through_lookup` - the code lookup, the estimator and both losses fused into one
+  autograd node (same values and gradients as the three above, far fewer passes over memory);
 * :func:`rotation_trick` - the alternative estimator of Fifty et al. (2024): forward value ``q``,
   gradient rotated and scaled as if ``q`` were ``λ·R·z`` with ``R`` turning ``z`` onto ``q``.
 """
@@ -20,51 +22,18 @@ from einops import rearrange
 from torch import Tensor
 
 from vqtoolkit.errors import ShapeError
+from vqtoolkit.quantize.search import DEFAULT_CHUNK_BYTES, nearest_codes
 
-#: Largest distance block (bytes) one chunk of the nearest-code search may allocate. 8 MiB blocks
-#: stay in cache: measured on 2 CPU threads, 128×7×7 rows, D = 64, they beat one unchunked ``addmm``
-#: by 1.8× at K = 8 192 and 1.25× at K = 65 536 (32 MiB blocks were 1.1-1.3× slower than unchunked).
-DEFAULT_CHUNK_BYTES = 8 * 2**20
-
-
-def search_dtype(*tensors: Tensor) -> torch.dtype:
-    """At least float32, so half/bfloat16 inputs never change which code wins beyond rounding."""
-    dtype = torch.float32
-    for t in tensors:
-        dtype = torch.promote_types(dtype, t.dtype)
-    return dtype
-
-
-@torch.no_grad()
-def nearest_codes(
-    flat: Tensor,
-    codebook: Tensor,
-    *,
-    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-    codebook_sq_norms: Tensor | None = None,
-) -> Tensor:
-    """Indices ``(N,)`` of the nearest row of ``codebook`` ``(K, D)`` for each row of ``flat`` ``(N, D)``.
-
-    Uses ``argmin_k ‖e_k‖² − 2 z·e_k`` (``‖z‖²`` does not change the argmin), one ``addmm`` per
-    chunk of rows, so the distance block never exceeds ``chunk_bytes``. Ties go to the lowest index.
-    """
-    if flat.ndim != 2 or codebook.ndim != 2 or flat.shape[1] != codebook.shape[1]:
-        raise ShapeError(
-            f"nearest_codes needs flat (N, D) and codebook (K, D) with the same D; "
-            f"got {tuple(flat.shape)} and {tuple(codebook.shape)}"
-        )
-    dtype = search_dtype(flat, codebook)
-    flat, codebook = flat.to(dtype), codebook.to(dtype)
-    sq = codebook.pow(2).sum(1) if codebook_sq_norms is None else codebook_sq_norms.to(dtype)
-    n, k = flat.shape[0], codebook.shape[0]
-    rows = max(1, chunk_bytes // (k * flat.element_size()))
-    if rows >= n:
-        return torch.addmm(sq, flat, codebook.t(), alpha=-2).argmin(1)
-    out = torch.empty(n, dtype=torch.long, device=flat.device)
-    for start in range(0, n, rows):
-        block = torch.addmm(sq, flat[start : start + rows], codebook.t(), alpha=-2)
-        torch.argmin(block, 1, out=out[start : start + rows])
-    return out
+__all__ = [
+    "DEFAULT_CHUNK_BYTES",
+    "from_flat",
+    "nearest_codes",
+    "rotation_trick",
+    "straight_through",
+    "straight_through_lookup",
+    "to_flat",
+    "vq_losses",
+]
 
 
 def vq_losses(z: Tensor, quantized: Tensor) -> tuple[Tensor, Tensor]:
@@ -79,6 +48,50 @@ def vq_losses(z: Tensor, quantized: Tensor) -> tuple[Tensor, Tensor]:
 def straight_through(z: Tensor, quantized: Tensor) -> Tensor:
     """``z + (q - z).detach()``: the value of ``q`` with the gradient of ``z`` (identity Jacobian)."""
     return z + (quantized - z).detach()
+
+
+class _StraightThroughLookup(torch.autograd.Function):
+    """``table[indices]`` with the straight-through gradient and both VQ losses, as one node."""
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx, z: Tensor, table: Tensor, indices: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        codes = table.index_select(0, indices).to(z.dtype)
+        diff = codes - z
+        mse = torch.dot(diff.reshape(-1), diff.reshape(-1)) / diff.numel()  # one pass, no temporary
+        ctx.save_for_backward(diff, indices)
+        ctx.table_shape, ctx.table_dtype = table.shape, table.dtype  # type: ignore[attr-defined]
+        return codes, mse, mse.clone()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx,
+        grad_codes: Tensor,
+        grad_codebook: Tensor,
+        grad_commit: Tensor,
+    ) -> tuple[Tensor | None, Tensor | None, None]:
+        diff, indices = ctx.saved_tensors  # type: ignore[attr-defined]
+        scale = 2.0 / diff.numel()
+        grad_z = grad_table = None
+        if ctx.needs_input_grad[0]:  # type: ignore[attr-defined]
+            grad_z = torch.addcmul(grad_codes, diff, grad_commit * -scale)
+        if ctx.needs_input_grad[1]:  # type: ignore[attr-defined]
+            grad_table = diff.new_zeros(ctx.table_shape).index_add_(0, indices, diff)  # type: ignore[attr-defined]
+            grad_table = grad_table.mul_(grad_codebook * scale).to(ctx.table_dtype)  # type: ignore[attr-defined]
+        return grad_z, grad_table, None
+
+
+def straight_through_lookup(z: Tensor, table: Tensor, indices: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``(quantized, codebook_loss, commitment_loss)`` for rows ``z`` ``(N, D)`` and their codes.
+
+    The values and gradients of ``q = table[indices]``, :func:`straight_through` ``(z, q)`` and
+    :func:`vq_losses` ``(z, q)``, fused into one autograd node: the backward is two passes over
+    ``(N, D)`` instead of a dozen, which is most of a step at small K. ``quantized`` is exactly ``q``.
+    """
+    result: tuple[Tensor, Tensor, Tensor] = _StraightThroughLookup.apply(z, table, indices)
+    return result
 
 
 def rotation_trick(z: Tensor, quantized: Tensor, eps: float = 1e-8) -> Tensor:

@@ -59,6 +59,6 @@ def ema_update_(
     ``counts`` ``(K,)`` and ``sums`` ``(K, D)`` are this step's per-code assignment counts and vector
     sums (already summed over processes).
     """
-    cluster_size.mul_(decay).add_(counts, alpha=1 - decay)
-    embed_sum.mul_(decay).add_(sums, alpha=1 - decay)
+    cluster_size.lerp_(counts, 1 - decay)
+    embed_sum.lerp_(sums, 1 - decay)
     weight.copy_(embed_sum / smoothed_sizes(cluster_size, eps).unsqueeze(1))

@@ -31,7 +31,7 @@ from vqtoolkit.quantize.core import (
     from_flat,
     nearest_codes,
     rotation_trick,
-    straight_through,
+    straight_through_lookup,
     to_flat,
     vq_losses,
 )
@@ -234,13 +234,17 @@ class VectorQuantizer(Quantizer):
                 self._revive(x.detach())
         table = self._search_table()
         indices = nearest_codes(x.detach(), table.detach(), chunk_bytes=self.chunk_bytes)
-        codes = F.embedding(indices, table.detach() if self.ema else table).to(x.dtype)
-        codebook_loss, commitment_loss = vq_losses(x, codes)
+        table = table.detach() if self.ema else table
+        if self.use_rotation_trick:
+            codes = F.embedding(indices, table).to(x.dtype)
+            codebook_loss, commitment_loss = vq_losses(x, codes)
+            quantized = rotation_trick(x, codes)
+        else:
+            quantized, codebook_loss, commitment_loss = straight_through_lookup(x, table, indices)
         counts = torch.bincount(indices, minlength=self.num_codes)
         if self.training and (self.ema or self.revive_after is not None):
             self._update(x.detach(), indices, counts.clone())
-        estimator = rotation_trick if self.use_rotation_trick else straight_through
-        quantized = self._from_search_space(estimator(x, codes))
+        quantized = self._from_search_space(quantized)
         loss = self.beta * commitment_loss if self.ema else codebook_loss + self.beta * commitment_loss
         indices = indices.reshape(z.shape[0], *z.shape[2:])
         return QuantizerOutput(

@@ -1,0 +1,93 @@
+"""The nearest-code search: exact answers (ties to the lowest index) through every tiling path."""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from vqtoolkit.quantize.search import (
+    blocked_min,
+    interleave_block,
+    interleaved_order,
+    nearest_codes,
+    tile_plan,
+    tile_shape,
+)
+
+
+def brute_force(flat: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """Lowest index among the codes at minimal squared distance, one row at a time."""
+    d = ((flat[:, None, :] - codebook[None, :, :]) ** 2).sum(-1)
+    best = d.min(1, keepdim=True).values
+    return torch.stack([torch.nonzero(row == b)[0, 0] for row, b in zip(d, best, strict=True)])
+
+
+@st.composite
+def tied_problem(draw: st.DrawFn) -> tuple[torch.Tensor, torch.Tensor]:
+    """Integer rows and codebooks up to K = 300: blocked search, code tiles and many exact ties."""
+    n, k, d = draw(st.integers(1, 60)), draw(st.integers(1, 300)), draw(st.integers(1, 4))
+    g = torch.Generator().manual_seed(draw(st.integers(0, 2**31 - 1)))
+    values = draw(st.integers(1, 3))
+    flat = torch.randint(-values, values + 1, (n, d), generator=g).double()
+    codebook = torch.randint(-values, values + 1, (k, d), generator=g).double()
+    return flat, codebook
+
+
+@given(tied_problem(), st.sampled_from([8, 400, 4096, 20_000, 8 * 2**20]))
+@settings(max_examples=80, deadline=None)
+def test_search_is_exact_on_every_tiling(
+    problem: tuple[torch.Tensor, torch.Tensor], chunk_bytes: int
+) -> None:
+    flat, codebook = problem
+    expected = brute_force(flat, codebook)
+    assert torch.equal(nearest_codes(flat, codebook, chunk_bytes=chunk_bytes), expected)
+    assert torch.equal(nearest_codes(flat.float(), codebook.float(), chunk_bytes=chunk_bytes), expected)
+
+
+@given(st.integers(1, 100_000))
+@settings(max_examples=200, deadline=None)
+def test_block_divides_k_and_stays_small(k: int) -> None:
+    block = interleave_block(k)
+    assert k % block == 0 and block * block <= k
+    assert block == 1 or k // block >= 32
+
+
+@given(st.integers(1, 5_000), st.integers(1, 70_000), st.integers(4, 2**24))
+@settings(max_examples=200, deadline=None)
+def test_tile_fits_the_budget(n: int, k: int, chunk_bytes: int) -> None:
+    rows, codes = tile_shape(n, k, chunk_bytes, 4)
+    assert 1 <= codes <= k and rows >= 1
+    assert min(rows, n) * codes * 4 <= chunk_bytes
+
+
+@given(st.integers(1, 2_000), st.integers(1, 700))
+@settings(max_examples=100, deadline=None)
+def test_tile_plan_covers_every_code_once(k: int, tile_codes: int) -> None:
+    order, tiles = tile_plan(k, tile_codes)
+    assert torch.equal(order.sort().values, torch.arange(k))
+    assert tiles[0][0] == 0 and tiles[-1][1] == k
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(tiles))
+
+
+def test_blocked_min_matches_min_with_lowest_index_on_ties() -> None:
+    g = torch.Generator().manual_seed(0)
+    k, block = 512, interleave_block(512)
+    distances = torch.randint(0, 4, (300, k), generator=g).float()  # every row has many ties
+    order = interleaved_order(k, block)
+    values, indices = blocked_min(distances[:, order], block)
+    expected_values, expected_indices = distances.min(1)
+    assert torch.equal(values, expected_values)
+    assert torch.equal(indices, expected_indices)
+
+
+def test_code_tiles_with_blocks_are_exact() -> None:
+    g = torch.Generator().manual_seed(3)
+    flat = torch.randint(-2, 3, (50, 3), generator=g).float()
+    codebook = torch.randint(-2, 3, (256, 3), generator=g).float()
+    chunk_bytes = 50 * 64 * 4  # 4 tiles of 64 codes, each searched in blocks of 2
+    assert tile_shape(50, 256, chunk_bytes, 4) == (50, 64)
+    assert [block for _, _, block in tile_plan(256, 64)[1]] == [2, 2, 2, 2]
+    assert torch.equal(nearest_codes(flat, codebook, chunk_bytes=chunk_bytes), brute_force(flat, codebook))
