@@ -18,7 +18,7 @@ Extra memory is the growth of peak RSS over the resident size just before the st
 a fresh subprocess per (layer, K) so one layer's peak cannot hide another's.
 
     python benchmarks/quantizer_speed.py            # 2 threads, all K
-    python benchmarks/quantizer_speed.py --sizes 512,8192 --rounds 5
+    python benchmarks/quantizer_speed.py --sizes 512,8192 --rounds 20,5
 """
 
 from __future__ import annotations
@@ -140,7 +140,11 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--sizes", default="512,8192,65536")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--rounds",
+        default="30,10,3",
+        help="rounds per size, one number for all or one per --sizes entry (a 4 ms step is noisier)",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--memory-of", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -154,17 +158,23 @@ def main() -> None:
         layers.append("vqp")
     print(
         f"{B}×{H}×{H} = {B * H * H} vectors, D = {D}, {torch.get_num_threads()} threads, "
-        f"best of {args.rounds} interleaved rounds; memory = peak-RSS growth (fresh process)"
+        f"best of {args.rounds} rounds (per K); memory = peak-RSS growth (fresh process)"
     )
     print("| K | layer | ms / step | × bound | tutorial ÷ this | extra memory MB |")
     print("|---:|---|---:|---:|---:|---:|")
-    for k in (int(s) for s in args.sizes.split(",")):
+    sizes = [int(s) for s in args.sizes.split(",")]
+    rounds = [int(r) for r in args.rounds.split(",")]
+    if len(rounds) == 1:
+        rounds *= len(sizes)
+    if len(rounds) != len(sizes):
+        parser.error(f"--rounds needs one number or one per size ({len(sizes)}); got {args.rounds}")
+    for k, k_rounds in zip(sizes, rounds, strict=True):
         steps = {layer: make_step(layer, k) for layer in layers}
         for step in steps.values():
             step()  # warm-up
         times: dict[str, list[float]] = {layer: [] for layer in layers}
         order = random.Random(k)
-        for _ in range(args.rounds):
+        for _ in range(k_rounds):
             for layer in order.sample(layers, len(layers)):
                 steps[layer]()  # untimed: the timed step sees the caches a training loop leaves it
                 start = time.perf_counter()
