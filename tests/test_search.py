@@ -8,6 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from vqtoolkit.quantize import search
 from vqtoolkit.quantize.search import (
     blocked_min,
     interleave_block,
@@ -91,3 +92,14 @@ def test_code_tiles_with_blocks_are_exact() -> None:
     assert tile_shape(50, 256, chunk_bytes, 4) == (50, 64)
     assert [block for _, _, block in tile_plan(256, 64)[1]] == [2, 2, 2, 2]
     assert torch.equal(nearest_codes(flat, codebook, chunk_bytes=chunk_bytes), brute_force(flat, codebook))
+
+
+def test_search_works_in_and_out_of_inference_mode() -> None:
+    """The reused tile buffer must not become an inference tensor that later calls cannot write."""
+    search._workspace.__dict__.pop("buffers", None)  # so the buffer is created inside inference mode
+    g = torch.Generator().manual_seed(4)
+    flat, codebook = torch.randn(300, 8, generator=g), torch.randn(640, 8, generator=g)
+    with torch.inference_mode():
+        inside = nearest_codes(flat, codebook, chunk_bytes=2**20)
+    assert torch.equal(nearest_codes(flat, codebook, chunk_bytes=2**20), inside)
+    assert torch.equal(inside, brute_force(flat, codebook))

@@ -2,7 +2,7 @@
 
 The distances ``‖e_k‖² − 2 z·e_k`` (``‖z‖²`` does not change the argmin) are computed one tile of
 rows × codes at a time into one reused buffer of at most ``chunk_bytes``, so the extra memory never
-grows with N×K. Two CPU-specific measurements shape the code (2 threads, D = 64):
+grows with N×K. Three CPU measurements shape the code (2 threads, D = 64):
 
 * PyTorch's row ``argmin`` is ~10× slower than ``amin``. Within a tile the codes are stored
   interleaved (:func:`interleaved_order`) so that the minimum of each block of consecutive codes is
@@ -33,6 +33,9 @@ DEFAULT_CHUNK_BYTES = 8 * 2**20
 TILE_ROWS = 1024
 
 
+#: Largest tile buffer kept for reuse; a bigger ``chunk_bytes`` gets a fresh buffer each call.
+KEEP_BYTES = 64 * 2**20
+
 _workspace = threading.local()
 
 
@@ -41,13 +44,16 @@ def scratch(numel: int, like: Tensor) -> Tensor:
 
     A fresh 8 MiB CPU allocation usually comes from the OS, and touching it costs ~2 000 page
     faults: measured at 1.3 ms, a third of a whole K = 512 step. GPUs have a caching allocator.
+    The kept buffer is an ordinary tensor even when created under ``torch.inference_mode``, so
+    later calls outside it can still write into it.
     """
-    if like.device.type != "cpu":
+    if like.device.type != "cpu" or numel * like.element_size() > KEEP_BYTES:
         return like.new_empty(numel)
     buffers: dict[torch.dtype, Tensor] = _workspace.__dict__.setdefault("buffers", {})
     buffer = buffers.get(like.dtype)
     if buffer is None or buffer.numel() < numel:
-        buffer = buffers[like.dtype] = like.new_empty(numel)
+        with torch.inference_mode(False):
+            buffer = buffers[like.dtype] = torch.empty(numel, dtype=like.dtype)
     return buffer[:numel]
 
 
