@@ -33,36 +33,11 @@ import time
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from tutorial_layer import TutorialLayer  # benchmarks/ is on sys.path when run as a script
 
 import vqtoolkit
 
 B, D, H = 128, 64, 7
-
-
-class TutorialLayer(nn.Module):
-    """The classic VQ-VAE tutorial quantizer, as written there."""
-
-    def __init__(self, num_codes: int, dim: int, beta: float = 0.25) -> None:
-        super().__init__()
-        self.embedding = nn.Embedding(num_codes, dim)
-        self.embedding.weight.data.uniform_(-1 / num_codes, 1 / num_codes)
-        self.beta = beta
-
-    def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        z = z.permute(0, 2, 3, 1).contiguous()
-        flat = z.view(-1, z.shape[-1])
-        distances = (
-            flat.pow(2).sum(1, keepdim=True)
-            + self.embedding.weight.pow(2).sum(1)
-            - 2 * flat @ self.embedding.weight.t()
-        )
-        indices = distances.argmin(1)
-        quantized = self.embedding(indices).view(z.shape)
-        loss = F.mse_loss(quantized, z.detach()) + self.beta * F.mse_loss(quantized.detach(), z)
-        quantized = z + (quantized - z).detach()
-        return quantized.permute(0, 3, 1, 2).contiguous(), loss
 
 
 def make_step(layer: str, k: int) -> Callable[[], None]:
@@ -90,7 +65,7 @@ def make_step(layer: str, k: int) -> Callable[[], None]:
         t = TutorialLayer(k, D)
 
         def tutorial() -> None:
-            quantized, loss = t(z)
+            quantized, loss, _ = t(z)
             (quantized.square().mean() + loss).backward()
 
         return tutorial
