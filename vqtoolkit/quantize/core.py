@@ -55,42 +55,52 @@ class _StraightThroughLookup(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: torch.autograd.function.FunctionCtx, z: Tensor, table: Tensor, indices: Tensor
+        ctx: torch.autograd.function.FunctionCtx, z: Tensor, rows: Tensor, table: Tensor, indices: Tensor
     ) -> tuple[Tensor, Tensor, Tensor]:
-        codes = table.index_select(0, indices).to(z.dtype)
-        diff = codes - z
+        flat_indices = indices.reshape(-1)
+        codes = table.index_select(0, flat_indices).to(z.dtype)
+        diff = codes - rows
         mse = torch.dot(diff.reshape(-1), diff.reshape(-1)) / diff.numel()  # one pass, no temporary
         ctx.save_for_backward(diff, indices)
         ctx.table_shape, ctx.table_dtype = table.shape, table.dtype  # type: ignore[attr-defined]
-        return codes, mse, mse.clone()
+        return from_flat(codes, indices).contiguous(), mse, mse.clone()
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(
         ctx: torch.autograd.function.FunctionCtx,
-        grad_codes: Tensor,
+        grad_quantized: Tensor,
         grad_codebook: Tensor,
         grad_commit: Tensor,
-    ) -> tuple[Tensor | None, Tensor | None, None]:
+    ) -> tuple[Tensor | None, None, Tensor | None, None]:
         diff, indices = ctx.saved_tensors  # type: ignore[attr-defined]
         scale = 2.0 / diff.numel()
         grad_z = grad_table = None
         if ctx.needs_input_grad[0]:  # type: ignore[attr-defined]
-            grad_z = torch.addcmul(grad_codes, diff, grad_commit * -scale)
-        if ctx.needs_input_grad[1]:  # type: ignore[attr-defined]
-            grad_table = diff.new_zeros(ctx.table_shape).index_add_(0, indices, diff)  # type: ignore[attr-defined]
+            # one pass, reading diff through a channel-first view: no layout copy either way
+            grad_z = torch.empty_like(grad_quantized, memory_format=torch.contiguous_format)
+            torch.addcmul(grad_quantized, from_flat(diff, indices), grad_commit * -scale, out=grad_z)
+        if ctx.needs_input_grad[2]:  # type: ignore[attr-defined]
+            grad_table = diff.new_zeros(ctx.table_shape).index_add_(0, indices.reshape(-1), diff)  # type: ignore[attr-defined]
             grad_table = grad_table.mul_(grad_codebook * scale).to(ctx.table_dtype)  # type: ignore[attr-defined]
-        return grad_z, grad_table, None
+        return grad_z, None, grad_table, None
 
 
-def straight_through_lookup(z: Tensor, table: Tensor, indices: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """``(quantized, codebook_loss, commitment_loss)`` for rows ``z`` ``(N, D)`` and their codes.
+def straight_through_lookup(
+    z: Tensor, table: Tensor, indices: Tensor, rows: Tensor | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(quantized, codebook_loss, commitment_loss)`` for channel-first ``z`` and its code indices.
 
-    The values and gradients of ``q = table[indices]``, :func:`straight_through` ``(z, q)`` and
-    :func:`vq_losses` ``(z, q)``, fused into one autograd node: the backward is two passes over
-    ``(N, D)`` instead of a dozen, which is most of a step at small K. ``quantized`` is exactly ``q``.
+    ``z`` is ``(B, D, *spatial)``, ``indices`` ``(B, *spatial)`` rows of ``table`` ``(K, D)``;
+    ``rows`` is ``to_flat(z)`` if the caller already has it (the search needed it). The values and
+    gradients are those of ``q = table[indices]``, :func:`straight_through` and :func:`vq_losses`,
+    fused into one autograd node: ``quantized`` (channel-first, contiguous) is exactly ``q``, and the
+    backward is one pass for ``z`` and a scatter-add for ``table``, where the composition makes a
+    dozen passes and two layout copies (most of a step at small K).
     """
-    result: tuple[Tensor, Tensor, Tensor] = _StraightThroughLookup.apply(z, table, indices)
+    if rows is None:
+        rows = to_flat(z.detach(), z.shape[1])
+    result: tuple[Tensor, Tensor, Tensor] = _StraightThroughLookup.apply(z, rows.detach(), table, indices)
     return result
 
 

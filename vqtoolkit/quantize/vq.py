@@ -31,6 +31,7 @@ from vqtoolkit.quantize.core import (
     from_flat,
     nearest_codes,
     rotation_trick,
+    straight_through,
     straight_through_lookup,
     to_flat,
     vq_losses,
@@ -235,21 +236,21 @@ class VectorQuantizer(Quantizer):
         table = self._search_table()
         indices = nearest_codes(x.detach(), table.detach(), chunk_bytes=self.chunk_bytes)
         table = table.detach() if self.ema else table
-        if self.use_rotation_trick:
+        grid = indices.reshape(z.shape[0], *z.shape[2:])
+        if self.use_rotation_trick or self.cosine or self.project_in is not None:
             codes = F.embedding(indices, table).to(x.dtype)
             codebook_loss, commitment_loss = vq_losses(x, codes)
-            quantized = rotation_trick(x, codes)
-        else:
-            quantized, codebook_loss, commitment_loss = straight_through_lookup(x, table, indices)
+            estimator = rotation_trick if self.use_rotation_trick else straight_through
+            quantized = from_flat(self._from_search_space(estimator(x, codes)), grid)
+        else:  # the plain layer: lookup, estimator and losses in one fused node
+            quantized, codebook_loss, commitment_loss = straight_through_lookup(z, table, grid, x.detach())
         counts = torch.bincount(indices, minlength=self.num_codes)
-        if self.training and (self.ema or self.revive_after is not None):
+        if self.training and (self.ema or self.revive_after is not None):  # after the lookup used the codes
             self._update(x.detach(), indices, counts.clone())
-        quantized = self._from_search_space(quantized)
         loss = self.beta * commitment_loss if self.ema else codebook_loss + self.beta * commitment_loss
-        indices = indices.reshape(z.shape[0], *z.shape[2:])
         return QuantizerOutput(
-            quantized=from_flat(quantized, indices),
-            indices=indices,
+            quantized=quantized,
+            indices=grid,
             loss=loss,
             counts=counts,
             losses={"codebook": codebook_loss, "commitment": commitment_loss},
