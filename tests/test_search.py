@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from vqtoolkit.errors import ShapeError
 from vqtoolkit.quantize import search
 from vqtoolkit.quantize.search import (
     blocked_min,
@@ -103,3 +105,11 @@ def test_search_works_in_and_out_of_inference_mode() -> None:
         inside = nearest_codes(flat, codebook, chunk_bytes=2**20)
     assert torch.equal(nearest_codes(flat, codebook, chunk_bytes=2**20), inside)
     assert torch.equal(inside, brute_force(flat, codebook))
+
+
+def test_empty_inputs() -> None:
+    assert nearest_codes(torch.empty(0, 4), torch.randn(64, 4)).shape == (0,)
+    with pytest.raises(ShapeError, match="at least one code"):
+        nearest_codes(torch.randn(3, 4), torch.empty(0, 4))
+    with pytest.raises(ShapeError, match="same D"):
+        nearest_codes(torch.randn(3, 4), torch.randn(5, 3))

@@ -146,6 +146,8 @@ def nearest_codes(flat: Tensor, codebook: Tensor, *, chunk_bytes: int = DEFAULT_
             f"nearest_codes needs flat (N, D) and codebook (K, D) with the same D; "
             f"got {tuple(flat.shape)} and {tuple(codebook.shape)}"
         )
+    if codebook.shape[0] == 0:
+        raise ShapeError("nearest_codes needs at least one code; got an empty codebook (0, D)")
     dtype = search_dtype(flat, codebook)
     flat = flat.to(dtype)
     (n, k), size = (flat.shape[0], codebook.shape[0]), flat.element_size()
