@@ -147,3 +147,18 @@ def test_fused_lookup_equals_lookup_estimator_and_losses(
     got = torch.autograd.grad(objective(*fused), inputs)
     for e, o in zip(expected, got, strict=True):
         assert torch.allclose(o, e)
+
+
+def test_fused_lookup_in_bfloat16_keeps_float32_losses_and_codebook_gradient() -> None:
+    g = torch.Generator().manual_seed(5)
+    z = torch.randn(4, 8, 3, 3, generator=g).bfloat16().requires_grad_(True)
+    table = torch.randn(16, 8, generator=g, requires_grad=True)
+    indices = torch.randint(16, (4, 3, 3), generator=g)
+    quantized, codebook_loss, commitment_loss = straight_through_lookup(z, table, indices)
+    assert quantized.dtype == torch.bfloat16 and codebook_loss.dtype == torch.float32
+    rows, codes = to_flat(z.detach().float(), 8), table.detach()[indices.reshape(-1)]
+    expected = ((codes - rows) ** 2).mean()
+    assert torch.allclose(codebook_loss, expected, rtol=1e-5)
+    (codebook_loss + commitment_loss + quantized.float().sum()).backward()
+    assert table.grad is not None and table.grad.dtype == torch.float32
+    assert z.grad is not None and z.grad.dtype == torch.bfloat16

@@ -57,13 +57,14 @@ class _StraightThroughLookup(torch.autograd.Function):
     def forward(
         ctx: torch.autograd.function.FunctionCtx, z: Tensor, rows: Tensor, table: Tensor, indices: Tensor
     ) -> tuple[Tensor, Tensor, Tensor]:
-        flat_indices = indices.reshape(-1)
-        codes = table.index_select(0, flat_indices).to(z.dtype)
-        diff = codes - rows
+        work = torch.promote_types(z.dtype, torch.float32)  # half-precision z: losses in float32
+        codes = table.index_select(0, indices.reshape(-1)).to(work)
+        diff = codes - rows.to(work)
         mse = torch.dot(diff.reshape(-1), diff.reshape(-1)) / diff.numel()  # one pass, no temporary
         ctx.save_for_backward(diff, indices)
         ctx.table_shape, ctx.table_dtype = table.shape, table.dtype  # type: ignore[attr-defined]
-        return from_flat(codes, indices).contiguous(), mse, mse.clone()
+        quantized = from_flat(codes.to(z.dtype), indices).contiguous()
+        return quantized, mse, mse.clone()
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -81,8 +82,9 @@ class _StraightThroughLookup(torch.autograd.Function):
             grad_z = torch.empty_like(grad_quantized, memory_format=torch.contiguous_format)
             torch.addcmul(grad_quantized, from_flat(diff, indices), grad_commit * -scale, out=grad_z)
         if ctx.needs_input_grad[2]:  # type: ignore[attr-defined]
-            grad_table = diff.new_zeros(ctx.table_shape).index_add_(0, indices.reshape(-1), diff)  # type: ignore[attr-defined]
-            grad_table = grad_table.mul_(grad_codebook * scale).to(ctx.table_dtype)  # type: ignore[attr-defined]
+            dtype = ctx.table_dtype  # type: ignore[attr-defined]
+            grad_table = diff.new_zeros(ctx.table_shape, dtype=dtype)  # type: ignore[attr-defined]
+            grad_table.index_add_(0, indices.reshape(-1), diff.to(dtype)).mul_(grad_codebook * scale)
         return grad_z, None, grad_table, None
 
 
