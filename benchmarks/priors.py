@@ -1,6 +1,6 @@
 """Compare the priors on real MNIST: held-out NLL (bits/code), fit time, time to sample 64 images.
 
-Stage 1 is the default recipe (``build(prior=None)``: conv encoder, ``vq`` quantizer with K=512,
+Stage 1 is the default recipe (``build(prior=None)``: conv encoder, ``ema`` quantizer with K=512,
 conv decoder, MNIST's default epochs), trained once and cached as a bundle (``--stage1``). Every
 prior is then fitted on the same frozen codes, scored with ``Pipeline.prior_nll`` (the function
 ``vqtool eval`` uses) and sampled with a fixed seed; each prior's grid is saved under ``--assets``.
