@@ -143,6 +143,7 @@ def main() -> None:
         rounds *= len(sizes)
     if len(rounds) != len(sizes):
         parser.error(f"--rounds needs one number or one per size ({len(sizes)}); got {args.rounds}")
+    checks: dict[str, bool] = {}
     for k, k_rounds in zip(sizes, rounds, strict=True):
         steps = {layer: make_step(layer, k) for layer in layers}
         for step in steps.values():
@@ -157,14 +158,30 @@ def main() -> None:
                 times[layer].append(time.perf_counter() - start)
         del steps
         ms = {layer: 1000 * min(t) for layer, t in times.items()}
+        memory = {}
         for layer in layers:
-            mem = memory_in_subprocess(layer, k, args.threads)
+            memory[layer] = mem = memory_in_subprocess(layer, k, args.threads)
             mem_text = "failed" if mem is None else f"{mem:.0f}"
             print(
                 f"| {k} | {layer} | {ms[layer]:.1f} | {ms[layer] / ms['bound']:.2f} "
                 f"| {ms['tutorial'] / ms[layer]:.2f} | {mem_text} |",
                 flush=True,
             )
+        checks |= target_checks(k, ms, memory)
+    print("\n`vq` against the issue's targets:")
+    for text, ok in checks.items():
+        print(f"  [{'ok' if ok else 'MISSED'}] {text}")
+
+
+def target_checks(k: int, ms: dict[str, float], memory: dict[str, float | None]) -> dict[str, bool]:
+    """The `vq` step's speed and memory targets at codebook size ``k``, as text -> met."""
+    bound_limit = 1.5 if k <= 512 else 1.15
+    over_bound, speedup, mb = ms["vq"] / ms["bound"], ms["tutorial"] / ms["vq"], memory["vq"]
+    return {
+        f"K={k}: {over_bound:.2f}x the bound (<= {bound_limit})": over_bound <= bound_limit,
+        f"K={k}: {speedup:.2f}x faster than the tutorial layer (>= 1.5)": speedup >= 1.5,
+        f"K={k}: extra memory {mb if mb is None else round(mb)} MB (<= 256)": mb is not None and mb <= 256,
+    }
 
 
 if __name__ == "__main__":
