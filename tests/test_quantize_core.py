@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from vqtoolkit.errors import ShapeError
 from vqtoolkit.quantize.core import (
     from_flat,
     nearest_codes,
@@ -162,3 +164,11 @@ def test_fused_lookup_in_bfloat16_keeps_float32_losses_and_codebook_gradient() -
     (codebook_loss + commitment_loss + quantized.float().sum()).backward()
     assert table.grad is not None and table.grad.dtype == torch.float32
     assert z.grad is not None and z.grad.dtype == torch.bfloat16
+
+
+def test_fused_lookup_names_mismatched_shapes() -> None:
+    z, table = torch.randn(2, 4, 3, 3), torch.randn(8, 4)
+    with pytest.raises(ShapeError, match=r"indices \(B, \*spatial\)"):
+        straight_through_lookup(z, table, torch.zeros(2, 9, dtype=torch.long))
+    with pytest.raises(ShapeError, match=r"table \(K, D\)"):
+        straight_through_lookup(z, torch.randn(8, 5), torch.zeros(2, 3, 3, dtype=torch.long))

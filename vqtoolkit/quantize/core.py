@@ -100,6 +100,16 @@ def straight_through_lookup(
     backward is one pass for ``z`` and a scatter-add for ``table``, where the composition makes a
     dozen passes and two layout copies (most of a step at small K).
     """
+    if (
+        z.ndim < 2
+        or table.ndim != 2
+        or table.shape[1] != z.shape[1]
+        or indices.shape != (z.shape[0], *z.shape[2:])
+    ):
+        raise ShapeError(
+            f"straight_through_lookup needs z (B, D, *spatial), table (K, D) and indices (B, *spatial); "
+            f"got {tuple(z.shape)}, {tuple(table.shape)} and {tuple(indices.shape)}"
+        )
     if rows is None:
         rows = to_flat(z.detach(), z.shape[1])
     result: tuple[Tensor, Tensor, Tensor] = _StraightThroughLookup.apply(z, rows.detach(), table, indices)
