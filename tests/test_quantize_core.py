@@ -1,4 +1,7 @@
-"""Properties of the STE core: exact search, the loss formulas and the two gradient estimators."""
+"""Properties of the STE core: the loss formulas, the two gradient estimators and the fused lookup.
+
+The exact search has its own file, ``test_search.py``.
+"""
 
 from __future__ import annotations
 
@@ -11,49 +14,12 @@ from hypothesis import strategies as st
 from vqtoolkit.errors import ShapeError
 from vqtoolkit.quantize.core import (
     from_flat,
-    nearest_codes,
     rotation_trick,
     straight_through,
     straight_through_lookup,
     to_flat,
     vq_losses,
 )
-
-
-@st.composite
-def integer_problem(draw: st.DrawFn) -> tuple[torch.Tensor, torch.Tensor]:
-    """Small integer-valued rows and codebooks: distances are exact, so ties really are ties."""
-    n, k, d = draw(st.integers(1, 40)), draw(st.integers(1, 24)), draw(st.integers(1, 6))
-    seed = draw(st.integers(0, 2**31 - 1))
-    g = torch.Generator().manual_seed(seed)
-    values = draw(st.integers(1, 3))  # a narrow range makes duplicate codes and ties common
-    flat = torch.randint(-values, values + 1, (n, d), generator=g).double()
-    codebook = torch.randint(-values, values + 1, (k, d), generator=g).double()
-    return flat, codebook
-
-
-def brute_force(flat: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
-    """Lowest index among the codes at minimal squared distance, one row at a time."""
-    d = ((flat[:, None, :] - codebook[None, :, :]) ** 2).sum(-1)
-    best = d.min(1, keepdim=True).values
-    return torch.stack([torch.nonzero(row == b)[0, 0] for row, b in zip(d, best, strict=True)])
-
-
-@given(integer_problem())
-@settings(max_examples=60, deadline=None)
-def test_nearest_is_exact_with_ties_to_lowest_index(problem: tuple[torch.Tensor, torch.Tensor]) -> None:
-    flat, codebook = problem
-    assert torch.equal(nearest_codes(flat, codebook), brute_force(flat, codebook))
-    assert torch.equal(nearest_codes(flat.float(), codebook.float()), brute_force(flat, codebook))
-
-
-@given(integer_problem(), st.integers(8, 400))
-@settings(max_examples=40, deadline=None)
-def test_chunked_search_equals_unchunked(
-    problem: tuple[torch.Tensor, torch.Tensor], chunk_bytes: int
-) -> None:
-    flat, codebook = problem
-    assert torch.equal(nearest_codes(flat, codebook, chunk_bytes=chunk_bytes), nearest_codes(flat, codebook))
 
 
 @given(st.integers(1, 50), st.integers(1, 8), st.integers(0, 10_000))

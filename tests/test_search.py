@@ -30,17 +30,20 @@ def brute_force(flat: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
 
 @st.composite
 def tied_problem(draw: st.DrawFn) -> tuple[torch.Tensor, torch.Tensor]:
-    """Integer rows and codebooks up to K = 300: blocked search, code tiles and many exact ties."""
-    n, k, d = draw(st.integers(1, 60)), draw(st.integers(1, 300)), draw(st.integers(1, 4))
+    """Integer rows and codebooks up to K = 300: distances are exact, so ties really are ties.
+
+    K up to 300 reaches the blocked search and, with small budgets, code tiles.
+    """
+    n, k, d = draw(st.integers(1, 60)), draw(st.integers(1, 300)), draw(st.integers(1, 6))
     g = torch.Generator().manual_seed(draw(st.integers(0, 2**31 - 1)))
-    values = draw(st.integers(1, 3))
+    values = draw(st.integers(1, 3))  # a narrow range makes duplicate codes and ties common
     flat = torch.randint(-values, values + 1, (n, d), generator=g).double()
     codebook = torch.randint(-values, values + 1, (k, d), generator=g).double()
     return flat, codebook
 
 
-@given(tied_problem(), st.sampled_from([8, 400, 4096, 20_000, 8 * 2**20]))
-@settings(max_examples=80, deadline=None)
+@given(tied_problem(), st.one_of(st.integers(8, 400), st.sampled_from([4096, 20_000, 8 * 2**20])))
+@settings(max_examples=100, deadline=None)
 def test_search_is_exact_on_every_tiling(
     problem: tuple[torch.Tensor, torch.Tensor], chunk_bytes: int
 ) -> None:
