@@ -38,9 +38,16 @@ def test_build_then_sample(tmp_path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert "test mse" in result.output and str(bundle) in result.output
+    assert result.output.splitlines()[-1].split()[-1] == str(tmp_path / "m-report.html")  # printed last
     umask = os.umask(0o022)
     os.umask(umask)
-    for name in ["m.safetensors", "m-samples.png", "m-reconstructions.png", "m-training.png"]:
+    for name in [
+        "m.safetensors",
+        "m-samples.png",
+        "m-reconstructions.png",
+        "m-training.png",
+        "m-report.html",
+    ]:
         assert (tmp_path / name).stat().st_size > 0
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask  # as a plain open() would make
     assert vqtoolkit.load(bundle).model.quantizer.num_codes == 32

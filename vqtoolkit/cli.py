@@ -19,6 +19,7 @@ from vqtoolkit.data import DATASETS, ImageDataset, load_dataset
 from vqtoolkit.devices import PRECISIONS
 from vqtoolkit.errors import ConfigError, TrainingInterrupted, VQToolkitError
 from vqtoolkit.images import save_grid
+from vqtoolkit.report import write_report
 from vqtoolkit.schedule import DEFAULT_LR, DEFAULT_SCHEDULE, SCHEDULES
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -348,6 +349,7 @@ def build(
     files["samples"] = save_grid(
         pipe.sample(num_samples, generator=torch.Generator().manual_seed(seed)), beside(output, "samples.png")
     )
+    files["report"] = write_report(pipe, beside(output, "report.html"), data, bundle=output, seed=seed)
     report(pipe, files, as_json)
 
 
@@ -580,6 +582,42 @@ def reconstruct(
     save_grid(images, output, nrow=min(8, len(originals)))
     mse = float(((recon - originals) ** 2).mean())
     click.echo(f"wrote {len(originals)} reconstructions to {output} (test mse {mse:.5f})")
+
+
+@main.command("report")
+@click.argument("bundle", type=click.Path(dir_okay=False, path_type=Path))
+@data_options
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the prior samples shown.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The .html page [default: BUNDLE-report.html beside the bundle].",
+)
+@friendly_errors
+def report_page(
+    bundle: Path, dataset: str | None, data_root: Path | None, seed: int, output: Path | None
+) -> None:
+    """Write one self-contained HTML page showing what a bundle's model learned.
+
+    Model card, metrics, training curves, codebook usage with the most and least used codes
+    decoded, originals beside reconstructions, prior samples and an interpolation strip; every
+    image is inside the file (no server, no network, no JavaScript).
+
+    \b
+    Example:
+      vqtool report vqtool-out/model.safetensors -o report.html
+      vqtool report mnist.safetensors --data-root ../shared/data
+    """
+    pipe = vqtoolkit.load(bundle)
+    try:
+        data = _bundle_dataset(pipe, dataset, data_root)
+    except VQToolkitError as err:  # the page still shows what the bundle alone holds
+        click.echo(f"note: {err}; the page leaves out the sections that need held-out images", err=True)
+        data = None
+    path = write_report(pipe, output or beside(bundle, "report.html"), data, bundle=bundle, seed=seed)
+    click.echo(str(path))
 
 
 @main.command()

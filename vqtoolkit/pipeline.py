@@ -315,6 +315,59 @@ class Pipeline:
         self.model.eval()
         return self.model.reconstruct(images.to(self.device))
 
+    # -- exploring the code space: encode and decode are a pair -------------------------------
+    @torch.inference_mode()
+    def encode(self, images: Tensor) -> Tensor:
+        """Code grids ``(B, h, w)`` (the quantizer's index layout) of ``images`` ``(B, C, H, W)``.
+
+        :meth:`decode` turns them back into images, so a grid can be edited in between (copy a
+        region of one grid into another) and decoded.
+        """
+        self.model.eval()
+        return self.model.encode(images.to(self.device))
+
+    @torch.inference_mode()
+    def decode(self, indices: Tensor) -> Tensor:
+        """Images ``(B, C, H, W)`` in [0, 1] from code grids shaped like :meth:`encode`'s output."""
+        self.model.eval()
+        expected = self.grid_shape()
+        if expected is not None and tuple(indices.shape[1:]) != expected:
+            raise ShapeError(
+                f"expected code grids (B, {', '.join(map(str, expected))}) as pipe.encode returns; "
+                f"got shape {tuple(indices.shape)}"
+            )
+        return self.model.decode_indices(indices.to(self.device)).clamp(0, 1)
+
+    def grid_shape(self) -> tuple[int, ...] | None:
+        """Shape of one image's code grid (``(h, w)`` for one codebook), or ``None`` if unrecorded."""
+        image_shape = self.info.get("image_shape")
+        if image_shape is None:
+            return None
+        with torch.inference_mode():
+            return tuple(self.encode(torch.zeros(1, *image_shape)).shape[1:])
+
+    @torch.inference_mode()
+    def interpolate(self, a: Tensor, b: Tensor, steps: int = 8) -> Tensor:
+        """``steps`` images walking from image ``a`` to image ``b`` through the latent space.
+
+        Both images ``(C, H, W)`` (or ``(1, C, H, W)``) are encoded to continuous latents; each point
+        on the straight line between them is snapped to its nearest codes by the quantizer and
+        decoded. The ends are the reconstructions of ``a`` and ``b``. Returns ``(steps, C, H, W)``.
+        """
+        if steps < 2:
+            raise ConfigError(f"interpolate needs steps >= 2 (both ends included); got {steps}")
+        ends = []
+        for name, image in (("a", a), ("b", b)):
+            batch = image.unsqueeze(0) if image.ndim == 3 else image
+            if batch.ndim != 4 or len(batch) != 1:
+                raise ShapeError(f"{name} must be one image (C, H, W); got shape {tuple(image.shape)}")
+            ends.append(batch.to(self.device))
+        self.model.eval()
+        za, zb = (self.model.encode_latents(x) for x in ends)
+        t = torch.linspace(0, 1, steps, device=za.device).view(-1, 1, 1, 1)
+        indices = self.model.quantizer.quantize_indices((1 - t) * za + t * zb)
+        return self.model.decode_indices(indices).clamp(0, 1)
+
     @torch.inference_mode()
     def prior_nll(
         self, images: Tensor, labels: Tensor | None = None, *, batch_size: int = 1024

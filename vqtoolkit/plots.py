@@ -35,26 +35,37 @@ def _pyplot() -> Any:
     return plt
 
 
-def _save(fig: Any, path: str | Path) -> Path:
-    path = Path(path)
+def png_bytes(fig: Any) -> bytes:
+    """The figure as PNG bytes; the figure is closed."""
     buffer = io.BytesIO()
     try:
         fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     finally:
         fig.clf()
         _pyplot().close(fig)
-    atomic_write(path, buffer.getvalue())
+    return buffer.getvalue()
+
+
+def _save(fig: Any, path: str | Path) -> Path:
+    path = Path(path)
+    atomic_write(path, png_bytes(fig))
     return path
 
 
 def training_curves(history: list[dict[str, Any]], path: str | Path, *, title: str = "") -> Path:
     """Four panels per epoch: reconstruction MSE, VQ loss, perplexity, codes used (train and test)."""
+    return _save(curves_figure(history, title=title), path)
+
+
+def curves_figure(history: list[dict[str, Any]], *, title: str = "", columns: int = 4) -> Any:
+    """The figure of :func:`training_curves`, its four panels in ``columns`` columns."""
     plt = _pyplot()
     from matplotlib.ticker import MaxNLocator
 
-    fig, axes = plt.subplots(1, 4, figsize=(16, 3.4))
+    rows = -(-len(CURVES) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3.4 * rows), squeeze=False)
     epochs = [r["epoch"] for r in history]
-    for ax, (name, train_key, test_key, log) in zip(axes, CURVES, strict=True):
+    for ax, (name, train_key, test_key, log) in zip(axes.flat, CURVES, strict=True):
         ax.plot(epochs, [r[train_key] for r in history], "o-", label="train", markersize=3)
         if test_key is not None and all(test_key in r for r in history):
             ax.plot(epochs, [r[test_key] for r in history], "s--", label="test", markersize=3)
@@ -67,11 +78,17 @@ def training_curves(history: list[dict[str, Any]], path: str | Path, *, title: s
         ax.legend(fontsize=8)
     if title:
         fig.suptitle(title, fontsize=11)
-    return _save(fig, path)
+    fig.tight_layout()
+    return fig
 
 
 def code_usage(counts: Tensor, path: str | Path, *, title: str = "codebook usage on the test images") -> Path:
     """Bar chart of how often each code is chosen, most used first, with dead codes counted."""
+    return _save(usage_figure(counts, title=title), path)
+
+
+def usage_figure(counts: Tensor, *, title: str = "codebook usage on the test images") -> Any:
+    """The figure of :func:`code_usage`."""
     plt = _pyplot()
     counts = counts.detach().cpu().long()
     ordered = counts.sort(descending=True).values
@@ -84,4 +101,4 @@ def code_usage(counts: Tensor, path: str | Path, *, title: str = "codebook usage
     ax.set_ylabel("share of positions")
     ax.set_xlim(-0.5, len(share) - 0.5)
     ax.grid(alpha=0.3, axis="y")
-    return _save(fig, path)
+    return fig
