@@ -158,6 +158,15 @@ def stage1_options(command: F) -> F:
             show_default=True,
             help="Bundle path; checkpoint, metrics log, plots and grids go beside it.",
         ),
+        click.option(
+            "--log",
+            "log",
+            type=(click.Choice(["tensorboard"]), click.Path(file_okay=False, path_type=Path)),
+            default=None,
+            metavar="tensorboard DIR",
+            help="Also log scalars, image grids and code usage for TensorBoard in DIR "
+            '(pip install "vqtoolkit[tensorboard]"); the JSON-lines metrics log is always written.',
+        ),
         click.option("--quiet", is_flag=True, help="No progress bars or per-epoch lines."),
         click.option("--json", "as_json", is_flag=True, help="Print only a final machine-readable summary."),
     ]
@@ -201,6 +210,7 @@ def train_stage1(
     output: Path,
     quiet: bool,
     as_json: bool,
+    log: tuple[str, Path] | None = None,
     prior_config: dict[str, Any] | None = None,
 ) -> tuple[vqtoolkit.Pipeline, ImageDataset, dict[str, Path]]:
     """Load data, build, check everything, train stage 1 (checkpointed), then write the run's pictures."""
@@ -228,6 +238,8 @@ def train_stage1(
         "checkpoint": checkpoint or beside(output, "checkpoint.safetensors"),
         "metrics": beside(output, "metrics.jsonl"),
     }
+    if log is not None:
+        files["tensorboard"] = log[1]
     if not quiet and not as_json:
         click.echo(
             f"{data.describe()}; {encoder} → {quantizer} (K={pipe.model.quantizer.num_codes}, D={dim}) → "
@@ -248,6 +260,7 @@ def train_stage1(
             checkpoint_path=files["checkpoint"],
             resume=resume,
             log_path=files["metrics"],
+            log_dir=None if log is None else log[1],
         )
     except TrainingInterrupted as err:
         raise click.ClickException(f"{err}\n  {resume_hint()}") from err
@@ -345,6 +358,8 @@ def build(
         **options,
     )
     pipe.fit_prior(data, progress=not quiet and not as_json)
+    if "tensorboard" in files:
+        pipe.log_samples(files["tensorboard"], seed=seed)
     files = {"bundle": pipe.save(output), **files}
     files["samples"] = save_grid(
         pipe.sample(num_samples, generator=torch.Generator().manual_seed(seed)), beside(output, "samples.png")

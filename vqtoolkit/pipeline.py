@@ -6,6 +6,7 @@ evaluates and saves.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,17 @@ def build(
     return Pipeline(VQVAE(enc, quant, dec), pri)
 
 
+def chain(*callbacks: Callable[[dict[str, Any]], None] | None) -> Callable[[dict[str, Any]], None]:
+    """One epoch callback calling each given one in turn (``None`` entries are skipped)."""
+    present = [c for c in callbacks if c is not None]
+
+    def call(record: dict[str, Any]) -> None:
+        for callback in present:
+            callback(record)
+
+    return call
+
+
 class Pipeline:
     """A stage-1 :class:`VQVAE` plus an optional stage-2 :class:`Prior`.
 
@@ -145,8 +157,8 @@ class Pipeline:
     ) -> Pipeline:
         """Both stages: train the autoencoder on ``data``, then fit the prior on its codes.
 
-        ``train_options`` (device, precision, checkpoint_path, resume, log_path, ...) go to
-        :func:`~vqtoolkit.train.train_autoencoder`.
+        ``train_options`` (device, precision, checkpoint_path, resume, log_path, log_dir, ...) go to
+        :meth:`fit_autoencoder`; with ``log_dir``, prior samples are logged there too.
         """
         self.fit_autoencoder(
             data,
@@ -160,7 +172,16 @@ class Pipeline:
         )
         if self.prior is not None:
             self.fit_prior(data, progress=progress)
+            if train_options.get("log_dir") is not None:
+                self.log_samples(train_options["log_dir"], seed=seed)
         return self
+
+    def log_samples(self, log_dir: str | Path, *, n: int = 32, seed: int = 0) -> None:
+        """Write a grid of ``n`` prior samples to TensorBoard's ``images/samples`` at the last epoch."""
+        from vqtoolkit.tensorboard import log_samples
+
+        samples = self.sample(n, generator=torch.Generator().manual_seed(seed))
+        log_samples(log_dir, samples, int(self.info.get("epochs", 0)))
 
     def fit_autoencoder(
         self,
@@ -177,20 +198,34 @@ class Pipeline:
         """Stage 1: train encoder, quantizer and decoder; returns the per-epoch history.
 
         ``train_options`` go to :func:`~vqtoolkit.train.train_autoencoder` (device, precision, ...).
+        ``log_dir`` (optional) also writes TensorBoard scalars, grids and the code-usage histogram there
+        (:mod:`vqtoolkit.tensorboard`); the JSON-lines ``log_path`` stays the default record.
         """
         epochs = data.default_epochs if epochs is None else epochs
-        history = train_autoencoder(
-            self.model,
-            data.train_images,
-            data.test_images,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            lr_schedule=lr_schedule,
-            seed=seed,
-            progress=progress,
-            **train_options,
-        )
+        log_dir = train_options.pop("log_dir", None)
+        board = None
+        if log_dir is not None:
+            from vqtoolkit.tensorboard import TensorBoardLogger
+
+            board = TensorBoardLogger(log_dir, self.model, data.test_images)
+            train_options["on_step"] = board.on_step
+            train_options["on_epoch_end"] = chain(train_options.get("on_epoch_end"), board.on_epoch_end)
+        try:
+            history = train_autoencoder(
+                self.model,
+                data.train_images,
+                data.test_images,
+                epochs=epochs,
+                batch_size=batch_size,
+                lr=lr,
+                lr_schedule=lr_schedule,
+                seed=seed,
+                progress=progress,
+                **train_options,
+            )
+        finally:
+            if board is not None:
+                board.close()
         self.info.update(
             dataset=data.name,
             image_shape=list(data.image_shape),

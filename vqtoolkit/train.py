@@ -36,6 +36,8 @@ from vqtoolkit.model import VQVAE
 from vqtoolkit.schedule import DEFAULT_LR, DEFAULT_SCHEDULE, check_schedule, lr_at
 
 EpochCallback = Callable[[dict[str, Any]], None]
+#: ``on_step(step, values)``: the step's ``loss``, ``recon``, ``vq`` (detached tensors) and ``lr``.
+StepCallback = Callable[[int, dict[str, Any]], None]
 #: Training images whose mean the decoder's output starts at (:func:`calibrate_output_mean`).
 CALIBRATION_IMAGES = 1024
 
@@ -83,6 +85,7 @@ def train_autoencoder(
     seed: int = 0,
     progress: bool = True,
     on_epoch_end: EpochCallback | None = None,
+    on_step: StepCallback | None = None,
     device: str | torch.device | None = None,
     precision: str = "32",
     channels_last: bool = False,
@@ -98,7 +101,8 @@ def train_autoencoder(
     (warm-up, then down to zero at the last step of ``epochs``) or ``constant``. ``start_at_mean``
     shifts a fresh run's decoder output to the images' mean first (:func:`calibrate_output_mean`).
     ``checkpoint_path`` gets a checkpoint after every epoch; ``resume=True`` continues from it.
-    ``log_path`` gets one JSON line per epoch. ``channels_last`` stores images and weights NHWC (it
+    ``log_path`` gets one JSON line per epoch; ``on_step`` is called after every optimizer step (e.g.
+    :class:`~vqtoolkit.tensorboard.TensorBoardLogger`). ``channels_last`` stores images and weights NHWC (it
     measured slower for this small model on CPU, see docs/training.md; try it on a GPU with AMP).
     """
     # -- settle everything that can be wrong before the first step -----------------------------------
@@ -202,6 +206,13 @@ def train_autoencoder(
                 counts += out.quantizer.counts
                 recon_sum += recon_loss.detach() * len(x)
                 vq_sum += out.quantizer.loss.detach() * len(x)
+                if on_step is not None:
+                    losses = {
+                        "loss": loss.detach(),
+                        "recon": recon_loss.detach(),
+                        "vq": out.quantizer.loss.detach(),
+                    }
+                    on_step(step, {**losses, "lr": optimizer.param_groups[0]["lr"]})
                 if stop.requested:  # Ctrl-C: save where we are (mid-epoch) and say how to go on
                     seconds = partial["seconds"] + time.perf_counter() - started
                     sums = {"recon": float(recon_sum), "vq": float(vq_sum), "seconds": seconds}
