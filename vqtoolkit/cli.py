@@ -599,6 +599,77 @@ def reconstruct(
     click.echo(f"wrote {len(originals)} reconstructions to {output} (test mse {mse:.5f})")
 
 
+def _pick_image(spec: str, pipe: vqtoolkit.Pipeline, data: Callable[[], ImageDataset]) -> torch.Tensor:
+    """An image given as a test-split index of the bundle's dataset or as an image file path."""
+    from vqtoolkit.images import load_image
+
+    if spec.lstrip("-").isdigit():
+        images = data().test_images
+        index = int(spec)
+        if not 0 <= index < len(images):
+            raise ConfigError(f"image index {index} is outside the test split (0 to {len(images) - 1})")
+        return images[index]
+    shape = pipe.info.get("image_shape")
+    if shape is None:
+        raise ConfigError("the bundle does not record its image shape; pass test-split indices instead")
+    return load_image(spec, shape)
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--from",
+    "start",
+    required=True,
+    metavar="IMG_OR_INDEX",
+    help="First image: a file or a test-split index.",
+)
+@click.option(
+    "--to", "end", required=True, metavar="IMG_OR_INDEX", help="Last image: a file or a test-split index."
+)
+@click.option(
+    "--steps",
+    type=click.IntRange(min=2),
+    default=10,
+    show_default=True,
+    help="Images in the strip, ends included.",
+)
+@data_options
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("strip.png"),
+    show_default=True,
+    help="A .png strip, or .npy for the raw images (STEPS, C, H, W) in [0, 1].",
+)
+@friendly_errors
+def interpolate(
+    bundle: Path,
+    start: str,
+    end: str,
+    steps: int,
+    dataset: str | None,
+    data_root: Path | None,
+    output: Path,
+) -> None:
+    """Walk from one image to another through the latent space, snapped to codes at every step.
+
+    An index picks an image of the bundle's test split; a path reads an image file, converted
+    to the model's channels and size. The strip's ends are the two images' reconstructions.
+
+    \b
+    Example:
+      vqtool interpolate vqtool-out/model.safetensors --from 0 --to 7 -o strip.png
+      vqtool interpolate mnist.safetensors --from three.png --to 12 --steps 8 --data-root ../shared/data
+    """
+    pipe = vqtoolkit.load(bundle)
+    data = functools.cache(lambda: _bundle_dataset(pipe, dataset, data_root))
+    strip = pipe.interpolate(_pick_image(start, pipe, data), _pick_image(end, pipe, data), steps)
+    save_grid(strip, output, nrow=steps)
+    click.echo(f"wrote {steps} images from {start} to {end} to {output}")
+
+
 @main.command("report")
 @click.argument("bundle", type=click.Path(dir_okay=False, path_type=Path))
 @data_options

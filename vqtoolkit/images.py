@@ -1,4 +1,4 @@
-"""Writing image batches to disk: PNG grids through torchvision, or raw ``.npy`` arrays."""
+"""Image files in and out: PNG grids through torchvision, raw ``.npy`` arrays, one image read for a model."""
 
 from __future__ import annotations
 
@@ -6,11 +6,13 @@ import io
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+import torch
+from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torchvision.utils import make_grid
 
 from vqtoolkit.atomic import atomic_write
+from vqtoolkit.errors import DataError
 
 
 def grid_png(images: Tensor, *, nrow: int | None = None, scale: int = 1, padding: int = 2) -> bytes:
@@ -44,3 +46,23 @@ def save_grid(images: Tensor, path: str | Path, *, nrow: int | None = None) -> P
         data = grid_png(images, nrow=nrow)
     atomic_write(path, data)
     return path
+
+
+def load_image(path: str | Path, shape: tuple[int, int, int] | list[int]) -> Tensor:
+    """One image file as a ``(C, H, W)`` tensor in [0, 1] for a model of images ``shape``.
+
+    Converted to greyscale (``C == 1``) or RGB (``C == 3``) and resized (bilinear) to ``H×W``.
+    """
+    channels, height, width = (int(v) for v in shape)
+    if channels not in (1, 3):
+        raise DataError(f"can read image files for 1- or 3-channel models; this one takes {channels}")
+    try:
+        with Image.open(path) as picture:
+            picture = picture.convert("L" if channels == 1 else "RGB").resize((width, height), Image.BILINEAR)
+    except FileNotFoundError as err:
+        raise DataError(f"no image file at {path}") from err
+    except (UnidentifiedImageError, OSError) as err:
+        raise DataError(f"cannot read {path} as an image: {err}") from err
+    array = np.asarray(picture, dtype=np.float32) / 255.0
+    tensor = torch.from_numpy(array)
+    return tensor[None] if channels == 1 else tensor.permute(2, 0, 1).contiguous()
