@@ -58,7 +58,9 @@ def load_image(path: str | Path, shape: tuple[int, int, int] | list[int]) -> Ten
         raise DataError(f"can read image files for 1- or 3-channel models; this one takes {channels}")
     try:
         with Image.open(path) as picture:
-            picture = picture.convert("L" if channels == 1 else "RGB").resize((width, height), Image.BILINEAR)
+            picture = picture.convert("L" if channels == 1 else "RGB").resize(
+                (width, height), Image.Resampling.BILINEAR
+            )
     except FileNotFoundError as err:
         raise DataError(f"no image file at {path}") from err
     except (UnidentifiedImageError, OSError) as err:
