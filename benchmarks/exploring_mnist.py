@@ -38,7 +38,7 @@ def first_of(data: vqtoolkit.ImageDataset, label: int, skip: int = 0) -> torch.T
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", type=Path, required=True)
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--bundle", type=Path, default=Path("benchmarks/results/exploring/mnist.safetensors"))
     parser.add_argument("--assets", type=Path, default=Path("docs/assets"))
     args = parser.parse_args()

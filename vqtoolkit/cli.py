@@ -760,6 +760,7 @@ def inspect(bundle: Path, as_json: bool) -> None:
       vqtool inspect vqtool-out/model.safetensors --json | jq .info.metrics
     """
     from vqtoolkit.bundle import summary
+    from vqtoolkit.pipeline import TRAINING_FACTS
 
     s = summary(bundle)
     if as_json:
@@ -782,18 +783,7 @@ def inspect(bundle: Path, as_json: bool) -> None:
             f"config {json.dumps(c['config'])}"
         )
     info = s["info"]
-    keys = (
-        "dataset",
-        "image_shape",
-        "epochs",
-        "batch_size",
-        "lr",
-        "lr_schedule",
-        "seed",
-        "device",
-        "precision",
-    )
-    facts = {k: info[k] for k in keys if k in info}
+    facts = {k: info[k] for k in TRAINING_FACTS if k in info}
     if facts:
         click.echo("training   " + ", ".join(f"{k} {v}" for k, v in facts.items()))
     metrics = info.get("metrics") or {}

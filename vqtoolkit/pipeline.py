@@ -26,6 +26,19 @@ from vqtoolkit.quantize.base import Quantizer
 from vqtoolkit.schedule import DEFAULT_LR, DEFAULT_SCHEDULE
 from vqtoolkit.train import evaluate_autoencoder, train_autoencoder
 
+#: The ``Pipeline.info`` keys that describe how stage 1 was trained (what ``inspect`` and reports show).
+TRAINING_FACTS = (
+    "dataset",
+    "image_shape",
+    "epochs",
+    "batch_size",
+    "lr",
+    "lr_schedule",
+    "seed",
+    "device",
+    "precision",
+)
+
 #: build()'s shared options, and the constructor option each component receives them as.
 SHARED_OPTIONS: dict[str, dict[str, str]] = {
     "encoder": {"in_channels": "in_channels", "dim": "dim"},

@@ -28,7 +28,7 @@ from vqtoolkit.atomic import atomic_write
 from vqtoolkit.data import ImageDataset
 from vqtoolkit.errors import VQToolkitError
 from vqtoolkit.images import grid_png
-from vqtoolkit.pipeline import Pipeline
+from vqtoolkit.pipeline import TRAINING_FACTS, Pipeline
 from vqtoolkit.train import code_counts
 
 log = logging.getLogger(__name__)
@@ -187,20 +187,7 @@ def model_card(pipe: Pipeline, bundle: Path | None) -> str:
     )
     info = pipe.info
     facts: list[tuple[str, str]] = [
-        (key.replace("_", " "), fmt(info[key]))
-        for key in (
-            "dataset",
-            "image_shape",
-            "num_classes",
-            "epochs",
-            "batch_size",
-            "lr",
-            "lr_schedule",
-            "seed",
-            "device",
-            "precision",
-        )
-        if key in info
+        (key.replace("_", " "), fmt(info[key])) for key in (*TRAINING_FACTS, "num_classes") if key in info
     ]
     grid = pipe.grid_shape()
     if grid is not None:
@@ -380,9 +367,6 @@ def render_report(
     say so. ``bundle`` adds its file size and versions, and is where a metrics log is looked for.
     """
     bundle = None if bundle is None else Path(bundle)
-    pipe.model.cpu().eval()
-    if pipe.prior is not None:
-        pipe.prior.to("cpu")
     sections = [model_card(pipe, bundle), metrics_section(pipe)]
     try:
         sections.append(curves_section(pipe, bundle))
