@@ -51,7 +51,8 @@ def main() -> None:
         pipe.fit(data, epochs=args.epochs, progress=True)
         args.bundle.parent.mkdir(parents=True, exist_ok=True)
         pipe.save(args.bundle)
-    print(f"{data.describe()}; test mse {pipe.info['metrics']['test_mse']:.5f} after {pipe.info['epochs']} epochs")
+    mse, epochs = pipe.info["metrics"]["test_mse"], pipe.info["epochs"]
+    print(f"{data.describe()}; test mse {mse:.5f} after {epochs} epochs")
 
     rows = []
     for a, b in PAIRS:
@@ -70,7 +71,9 @@ def main() -> None:
         print(f"{a} with the left half of {b}'s codes: {changed:.0%} of the pixels changed by more than 0.1")
         edits.append(torch.cat([images, after]))
     atomic_write(args.assets / "exploring-edit.png", grid_png(torch.cat(edits), nrow=3, scale=2))
-    page = write_report(pipe, args.bundle.with_name(f"{args.bundle.stem}-report.html"), data, bundle=args.bundle)
+    page = write_report(
+        pipe, args.bundle.with_name(f"{args.bundle.stem}-report.html"), data, bundle=args.bundle
+    )
     print(f"wrote {args.assets}/exploring-strips.png, {args.assets}/exploring-edit.png and {page}")
 
 
