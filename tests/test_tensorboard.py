@@ -57,3 +57,19 @@ def test_missing_tensorboard_names_the_extra(monkeypatch: pytest.MonkeyPatch, tm
     data = vqtoolkit.load_dataset("digits")
     with pytest.raises(ConfigError, match=r'pip install "vqtoolkit\[tensorboard\]"'):
         pipe.fit_autoencoder(data, epochs=1, progress=False, log_dir=tmp_path)
+
+
+def test_cli_log_tensorboard_writes_events_beside_the_jsonl_log(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from vqtoolkit.cli import main
+
+    bundle, runs = tmp_path / "m.safetensors", tmp_path / "runs"
+    args = ["train", "--epochs", "1", "--num-codes", "16", "--dim", "8", "-o", str(bundle), "--quiet"]
+    result = CliRunner().invoke(main, [*args, "--log", "tensorboard", str(runs)])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "m-metrics.jsonl").read_text().count("\n") == 1  # the default log stays
+    tags = events(runs).Tags()
+    assert {"step/loss", "epoch/test_mse"} <= set(tags["scalars"]) and "codebook/usage" in tags["histograms"]
+    result = CliRunner().invoke(main, [*args, "--log", "wandb", str(runs)])
+    assert result.exit_code == 2 and "'wandb' is not 'tensorboard'" in result.output
