@@ -180,3 +180,19 @@ def test_sampling_in_the_report_is_seeded(trained: vqtoolkit.Pipeline) -> None:
     a = render_report(pipe, seed=3)
     torch.manual_seed(6)
     assert render_report(pipe, seed=3) == a
+
+
+def test_sample_quality_is_shown_beside_its_ceiling(trained: vqtoolkit.Pipeline) -> None:
+    pipe = vqtoolkit.Pipeline(trained.model, trained.prior, {})
+    assert "No sample-quality score" in render_report(pipe)
+    scores = {
+        "num_samples": 100,
+        "classifier_score": {"samples": 6.25, "reconstructions": 8.5, "real_train": 9.125, "real_test": 9.0},
+        "frechet": {"samples": 41.5, "reconstructions": 3.25, "real_train": 1.5},
+        "label_accuracy": {"samples": None, "reconstructions": 0.9, "real_train": 0.99, "real_test": 0.98},
+    }
+    text = render_report(pipe, sample_quality=scores)
+    assert "real train (ceiling)" in text and "No sample-quality score" not in text
+    assert re.search(r"<th>classifier_score</th><td[^>]*>6.25</td><td[^>]*>8.5</td><td[^>]*>9.125</td>", text)
+    assert re.search(r"<th>frechet</th>.*<td>–</td></tr>", text)
+    assert "<th>label_accuracy</th>" not in text  # no samples score: an unconditional prior

@@ -209,8 +209,13 @@ def model_card(pipe: Pipeline, bundle: Path | None) -> str:
     )
 
 
-def metrics_section(pipe: Pipeline) -> str:
-    """Recorded metrics, with sample quality (and its ceiling, real images' score) where known."""
+def metrics_section(pipe: Pipeline, sample_quality: dict[str, Any] | None = None) -> str:
+    """Recorded metrics, and sample quality beside its ceiling (the same score of real images).
+
+    ``sample_quality`` is a scores dict shaped ``{figure: {"samples", "reconstructions", "real_train",
+    "real_test"}}`` (figures ``classifier_score``, ``frechet``, ``label_accuracy``); metrics the
+    bundle records whose names mark them as sample scores are listed there too.
+    """
     recorded = dict(pipe.info.get("metrics") or {})
     quality = {k: v for k, v in recorded.items() if any(m in k for m in SAMPLE_QUALITY_MARKERS)}
     rest = {k: v for k, v in recorded.items() if k not in quality}
@@ -223,14 +228,31 @@ def metrics_section(pipe: Pipeline) -> str:
     if known:
         body += '\n<ul class="note">' + "".join(known) + "</ul>"
     body += "\n<h3>Sample quality</h3>\n"
+    figures = [
+        (name, row)
+        for name, row in (sample_quality or {}).items()
+        if isinstance(row, dict) and row.get("samples") is not None
+    ]
+    if figures:
+        columns = ("samples", "reconstructions", "real_train", "real_test")
+        body += table(
+            (
+                (name, *(fmt(row[c]) if row.get(c) is not None else "–" for c in columns))
+                for name, row in figures
+            ),
+            header=("score", "samples", "stage-1 reconstructions", "real train (ceiling)", "real test"),
+        )
     if quality:
         body += table(((k, fmt(v)) for k, v in quality.items()), header=("metric", "value"))
-        body += note("A score's ceiling is the same score of real held-out images, where recorded.")
+    if figures or quality:
+        body += note(
+            "A score's ceiling is the same score of real images; no prior beats its stage-1 reconstructions."
+        )
     else:
         body += note(
-            "This bundle records no sample-quality score (how recognisable prior samples are, against the "
-            "ceiling of real held-out images); the reconstruction and prior likelihood numbers above are "
-            "what it was judged by."
+            "No sample-quality score for this bundle (how recognisable prior samples are, against the "
+            "ceiling of real images); the reconstruction and prior likelihood numbers above are what it "
+            "was judged by."
         )
     return section("Metrics", body, "metrics")
 
@@ -359,15 +381,21 @@ def interpolation_section(pipe: Pipeline, data: ImageDataset) -> str:
 
 # -- the page ----------------------------------------------------------------------------------------
 def render_report(
-    pipe: Pipeline, data: ImageDataset | None = None, *, bundle: str | Path | None = None, seed: int = 0
+    pipe: Pipeline,
+    data: ImageDataset | None = None,
+    *,
+    bundle: str | Path | None = None,
+    seed: int = 0,
+    sample_quality: dict[str, Any] | None = None,
 ) -> str:
     """The report page as one HTML string (see the module docstring for what it shows).
 
     ``data`` (the bundle's dataset) feeds the sections that need held-out images; without it they
     say so. ``bundle`` adds its file size and versions, and is where a metrics log is looked for.
+    ``sample_quality`` adds sample scores beside their ceilings (see :func:`metrics_section`).
     """
     bundle = None if bundle is None else Path(bundle)
-    sections = [model_card(pipe, bundle), metrics_section(pipe)]
+    sections = [model_card(pipe, bundle), metrics_section(pipe, sample_quality)]
     try:
         sections.append(curves_section(pipe, bundle))
     except VQToolkitError as err:  # matplotlib missing
@@ -405,10 +433,11 @@ def write_report(
     *,
     bundle: str | Path | None = None,
     seed: int = 0,
+    sample_quality: dict[str, Any] | None = None,
 ) -> Path:
     """Write :func:`render_report`'s page to ``path`` (atomically) and return the path."""
     path = Path(path)
-    page = render_report(pipe, data, bundle=bundle, seed=seed)
+    page = render_report(pipe, data, bundle=bundle, seed=seed, sample_quality=sample_quality)
     atomic_write(path, page.encode("utf-8"))
     log.info("wrote report %s (%d kB)", path, len(page) // 1000)
     return path
