@@ -37,6 +37,7 @@ def test_fit_with_log_dir_writes_the_documented_tags(small_digits: ImageDataset,
     found = events(tmp_path / "runs")
     tags = found.Tags()
     assert set(tags["scalars"]) >= STEP_TAGS | EPOCH_TAGS
+    assert "epoch/epoch" not in tags["scalars"] and "epoch/step" not in tags["scalars"]
     assert {"images/reconstructions", "images/samples"} <= set(tags["images"])
     assert "codebook/usage" in tags["histograms"]
     steps = [e.step for e in found.Scalars("step/loss")]

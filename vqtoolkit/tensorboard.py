@@ -75,7 +75,7 @@ class TensorBoardLogger:
         """Every number of the epoch's record, a reconstruction grid and the code-usage histogram."""
         epoch = int(record["epoch"])
         for key, value in record.items():
-            if key != "epoch" and isinstance(value, (int, float)):
+            if key not in ("epoch", "step") and isinstance(value, (int, float)):
                 self.writer.add_scalar(f"epoch/{key}", value, epoch)
         model = self.model
         was_training = model.training
