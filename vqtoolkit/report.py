@@ -74,7 +74,7 @@ section { background: #fff; border: 1px solid #dde1e8; border-radius: 8px; paddi
 .sub { color: #586174; margin: 0; }
 .note { color: #586174; font-size: 0.92rem; }
 .scroll { overflow-x: auto; }
-table { border-collapse: collapse; width: 100%; font-size: 0.95rem; }
+table { border-collapse: collapse; min-width: 50%; max-width: 100%; font-size: 0.95rem; }
 th, td { text-align: left; vertical-align: top; padding: 4px 8px; border-bottom: 1px solid #eceef2;
          overflow-wrap: break-word; }
 th { font-weight: 600; }
