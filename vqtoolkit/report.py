@@ -281,8 +281,9 @@ def curves_section(pipe: Pipeline, bundle: Path | None) -> str:
         )
     chart = img(plots.png_bytes(plots.curves_figure(history, columns=2)), "training curves", pixels=False)
     last = history[-1]
+    epochs = f"{len(history)} epoch" + ("s" if len(history) != 1 else "")
     caption = note(
-        f"{len(history)} epochs, {last.get('step', '?')} steps; numbers from {source}. The VQ loss is "
+        f"{epochs}, {last.get('step', '?')} steps; numbers from {source}. The VQ loss is "
         "codebook + β·commitment; perplexity and codes used come from code counts over each whole epoch."
     )
     return section("Training curves", chart + "\n" + caption, "curves")
