@@ -19,7 +19,6 @@ from vqtoolkit.data import DATASETS, ImageDataset, load_dataset
 from vqtoolkit.devices import PRECISIONS
 from vqtoolkit.errors import ConfigError, TrainingInterrupted, VQToolkitError
 from vqtoolkit.images import save_grid
-from vqtoolkit.report import write_report
 from vqtoolkit.schedule import DEFAULT_LR, DEFAULT_SCHEDULE, SCHEDULES
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -364,6 +363,8 @@ def build(
     files["samples"] = save_grid(
         pipe.sample(num_samples, generator=torch.Generator().manual_seed(seed)), beside(output, "samples.png")
     )
+    from vqtoolkit.report import write_report
+
     files["report"] = write_report(pipe, beside(output, "report.html"), data, bundle=output, seed=seed)
     report(pipe, files, as_json)
 
@@ -696,6 +697,8 @@ def report_page(
       vqtool report vqtool-out/model.safetensors -o report.html
       vqtool report mnist.safetensors --data-root ../shared/data
     """
+    from vqtoolkit.report import write_report
+
     pipe = vqtoolkit.load(bundle)
     try:
         data = _bundle_dataset(pipe, dataset, data_root)
