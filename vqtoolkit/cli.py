@@ -180,9 +180,16 @@ def beside(output: Path, suffix: str) -> Path:
 
 
 def resume_hint() -> str:
-    """The command line that was run, with ``--resume`` added."""
-    args = ["vqtool", *sys.argv[1:]]
-    return shlex.join(args if "--resume" in args else [*args, "--resume"])
+    """The command line that was run, with ``--resume`` added (under torchrun, with torchrun in front)."""
+    import os
+
+    world, local = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    args = [sys.argv[0] if world > 1 else "vqtool", *sys.argv[1:]]
+    command = shlex.join(args if "--resume" in args else [*args, "--resume"])
+    if world == 1:
+        return command
+    launcher = f"torchrun --nproc_per_node {local}" if world == local else "torchrun <the same options>"
+    return f"{launcher} {command}"
 
 
 def train_stage1(
@@ -212,13 +219,19 @@ def train_stage1(
     log: tuple[str, Path] | None = None,
     prior_config: dict[str, Any] | None = None,
 ) -> tuple[vqtoolkit.Pipeline, ImageDataset, dict[str, Path]]:
-    """Load data, build, check everything, train stage 1 (checkpointed), then write the run's pictures."""
-    from vqtoolkit import plots
+    """Load data, build, check everything, train stage 1 (checkpointed), then write the run's pictures.
+
+    Under torchrun every process runs this; rank 0 alone prints, draws and writes.
+    """
+    from vqtoolkit import distributed, plots
     from vqtoolkit.devices import check_precision, resolve_device
     from vqtoolkit.train import code_counts
 
     torch_device = resolve_device(device)  # bad device or precision: fail before loading anything
     check_precision(precision, torch_device)
+    torch_device = distributed.init_from_env(torch_device)  # torchrun: join the group, GPU per LOCAL_RANK
+    main = distributed.is_main()
+    quiet = quiet or not main
     torch.manual_seed(seed)
     data = load_dataset(dataset, data_root, seed=seed, image_size=image_size)
     num_codes = data.default_num_codes if num_codes is None else num_codes
@@ -262,9 +275,15 @@ def train_stage1(
             log_dir=None if log is None else log[1],
         )
     except TrainingInterrupted as err:
+        if not main:  # every rank stopped at the same step; rank 0 says how to resume
+            raise SystemExit(1) from err
         raise click.ClickException(f"{err}\n  {resume_hint()}") from err
     pipe.info.update(device=str(torch_device), precision=precision)
+    if distributed.is_distributed():
+        pipe.info["world_size"] = distributed.world_size()
     pipe.model.cpu()  # stage 2, grids and the bundle run on the CPU (scikit-learn priors live there)
+    if not main:
+        return pipe, data, files
     originals = data.test_images[:32]
     files["reconstructions"] = save_grid(
         torch.cat([originals, pipe.reconstruct(originals)]), beside(output, "reconstructions.png"), nrow=8
@@ -356,10 +375,14 @@ def build(
         prior_config={"conditional": True} if conditional else None,
         **options,
     )
-    pipe.fit_prior(data, progress=not quiet and not as_json)
-    if "tensorboard" in files:
+    from vqtoolkit import distributed
+
+    pipe.fit_prior(data, progress=not quiet and not as_json)  # every process: pixelcnn trains with DDP
+    if "tensorboard" in files and distributed.is_main():
         pipe.log_samples(files["tensorboard"], seed=seed)
     files = {"bundle": pipe.save(output), **files}
+    if not distributed.is_main():
+        return
     files["samples"] = save_grid(
         pipe.sample(num_samples, generator=torch.Generator().manual_seed(seed)), beside(output, "samples.png")
     )
@@ -386,9 +409,12 @@ def train(output: Path, num_codes: int | None, as_json: bool, **options: Any) ->
       vqtool train --data mnist --data-root ../shared/data --epochs 5 -o runs/mnist.safetensors --resume
       vqtool train --data cifar10 --data-root ~/datasets --device cuda --precision bf16
     """
+    from vqtoolkit import distributed
+
     pipe, _, files = train_stage1(None, output=output, num_codes=num_codes, as_json=as_json, **options)
     files = {"bundle": pipe.save(output), **files}
-    report(pipe, files, as_json)
+    if distributed.is_main():
+        report(pipe, files, as_json)
 
 
 @main.command()

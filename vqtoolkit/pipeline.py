@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from vqtoolkit import registry
+from vqtoolkit import distributed, registry
 from vqtoolkit.data import ImageDataset
 from vqtoolkit.decoders.base import Decoder
 from vqtoolkit.encoders.base import Encoder
@@ -185,7 +185,7 @@ class Pipeline:
         )
         if self.prior is not None:
             self.fit_prior(data, progress=progress)
-            if train_options.get("log_dir") is not None:
+            if train_options.get("log_dir") is not None and distributed.is_main():
                 self.log_samples(train_options["log_dir"], seed=seed)
         return self
 
@@ -217,7 +217,7 @@ class Pipeline:
         epochs = data.default_epochs if epochs is None else epochs
         log_dir = train_options.pop("log_dir", None)
         board = None
-        if log_dir is not None:
+        if log_dir is not None and distributed.is_main():  # under torchrun, rank 0 alone logs
             from vqtoolkit.tensorboard import TensorBoardLogger
 
             board = TensorBoardLogger(log_dir, self.model, data.test_images)
@@ -260,6 +260,16 @@ class Pipeline:
         encode = self.model.encode_latents if space == "latents" else self.model.encode_tokens
         return torch.cat([encode(batch.to(self.device)) for batch in images.split(batch_size)])
 
+    def gathered_prior_inputs(self, images: Tensor, *, space: str, to_all: bool) -> Tensor | None:
+        """:meth:`prior_inputs` of ``images``, each process encoding its share; see ``gather_rows``.
+
+        In one process, simply :meth:`prior_inputs`; across processes the whole comes together on
+        rank 0 (``None`` elsewhere) or, with ``to_all``, on every process.
+        """
+        world = distributed.world_size()
+        share = images if world == 1 else images[distributed.rank() :: world]
+        return distributed.gather_rows(self.prior_inputs(share, space=space), len(images), to_all=to_all)
+
     def fit_prior(
         self,
         data: ImageDataset,
@@ -273,7 +283,13 @@ class Pipeline:
         ``prior_config`` goes to a prior given by name, e.g.
         ``fit_prior(data, "pixelcnn", conditional=True, epochs=5)``; a conditional prior learns
         ``p(codes | label)`` from ``data``'s labels so :meth:`sample` can take ``label=``.
+
+        Across processes (torchrun) each one encodes its share of the images; a prior that
+        :attr:`~vqtoolkit.priors.base.Prior.fits_on_every_rank` (pixelcnn) gets all the codes on
+        every process and trains with DDP, any other (gmm) is fitted on rank 0 and copied to the rest.
         """
+        distributed.init_from_env(self.device)
+        progress = progress and distributed.is_main()
         if prior is not None:
             shared = {"num_codes": self.model.quantizer.num_tokens}
             if prior_config.get("conditional"):
@@ -284,13 +300,22 @@ class Pipeline:
         self.check_prior_matches(self.prior)
         for p in self.model.parameters():
             p.requires_grad_(False)
-        inputs = self.prior_inputs(data.train_images, space=self.prior.space)
-        if progress:
-            shape = tuple(inputs.shape)
-            tqdm.write(
-                f"stage 2 · fitting {registry.name_of(self.prior)} prior on {shape} {self.prior.space}"
-            )
-        self.prior.fit(inputs, labels=data.train_labels, progress=progress)
+        images, labels = data.train_images, data.train_labels
+        rows = self.prior.fit_rows(len(images))
+        if rows is not None:  # the prior learns from a subsample: encode only those images
+            images, labels = images[rows], labels[rows]
+        every_rank = self.prior.fits_on_every_rank
+        inputs = self.gathered_prior_inputs(images, space=self.prior.space, to_all=every_rank)
+        if inputs is not None:  # None on the ranks that leave the fit to rank 0
+            if progress:
+                shape = tuple(inputs.shape)
+                tqdm.write(
+                    f"stage 2 · fitting {registry.name_of(self.prior)} prior on {shape} {self.prior.space}"
+                )
+            self.prior.fit(inputs, labels=labels, progress=progress)
+        if not every_rank:
+            prior_class = type(self.prior)
+            self.prior = distributed.broadcast_module(self.prior, lambda config: prior_class(**config))
         for p in self.model.parameters():
             p.requires_grad_(True)
         self.info.pop("prior_history", None)  # facts about a replaced prior must not linger
@@ -458,7 +483,10 @@ class Pipeline:
         return result
 
     def save(self, path: str | Path) -> Path:
-        """Write one ``.safetensors`` bundle (atomically); see :mod:`vqtoolkit.bundle`."""
+        """Write one ``.safetensors`` bundle (atomically); see :mod:`vqtoolkit.bundle`.
+
+        Across processes only rank 0 writes (the others hold the same weights and return the path).
+        """
         from vqtoolkit.bundle import save
 
-        return save(self, path)
+        return save(self, path) if distributed.is_main() else Path(path)

@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from vqtoolkit import checkpoint, metrics
+from vqtoolkit import checkpoint, distributed, metrics
+from vqtoolkit.atomic import atomic_write
 from vqtoolkit.devices import autocast, check_precision, resolve_device
 from vqtoolkit.errors import TrainingError, TrainingInterrupted
 from vqtoolkit.model import VQVAE
@@ -43,9 +44,23 @@ CALIBRATION_IMAGES = 1024
 
 
 @torch.inference_mode()
-def evaluate_autoencoder(model: VQVAE, images: Tensor, *, batch_size: int = 1024) -> dict[str, float]:
-    """Reconstruction MSE/PSNR and code usage of ``model`` on ``images``, counts over all of them."""
-    counts, squared_error = code_counts(model, images, batch_size=batch_size, with_error=True)
+def evaluate_autoencoder(
+    model: VQVAE, images: Tensor, *, batch_size: int = 1024, across_ranks: bool = False
+) -> dict[str, float]:
+    """Reconstruction MSE/PSNR and code usage of ``model`` on ``images``, counts over all of them.
+
+    ``across_ranks=True`` (every process must call it): each process scores its share of ``images``
+    and the counts and errors are summed, so the numbers are those of all images, found W times faster.
+    """
+    if across_ranks and distributed.is_distributed():
+        share = images[distributed.rank() :: distributed.world_size()]
+        counts, squared_error = code_counts(model, share, batch_size=batch_size, with_error=True)
+        device = next(model.parameters()).device
+        totals = torch.cat([counts.double(), torch.tensor([squared_error], dtype=torch.float64)]).to(device)
+        distributed.all_reduce_sum_(totals)
+        counts, squared_error = totals[:-1].round().long().cpu(), float(totals[-1])
+    else:
+        counts, squared_error = code_counts(model, images, batch_size=batch_size, with_error=True)
     mse = squared_error / images.numel()
     return {
         "mse": mse,
@@ -104,6 +119,12 @@ def train_autoencoder(
     ``log_path`` gets one JSON line per epoch; ``on_step`` is called after every optimizer step (e.g.
     :class:`~vqtoolkit.tensorboard.TensorBoardLogger`). ``channels_last`` stores images and weights NHWC (it
     measured slower for this small model on CPU, see docs/training.md; try it on a GPU with AMP).
+
+    Under ``torchrun`` (or any initialised process group) the model trains in
+    ``DistributedDataParallel``: ``batch_size`` stays the *global* batch, each process takes its
+    share of every batch (:func:`vqtoolkit.distributed.shard_batches`), metrics are summed over
+    processes, and only rank 0 writes the checkpoint and log (every rank reads the checkpoint to
+    resume). Ctrl-C or SIGTERM on any rank stops all of them after the same step. See docs/distributed.md.
     """
     # -- settle everything that can be wrong before the first step -----------------------------------
     if epochs < 1 or batch_size < 1 or lr <= 0:
@@ -112,6 +133,9 @@ def train_autoencoder(
     if resume and checkpoint_path is None:
         raise TrainingError("resume=True needs a checkpoint_path to resume from")
     device = next(model.parameters()).device if device is None else resolve_device(device)
+    device = distributed.init_from_env(device)  # joins torchrun's process group, if launched by it
+    main = distributed.is_main()  # rank 0 writes files and shows progress; the others train quietly
+    progress = progress and main
     precision = check_precision(precision, device)
     model.check_images(train_images[:1])
     if test_images is not None:
@@ -134,7 +158,7 @@ def train_autoencoder(
         "precision": precision,
         "train_images": list(train_images.shape),
     }
-    save_checkpoint = checkpoint_writer(checkpoint_path, model, optimizer, scaler, settings)
+    save_checkpoint = checkpoint_writer(checkpoint_path if main else None, model, optimizer, scaler, settings)
     if resume and checkpoint_path is not None:  # resume without a path was refused above
         position = checkpoint.load(
             Path(checkpoint_path), model=model, optimizer=optimizer, scaler=scaler, settings=settings
@@ -151,22 +175,26 @@ def train_autoencoder(
             calibrate_output_mean(model, train_images[:CALIBRATION_IMAGES])
     history = position.history
     step = position.step
-    total_steps = epochs * -(-len(train_images) // batch_size)
+    total_steps = epochs * distributed.batches_per_epoch(len(train_images), batch_size)
     sum_dtype = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
+    log_path = log_path if main else None
     write_log(log_path, history)
+    network = distributed.wrap(model, device)  # DDP across processes; the model itself in one
 
     # -- the loop ------------------------------------------------------------------------------------
     model.train()
     with stop_requests(enabled=checkpoint_path is not None) as stop:
         for epoch in range(position.epoch, epochs + 1):
             shuffle_state = generator.get_state()
-            batches = torch.randperm(len(train_images), generator=generator).to(device).split(batch_size)
+            order = torch.randperm(len(train_images), generator=generator).to(device)
+            batches = distributed.shard_batches(order, batch_size)  # all of them in one process
             resuming = epoch == position.epoch and position.batches_done > 0
             first = position.batches_done if resuming else 0
-            partial = position.partial if resuming else {"recon": 0.0, "vq": 0.0, "seconds": 0.0}
+            # a checkpoint's partial sums are over all ranks: rank 0 resumes them, the others restart at 0
+            partial = position.partial if resuming and main else {"recon": 0.0, "vq": 0.0, "seconds": 0.0}
             counts = (
                 position.counts
-                if resuming and position.counts is not None
+                if resuming and main and position.counts is not None
                 else torch.zeros(model.quantizer.num_codes, dtype=torch.long, device=device)
             )
             # running sums stay tensors (no sync per step) and restart from the saved values on resume,
@@ -187,7 +215,7 @@ def train_autoencoder(
             for i in bar:
                 x = train_images[batches[i]]
                 with autocast(device, precision):
-                    out = model(x)
+                    out = network(x)
                     recon_loss = F.mse_loss(out.reconstruction.float(), x)
                     loss = recon_loss + out.quantizer.loss.float()
                 step += 1
@@ -213,21 +241,25 @@ def train_autoencoder(
                         "vq": out.quantizer.loss.detach(),
                     }
                     on_step(step, {**losses, "lr": optimizer.param_groups[0]["lr"]})
-                if stop.requested:  # Ctrl-C: save where we are (mid-epoch) and say how to go on
+                if distributed.any_rank(stop.requested):  # Ctrl-C/SIGTERM: save, say how to go on
+                    distributed.all_reduce_sum_(recon_sum, vq_sum, counts)
                     seconds = partial["seconds"] + time.perf_counter() - started
                     sums = {"recon": float(recon_sum), "vq": float(vq_sum), "seconds": seconds}
                     here = checkpoint.Position(epoch, i + 1, step, shuffle_state, history, sums, counts)
                     save_checkpoint(here)
+                    distributed.barrier()  # the checkpoint is complete before any rank exits
                     raise TrainingInterrupted(
                         f"interrupted at epoch {epoch}, batch {i + 1}/{len(batches)}; checkpoint saved to "
                         f"{checkpoint_path}. Run the same command with --resume to continue."
                     )
             seconds = partial["seconds"] + time.perf_counter() - started
+            distributed.all_reduce_sum_(recon_sum, vq_sum, counts)  # epoch metrics over every rank's share
+            seen = sum(len(b) for b in batches) * distributed.world_size()  # len(train_images) in one process
             record: dict[str, Any] = {
                 "epoch": epoch,
                 "step": step,
-                "train_recon": float(recon_sum) / len(train_images),
-                "train_vq": float(vq_sum) / len(train_images),
+                "train_recon": float(recon_sum) / seen,
+                "train_vq": float(vq_sum) / seen,
                 "train_perplexity": metrics.perplexity(counts),
                 "train_codes_used": metrics.codes_used(counts),
                 "train_dead_codes": metrics.dead_codes(counts),
@@ -235,10 +267,11 @@ def train_autoencoder(
                 "images_per_s": len(train_images) / max(seconds, 1e-9),
             }
             if test_images is not None:
-                record.update({f"test_{k}": v for k, v in evaluate_autoencoder(model, test_images).items()})
+                scores = evaluate_autoencoder(model, test_images, across_ranks=True)
+                record.update({f"test_{k}": v for k, v in scores.items()})
             history.append(record)
             save_checkpoint(checkpoint.Position(epoch + 1, 0, step, generator.get_state(), history))
-            write_log(log_path, [record], append=True)
+            write_log(log_path, history)
             if progress:
                 tqdm.write(format_epoch(record, epochs))
             if on_epoch_end is not None:
@@ -293,27 +326,27 @@ def checkpoint_writer(
     return save
 
 
-def write_log(path: str | Path | None, records: list[dict[str, Any]], *, append: bool = False) -> None:
-    """Metrics as JSON lines (one per epoch); a fresh or resumed run rewrites the file from its history."""
-    if path is None:
-        return
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a" if append else "w", encoding="utf-8") as f:
-        for record in records:
-            f.write(json.dumps(record) + "\n")
+def write_log(path: str | Path | None, records: list[dict[str, Any]]) -> None:
+    """Metrics as JSON lines (one per epoch), rewritten whole and atomically from the history so far."""
+    if path is not None:
+        atomic_write(Path(path), "".join(json.dumps(record) + "\n" for record in records).encode())
 
 
 class _StopFlag:
     requested = False
 
 
+#: Signals that ask training to stop cleanly: Ctrl-C, and SIGTERM (sent by torchrun, SLURM and kill).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 @contextlib.contextmanager
 def stop_requests(*, enabled: bool) -> Iterator[_StopFlag]:
-    """Turn the first Ctrl-C into a request to stop cleanly.
+    """Turn the first Ctrl-C or SIGTERM into a request to stop cleanly.
 
-    While active, the first Ctrl-C only sets ``requested`` (the loop saves and stops after the step);
-    a second Ctrl-C interrupts at once. Signal handlers exist only in the main thread.
+    While active, the first signal only sets ``requested`` (the loop saves and stops after the step,
+    on every rank at once under torchrun, which forwards the signal to each process); a second one
+    interrupts at once. Signal handlers exist only in the main thread.
     """
     flag = _StopFlag()
     if not enabled or threading.current_thread() is not threading.main_thread():
@@ -324,13 +357,16 @@ def stop_requests(*, enabled: bool) -> Iterator[_StopFlag]:
         if flag.requested:
             raise KeyboardInterrupt
         flag.requested = True
-        tqdm.write("Ctrl-C: finishing this step and saving a checkpoint (press again to stop at once)")
+        if distributed.is_main():
+            name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+            tqdm.write(f"{name}: finishing this step and saving a checkpoint (press Ctrl-C to stop at once)")
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
     try:
         yield flag
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, before in previous.items():
+            signal.signal(signum, before)
 
 
 def format_epoch(record: dict[str, Any], epochs: int) -> str:

@@ -33,6 +33,11 @@ class Prior(Component):
     kind = "prior"
     space: ClassVar[Space] = "indices"
     has_likelihood: ClassVar[bool] = False
+    #: Under torch.distributed: ``True`` for priors trained by gradient steps, which ``fit`` on every
+    #: process with the whole data, sharding batches and averaging gradients themselves
+    #: (:func:`vqtoolkit.distributed.shard_batches`, :func:`~vqtoolkit.distributed.wrap`);
+    #: ``False`` (closed-form fits such as gmm): fitted on rank 0 alone, then copied to every process.
+    fits_on_every_rank: ClassVar[bool] = False
     conditional: bool = False
     fitted: Tensor
 
@@ -48,6 +53,14 @@ class Prior(Component):
     def fit(self, data: Tensor, labels: Tensor | None = None, *, progress: bool = True) -> Prior:
         """Learn the distribution of ``data``; returns ``self``."""
         raise NotImplementedError
+
+    def fit_rows(self, n: int) -> Tensor | None:
+        """Which of ``n`` rows ``fit`` would learn from, in order (``None``: all of them).
+
+        A prior that fits on a subsample says so here, so the pipeline encodes (and, across
+        processes, gathers) only those images; given exactly these rows, ``fit`` uses them all.
+        """
+        return None
 
     def sample(
         self,

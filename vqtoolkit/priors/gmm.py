@@ -103,10 +103,10 @@ class GMMPrior(Prior):
                 f"{tuple(data.shape)} {data.dtype}. Index priors (categorical, pixelcnn) fit indices."
             )
         cfg = self._config
-        rng = np.random.default_rng(cfg["seed"])
         flat = rearrange(data.detach().float().cpu(), "n ... -> n (...)").numpy()
-        if len(flat) > cfg["max_fit_samples"]:
-            flat = flat[rng.choice(len(flat), cfg["max_fit_samples"], replace=False)]
+        rows = self.fit_rows(len(flat))
+        if rows is not None:
+            flat = flat[rows.numpy()]
         dims = min(cfg["pca_dim"], flat.shape[0] - 1, flat.shape[1])
         components = min(cfg["n_components"], flat.shape[0])
         if dims < 1:
@@ -129,6 +129,13 @@ class GMMPrior(Prior):
         self.scale_tril.copy_(torch.linalg.cholesky(torch.from_numpy(covariances)))
         self.fitted.fill_(True)
         return self
+
+    def fit_rows(self, n: int) -> Tensor | None:
+        """A seeded random ``max_fit_samples`` of ``n`` rows (``None`` when ``n`` is not more)."""
+        limit = self._config["max_fit_samples"]
+        if n <= limit:
+            return None
+        return torch.from_numpy(np.random.default_rng(self._config["seed"]).choice(n, limit, replace=False))
 
     @torch.no_grad()
     def sample(

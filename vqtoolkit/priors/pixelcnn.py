@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from vqtoolkit import distributed
 from vqtoolkit.component import check_positive
 from vqtoolkit.errors import ConfigError, TrainingError
 from vqtoolkit.priors.base import IndexPrior
@@ -149,7 +150,13 @@ class PixelCNNPrior(IndexPrior):
     ``epochs=None`` trains for about :data:`AUTO_STEPS` optimizer steps (2 to 50 epochs): 3 epochs
     on MNIST, 50 on the small ``digits`` set. With ``kernel_size=3`` each layer reaches one more
     row up and one more column left, so the default 6 layers cover a whole 7×7 grid.
+
+    Under torch.distributed every process fits on all the grids: ``batch_size`` is the global batch,
+    each process trains on its share of it in ``DistributedDataParallel``, and the held-out score
+    (computed whole on every process) picks the same best epoch everywhere.
     """
+
+    fits_on_every_rank = True
 
     def __init__(
         self,
@@ -212,16 +219,18 @@ class PixelCNNPrior(IndexPrior):
         order = torch.randperm(len(data), generator=generator).to(device)
         n_val = max(1, int(len(data) * c["val_fraction"]))
         val, train = order[:n_val], order[n_val:]
-        per_epoch = math.ceil(len(train) / c["batch_size"])
+        per_epoch = distributed.batches_per_epoch(len(train), c["batch_size"])
         epochs = c["epochs"] or min(50, max(2, round(AUTO_STEPS / per_epoch)))
         optimizer = torch.optim.Adam(self.net.parameters(), lr=c["lr"])
         steps = epochs * per_epoch
         schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=c["lr"], total_steps=steps)
         best = (math.inf, copy.deepcopy(self.net.state_dict()))
         self.history = []
+        net = distributed.wrap(self.net, device)  # DDP across processes: gradients averaged
         for epoch in range(1, epochs + 1):
             self.net.train()
-            batches = train[torch.randperm(len(train), generator=generator).to(device)].split(c["batch_size"])
+            order = train[torch.randperm(len(train), generator=generator).to(device)]
+            batches = distributed.shard_batches(order, c["batch_size"])  # this process's share
             bar = tqdm(
                 batches,
                 desc=f"stage 2 · pixelcnn epoch {epoch}/{epochs}",
@@ -232,7 +241,7 @@ class PixelCNNPrior(IndexPrior):
             )
             total = 0.0
             for batch in bar:
-                loss = self._nats_per_code(data[batch], None if labels is None else labels[batch])
+                loss = self._nats_per_code(data[batch], None if labels is None else labels[batch], net)
                 if not torch.isfinite(loss):
                     raise TrainingError(
                         f"pixelcnn loss became {float(loss)} in epoch {epoch}: lower lr (now {c['lr']})"
@@ -242,9 +251,10 @@ class PixelCNNPrior(IndexPrior):
                 optimizer.step()
                 schedule.step()
                 total += float(loss.detach()) * len(batch)
+            seen = sum(len(b) for b in batches) * distributed.world_size()  # len(train) in one process
             record = {
                 "epoch": epoch,
-                "train_bits_per_code": total / len(train) / math.log(2),
+                "train_bits_per_code": distributed.sum_over_ranks(total) / seen / math.log(2),
                 "val_bits_per_code": self._held_out_bits(data[val], None if labels is None else labels[val]),
             }
             self.history.append(record)
@@ -258,8 +268,8 @@ class PixelCNNPrior(IndexPrior):
         self.net.load_state_dict(best[1])
         self.net.eval()
 
-    def _nats_per_code(self, indices: Tensor, labels: Tensor | None) -> Tensor:
-        return F.cross_entropy(self.net(indices, labels), indices)
+    def _nats_per_code(self, indices: Tensor, labels: Tensor | None, net: nn.Module | None = None) -> Tensor:
+        return F.cross_entropy((net or self.net)(indices, labels), indices)
 
     @torch.inference_mode()
     def _held_out_bits(self, indices: Tensor, labels: Tensor | None) -> float:
