@@ -87,6 +87,12 @@ def stage1_options(command: F) -> F:
             help="Resize images to this square size [default: as stored; 32 for --data folder].",
         ),
         click.option(
+            "--stream/--no-stream",
+            default=None,
+            help="--data folder: read images from disk batch by batch (DataLoader workers) instead of "
+            "into memory [default: stream when they would not fit comfortably in RAM].",
+        ),
+        click.option(
             "--epochs",
             type=click.IntRange(min=1),
             default=None,
@@ -201,6 +207,7 @@ def train_stage1(
     dataset: str,
     data_root: Path | None,
     image_size: int | None,
+    stream: bool | None,
     epochs: int | None,
     num_codes: int | None,
     dim: int,
@@ -225,6 +232,7 @@ def train_stage1(
     """
     from vqtoolkit import distributed, plots
     from vqtoolkit.devices import check_precision, resolve_device
+    from vqtoolkit.streaming import as_tensor
     from vqtoolkit.train import code_counts
 
     torch_device = resolve_device(device)  # bad device or precision: fail before loading anything
@@ -233,7 +241,7 @@ def train_stage1(
     main = distributed.is_main()
     quiet = quiet or not main
     torch.manual_seed(seed)
-    data = load_dataset(dataset, data_root, seed=seed, image_size=image_size)
+    data = load_dataset(dataset, data_root, seed=seed, image_size=image_size, stream=stream)
     num_codes = data.default_num_codes if num_codes is None else num_codes
     pipe = vqtoolkit.build(
         encoder,
@@ -284,7 +292,7 @@ def train_stage1(
     pipe.model.cpu()  # stage 2, grids and the bundle run on the CPU (scikit-learn priors live there)
     if not main:
         return pipe, data, files
-    originals = data.test_images[:32]
+    originals = as_tensor(data.test_images[:32])
     files["reconstructions"] = save_grid(
         torch.cat([originals, pipe.reconstruct(originals)]), beside(output, "reconstructions.png"), nrow=8
     )
@@ -618,7 +626,9 @@ def reconstruct(
       vqtool reconstruct vqtool-out/model.safetensors -n 16 -o recon.png
     """
     pipe = vqtoolkit.load(bundle)
-    originals = _bundle_dataset(pipe, dataset, data_root).test_images[:num_images]
+    from vqtoolkit.streaming import as_tensor
+
+    originals = as_tensor(_bundle_dataset(pipe, dataset, data_root).test_images[:num_images])
     recon = pipe.reconstruct(originals)
     images = recon if output.suffix == ".npy" else torch.cat([originals, recon])
     save_grid(images, output, nrow=min(8, len(originals)))

@@ -4,7 +4,8 @@
 torchvision, offline from a ``root``; ``folder``, any directory of images, resized.
 
 Images are float32 ``(N, C, H, W)`` in [0, 1]; keeping them as one tensor makes a batch a single
-index operation instead of per-sample Python work.
+index operation instead of per-sample Python work. A folder too large for memory is streamed
+instead (:mod:`vqtoolkit.streaming`): read batch by batch from the files by ``DataLoader`` workers.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from vqtoolkit.errors import DataError
+from vqtoolkit.streaming import Images, StreamedImages, all_grey, default_workers, read_image, should_stream
+from vqtoolkit.streaming import to_tensor as pictures_to_tensor
 
 if TYPE_CHECKING:  # torchvision's datasets are imported lazily: they are slow to import
     from torchvision.datasets import MNIST
@@ -31,9 +34,10 @@ class ImageDataset:
     """Train and held-out test images with integer labels."""
 
     name: str
-    train_images: Tensor
+    #: A tensor, or :class:`~vqtoolkit.streaming.StreamedImages` for a folder read on demand.
+    train_images: Images
     train_labels: Tensor
-    test_images: Tensor
+    test_images: Images
     test_labels: Tensor
     num_classes: int
     #: Stage-1 epochs that give a good model on this dataset (the CLI's default).
@@ -144,20 +148,23 @@ def load_cifar10(root: str | Path | None = None, *, seed: int = 0) -> ImageDatas
     )
 
 
-#: PIL modes read as one grey channel; anything else becomes RGB.
-GREY_MODES = {"1", "L", "I", "I;16", "F"}
-
-
 def load_folder(
-    root: str | Path | None = None, *, seed: int = 0, image_size: int = 32, test_fraction: float = 0.1
+    root: str | Path | None = None,
+    *,
+    seed: int = 0,
+    image_size: int = 32,
+    test_fraction: float = 0.1,
+    stream: bool | None = None,
+    workers: int | None = None,
 ) -> ImageDataset:
     """Every image under ``root``, resized to ``image_size``² and split into train/test by ``seed``.
 
     Images in class sub-folders (``root/cat/1.png``, torchvision's ImageFolder layout) get those
     classes as labels; images directly in ``root`` get label 0. All-greyscale folders load as one
-    channel, anything else as RGB.
+    channel, anything else as RGB. ``stream=True`` leaves the images on disk, to be read batch by
+    batch by ``workers`` ``DataLoader`` processes; ``None`` streams when they would not fit
+    comfortably in memory (:func:`~vqtoolkit.streaming.should_stream`). Same pixels either way.
     """
-    from PIL import Image, UnidentifiedImageError
     from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
     if root is None:
@@ -178,19 +185,21 @@ def load_folder(
             f"found {len(samples)} image(s) under {root}; the folder dataset needs at least 2 files with "
             f"extensions {', '.join(IMG_EXTENSIONS)}, either in {root} or in class sub-folders of it"
         )
-    pictures, grey = [], True
-    reading = tqdm(samples, desc="reading images", unit="image", disable=len(samples) < 2000, leave=False)
-    for path, _ in reading:
-        try:
-            with Image.open(path) as img:
-                grey &= img.mode in GREY_MODES
-                rgb = img.convert("RGB")
-                pictures.append(rgb.resize((image_size, image_size), Image.Resampling.BILINEAR))
-        except (UnidentifiedImageError, OSError) as err:
-            raise DataError(f"cannot read {path} as an image ({err}); remove it or fix it") from err
-    images = torch.from_numpy(np.stack([np.asarray(p) for p in pictures])).permute(0, 3, 1, 2)
-    images = images[:, :1] if grey else images
-    images = images.float().div_(255.0).contiguous()
+    paths = [path for path, _ in samples]
+    images: Images
+    if stream if stream is not None else should_stream(len(paths), image_size):
+        channels = 1 if all_grey(paths) else 3
+        images = StreamedImages(
+            paths, image_size=image_size, channels=channels, workers=workers or default_workers()
+        )
+    else:
+        pictures, grey = [], True
+        reading = tqdm(paths, desc="reading images", unit="image", disable=len(paths) < 2000, leave=False)
+        for path in reading:
+            picture, is_grey = read_image(path, image_size)
+            pictures.append(picture)
+            grey &= is_grey
+        images = pictures_to_tensor(np.stack(pictures), 1 if grey else 3)
     labels = torch.tensor([label for _, label in samples], dtype=torch.long)
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
     n_test = min(len(images) - 1, max(1, round(len(images) * test_fraction)))
@@ -216,18 +225,27 @@ DATASETS: dict[str, Callable[..., ImageDataset]] = {
 
 
 def load_dataset(
-    name: str = "digits", root: str | Path | None = None, *, seed: int = 0, image_size: int | None = None
+    name: str = "digits",
+    root: str | Path | None = None,
+    *,
+    seed: int = 0,
+    image_size: int | None = None,
+    stream: bool | None = None,
 ) -> ImageDataset:
     """Load a dataset by name (``digits`` needs no files; the others read ``root``).
 
     ``image_size`` resizes every image to that square size (``folder`` defaults to 32).
+    ``stream`` (``folder`` only) reads the images from disk batch by batch instead of into memory;
+    ``None`` decides by size (:func:`load_folder`).
     """
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; available: {', '.join(DATASETS)}")
     if image_size is not None and image_size < 1:
         raise DataError(f"image_size must be >= 1; got {image_size}")
     if name == "folder":
-        return load_folder(root, seed=seed, image_size=image_size or 32)
+        return load_folder(root, seed=seed, image_size=image_size or 32, stream=stream)
+    if stream:
+        raise DataError(f"only --data folder streams from disk; {name} is read into memory (drop --stream)")
     data = DATASETS[name](root, seed=seed)
     if image_size is not None and data.image_shape[1:] != (image_size, image_size):
         for split in ("train_images", "test_images"):

@@ -24,6 +24,7 @@ from vqtoolkit.model import VQVAE
 from vqtoolkit.priors.base import Prior
 from vqtoolkit.quantize.base import Quantizer
 from vqtoolkit.schedule import DEFAULT_LR, DEFAULT_SCHEDULE
+from vqtoolkit.streaming import Images
 from vqtoolkit.train import evaluate_autoencoder, train_autoencoder
 
 #: The ``Pipeline.info`` keys that describe how stage 1 was trained (what ``inspect`` and reports show).
@@ -254,13 +255,13 @@ class Pipeline:
         return history
 
     @torch.inference_mode()
-    def prior_inputs(self, images: Tensor, *, space: str, batch_size: int = 1024) -> Tensor:
+    def prior_inputs(self, images: Images, *, space: str, batch_size: int = 1024) -> Tensor:
         """What a prior of ``space`` fits on: encoder latents or code indices of ``images``."""
         self.model.eval()
         encode = self.model.encode_latents if space == "latents" else self.model.encode_tokens
         return torch.cat([encode(batch.to(self.device)) for batch in images.split(batch_size)])
 
-    def gathered_prior_inputs(self, images: Tensor, *, space: str, to_all: bool) -> Tensor | None:
+    def gathered_prior_inputs(self, images: Images, *, space: str, to_all: bool) -> Tensor | None:
         """:meth:`prior_inputs` of ``images``, each process encoding its share; see ``gather_rows``.
 
         In one process, simply :meth:`prior_inputs`; across processes the whole comes together on
@@ -443,7 +444,7 @@ class Pipeline:
 
     @torch.inference_mode()
     def prior_nll(
-        self, images: Tensor, labels: Tensor | None = None, *, batch_size: int = 1024
+        self, images: Images, labels: Tensor | None = None, *, batch_size: int = 1024
     ) -> float | None:
         """Held-out NLL of the prior in bits per code, or ``None`` where it has no index likelihood.
 
@@ -464,7 +465,7 @@ class Pipeline:
         )
         return bits_per_code(total, indices.numel())
 
-    def prior_metrics(self, images: Tensor, labels: Tensor | None = None) -> dict[str, float | None]:
+    def prior_metrics(self, images: Images, labels: Tensor | None = None) -> dict[str, float | None]:
         """The prior's held-out bits per code, marginal and (when labels are given) per label.
 
         ``prior_bits_per_code`` is marginal, comparable across priors (``None`` for latent priors
@@ -476,7 +477,7 @@ class Pipeline:
             result["prior_bits_per_code_given_label"] = self.prior_nll(images, labels)
         return result
 
-    def evaluate(self, images: Tensor, labels: Tensor | None = None) -> dict[str, Any]:
+    def evaluate(self, images: Images, labels: Tensor | None = None) -> dict[str, Any]:
         """Held-out reconstruction MSE/PSNR, perplexity, codes used and the prior's bits per code."""
         result: dict[str, Any] = dict(evaluate_autoencoder(self.model, images))
         result.update(self.prior_metrics(images, labels))

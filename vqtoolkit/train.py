@@ -35,6 +35,7 @@ from vqtoolkit.devices import autocast, check_precision, resolve_device
 from vqtoolkit.errors import TrainingError, TrainingInterrupted
 from vqtoolkit.model import VQVAE
 from vqtoolkit.schedule import DEFAULT_LR, DEFAULT_SCHEDULE, check_schedule, lr_at
+from vqtoolkit.streaming import Images, as_tensor, image_batches
 
 EpochCallback = Callable[[dict[str, Any]], None]
 #: ``on_step(step, values)``: the step's ``loss``, ``recon``, ``vq`` (detached tensors) and ``lr``.
@@ -45,7 +46,7 @@ CALIBRATION_IMAGES = 1024
 
 @torch.inference_mode()
 def evaluate_autoencoder(
-    model: VQVAE, images: Tensor, *, batch_size: int = 1024, across_ranks: bool = False
+    model: VQVAE, images: Images, *, batch_size: int = 1024, across_ranks: bool = False
 ) -> dict[str, float]:
     """Reconstruction MSE/PSNR and code usage of ``model`` on ``images``, counts over all of them.
 
@@ -71,7 +72,7 @@ def evaluate_autoencoder(
 
 
 @torch.inference_mode()
-def code_counts(model: VQVAE, images: Tensor, *, batch_size: int = 1024, with_error: bool = False) -> Any:
+def code_counts(model: VQVAE, images: Images, *, batch_size: int = 1024, with_error: bool = False) -> Any:
     """How often each code is chosen for ``images`` (K,), and the summed squared error if asked."""
     was_training = model.training
     model.eval()
@@ -89,8 +90,8 @@ def code_counts(model: VQVAE, images: Tensor, *, batch_size: int = 1024, with_er
 
 def train_autoencoder(
     model: VQVAE,
-    train_images: Tensor,
-    test_images: Tensor | None = None,
+    train_images: Images,
+    test_images: Images | None = None,
     *,
     epochs: int,
     batch_size: int = 128,
@@ -137,9 +138,9 @@ def train_autoencoder(
     main = distributed.is_main()  # rank 0 writes files and shows progress; the others train quietly
     progress = progress and main
     precision = check_precision(precision, device)
-    model.check_images(train_images[:1])
+    model.check_images(as_tensor(train_images[:1]))
     if test_images is not None:
-        model.check_images(test_images[:1])
+        model.check_images(as_tensor(test_images[:1]))
     layout = torch.channels_last if channels_last else torch.contiguous_format
     model.to(device)
     model.to(memory_format=layout)
@@ -172,7 +173,7 @@ def train_autoencoder(
     else:
         position = checkpoint.Position(epoch=1, batches_done=0, step=0, shuffle_state=generator.get_state())
         if start_at_mean:
-            calibrate_output_mean(model, train_images[:CALIBRATION_IMAGES])
+            calibrate_output_mean(model, as_tensor(train_images[:CALIBRATION_IMAGES]).to(device))
     history = position.history
     step = position.step
     total_steps = epochs * distributed.batches_per_epoch(len(train_images), batch_size)
@@ -212,8 +213,9 @@ def train_autoencoder(
                 leave=False,
                 dynamic_ncols=True,
             )
-            for i in bar:
-                x = train_images[batches[i]]
+            # in memory: one index operation per batch; streamed: DataLoader workers read ahead
+            for i, x in zip(bar, image_batches(train_images, batches[first:]), strict=True):
+                x = x.to(device, non_blocking=True, memory_format=layout)
                 with autocast(device, precision):
                     out = network(x)
                     recon_loss = F.mse_loss(out.reconstruction.float(), x)
