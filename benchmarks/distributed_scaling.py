@@ -1,0 +1,123 @@
+"""Data-parallel scaling of stage 1: 1 process × 1 thread against 2 processes × 1 thread, same run.
+
+Both train the same model (``conv`` → ``ema`` K=512, D=64 → ``conv``, vqtoolkit's defaults) on real
+MNIST for the same epochs, from the same seed, with the same *global* batch (``--batch-size``; each of
+the 2 processes takes half of every batch, so both runs take the same optimizer steps on the same
+images and keep the same learning rate). Each configuration starts as fresh processes exactly as
+torchrun starts them (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` ... in the environment, ``gloo`` on
+CPU), one thread each. Images/s is the training loop's own figure for the last epoch (train images
+over the wall-clock seconds of its steps, rank 0's clock; evaluation excluded); test MSE is on all
+10 000 MNIST test images after the last epoch.
+
+Targets: ≥ 1.7× the images/s with 2 processes, and test MSE within 5 % of the single process.
+Needs 2 free cores to mean anything: on a shared machine the ratio measures the neighbours.
+
+    python benchmarks/distributed_scaling.py --data-root ../shared/data --epochs 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.multiprocessing as mp
+
+SPEED_TARGET = 1.7
+MSE_TOLERANCE = 0.05
+
+
+def worker(rank: int, world: int, port: int, args: dict[str, Any], out: str) -> None:
+    """One training process, set up as torchrun sets one up; rank 0 writes the history."""
+    os.environ.update(
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_WORLD_SIZE=str(world),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
+    torch.set_num_threads(1)
+    import vqtoolkit
+    from vqtoolkit.train import train_autoencoder
+
+    data = vqtoolkit.load_dataset("mnist", args["data_root"], seed=args["seed"])
+    train = data.train_images[: args["train_images"]] if args["train_images"] else data.train_images
+    torch.manual_seed(args["seed"])
+    pipe = vqtoolkit.build("conv", "ema", "conv", None, dim=64, num_codes=512)
+    history = train_autoencoder(
+        pipe.model,
+        train,
+        data.test_images,
+        epochs=args["epochs"],
+        batch_size=args["batch_size"],
+        seed=args["seed"],
+        progress=False,
+        device="cpu",
+    )
+    if rank == 0:
+        Path(out).write_text(json.dumps(history))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run(world: int, args: dict[str, Any]) -> dict[str, Any]:
+    """Train with ``world`` processes; the last epoch's record."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = str(Path(tmp) / "history.json")
+        mp.spawn(worker, args=(world, free_port(), args, out), nprocs=world, join=True)
+        history = json.loads(Path(out).read_text())
+    return {"processes": world, "threads": 1, **history[-1]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-root", default="../shared/data")
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=128, help="global batch, split over the processes")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--train-images", type=int, default=0, help="train on the first N images only (0: all 60 000)"
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    args = vars(parser.parse_args())
+
+    single, double = run(1, args), run(2, args)
+    speedup = double["images_per_s"] / single["images_per_s"]
+    mse_change = double["test_mse"] / single["test_mse"] - 1
+    result = {
+        "settings": args,
+        "runs": [single, double],
+        "speedup": speedup,
+        "speedup_target": SPEED_TARGET,
+        "speedup_met": speedup >= SPEED_TARGET,
+        "test_mse_change": mse_change,
+        "test_mse_tolerance": MSE_TOLERANCE,
+        "test_mse_met": abs(mse_change) <= MSE_TOLERANCE,
+    }
+    if args["json"]:
+        print(json.dumps(result, indent=2))
+        return
+    print(f"MNIST, {args['epochs']} epoch(s), global batch {args['batch_size']}, seed {args['seed']}")
+    verdict = {True: "met", False: "NOT met"}
+    print(f"{'processes × threads':<22}{'images/s':>10}{'test MSE':>11}{'train s':>10}")
+    for r in (single, double):
+        rate, mse, seconds = r["images_per_s"], r["test_mse"], r["seconds"]
+        print(f"{r['processes']} × {r['threads']:<18}{rate:>10.0f}{mse:>11.5f}{seconds:>10.1f}")
+    print(
+        f"speed-up {speedup:.2f}× (target ≥ {SPEED_TARGET}×: {verdict[result['speedup_met']]}); "
+        f"test MSE {mse_change:+.1%} (target within ±{MSE_TOLERANCE:.0%}: {verdict[result['test_mse_met']]})"
+    )
+
+
+if __name__ == "__main__":
+    main()
