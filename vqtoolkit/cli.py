@@ -558,8 +558,12 @@ def fit_prior(
     options = _parse_options(prior_options)
     if conditional:
         options["conditional"] = True
-    pipe.fit_prior(data, prior, progress=not quiet, **options)
-    pipe.save(output)
+    from vqtoolkit import distributed
+
+    pipe.fit_prior(data, prior, progress=not quiet, **options)  # under torchrun: every process
+    pipe.save(output)  # rank 0 writes
+    if not distributed.is_main():
+        return
     nll = pipe.info["metrics"].get("test_prior_bits_per_code")
     score = f"held-out {nll:.4f} bits/code" if nll is not None else "no index likelihood (a latent prior)"
     click.echo(f"{prior} prior: {score}\nbundle: {output}")
