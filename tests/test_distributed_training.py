@@ -60,8 +60,8 @@ def tiny_pipeline() -> vqtoolkit.Pipeline:
     )
 
 
-def worker(rank: int, port: int, tmp: str, scenario: str) -> None:
-    """One process of a 2-process run, set up as torchrun sets one up."""
+def set_torchrun_environment(rank: int, port: int) -> None:
+    """What torchrun gives each of 2 processes on one machine (and one thread each)."""
     os.environ.update(
         RANK=str(rank),
         LOCAL_RANK=str(rank),
@@ -71,6 +71,11 @@ def worker(rank: int, port: int, tmp: str, scenario: str) -> None:
         MASTER_PORT=str(port),
     )
     torch.set_num_threads(1)
+
+
+def worker(rank: int, port: int, tmp: str, scenario: str) -> None:
+    """One process of a 2-process run, set up as torchrun sets one up."""
+    set_torchrun_environment(rank, port)
     data, pipe = tiny_digits(), tiny_pipeline()
     # "full" gives each rank its own paths, so a rank that writes shows up; the others share one
     # (interrupt and resume: every rank reads the same checkpoint)
@@ -168,3 +173,41 @@ def test_a_run_stopped_on_one_rank_stops_on_all_and_resumes_exactly(tmp_path: Pa
     resumed0, resumed1 = states(tmp_path, "resume")
     assert_same(resumed0, resumed1)
     assert_same(resumed0, states(tmp_path, "uninterrupted")[0])
+
+
+def cli_worker(rank: int, port: int, tmp: str) -> None:
+    """``vqtool build`` in one process of a 2-process launch, its stdout captured per rank."""
+    import contextlib
+    import io
+
+    from vqtoolkit.cli import main
+
+    set_torchrun_environment(rank, port)
+    out = io.StringIO()
+    args = ["build", "--prior", "gmm", "--epochs", "1", "--num-codes", "16", "--dim", "8", "--device", "cpu"]
+    with contextlib.redirect_stdout(out):
+        main([*args, "-o", f"{tmp}/cli/model.safetensors"], standalone_mode=False)
+    Path(f"{tmp}/stdout-rank{rank}.txt").write_text(out.getvalue())
+
+
+@pytest.mark.slow  # the CLI end to end on the digits, two processes: about half a minute
+def test_vqtool_build_under_two_processes_writes_one_set_of_files(tmp_path: Path) -> None:
+    mp.spawn(cli_worker, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
+    assert "test mse" in (tmp_path / "stdout-rank0.txt").read_text()
+    assert (tmp_path / "stdout-rank1.txt").read_text() == ""
+    names = {p.name for p in (tmp_path / "cli").iterdir()}
+    assert names == {
+        f"model{suffix}"
+        for suffix in (
+            ".safetensors",
+            "-checkpoint.safetensors",
+            "-metrics.jsonl",
+            "-reconstructions.png",
+            "-training.png",
+            "-codes.png",
+            "-samples.png",
+        )
+    }
+    pipe = vqtoolkit.load(tmp_path / "cli" / "model.safetensors")
+    assert pipe.info["world_size"] == 2
+    assert pipe.sample(2, generator=torch.Generator().manual_seed(0)).shape == (2, 1, 28, 28)
