@@ -56,6 +56,7 @@ def tiny_pipeline() -> vqtoolkit.Pipeline:
         dim=8,
         num_codes=16,
         encoder_config={"hidden_channels": [8, 8]},
+        quantizer_config={"revive_after": 2},  # k-means init (the default) and revival within a few steps
         decoder_config={"hidden_channels": [8, 8]},
         prior_config={"epochs": 1, "channels": 8, "layers": 2, "batch_size": 32},
     )
