@@ -643,13 +643,14 @@ def reconstruct(
 def _pick_image(spec: str, pipe: vqtoolkit.Pipeline, data: Callable[[], ImageDataset]) -> torch.Tensor:
     """An image given as a test-split index of the bundle's dataset or as an image file path."""
     from vqtoolkit.images import load_image
+    from vqtoolkit.streaming import as_tensor
 
     if spec.lstrip("-").isdigit():
         images = data().test_images
         index = int(spec)
         if not 0 <= index < len(images):
             raise ConfigError(f"image index {index} is outside the test split (0 to {len(images) - 1})")
-        return images[index]
+        return as_tensor(images[index : index + 1])[0]
     shape = pipe.info.get("image_shape")
     if shape is None:
         raise ConfigError("the bundle does not record its image shape; pass test-split indices instead")

@@ -219,9 +219,10 @@ class Pipeline:
         log_dir = train_options.pop("log_dir", None)
         board = None
         if log_dir is not None and distributed.is_main():  # under torchrun, rank 0 alone logs
-            from vqtoolkit.tensorboard import TensorBoardLogger
+            from vqtoolkit.streaming import as_tensor
+            from vqtoolkit.tensorboard import USAGE_IMAGES, TensorBoardLogger
 
-            board = TensorBoardLogger(log_dir, self.model, data.test_images)
+            board = TensorBoardLogger(log_dir, self.model, as_tensor(data.test_images[:USAGE_IMAGES]))
             train_options["on_step"] = board.on_step
             train_options["on_epoch_end"] = chain(train_options.get("on_epoch_end"), board.on_epoch_end)
         try:

@@ -29,6 +29,7 @@ from vqtoolkit.data import ImageDataset
 from vqtoolkit.errors import VQToolkitError
 from vqtoolkit.images import grid_png
 from vqtoolkit.pipeline import TRAINING_FACTS, Pipeline
+from vqtoolkit.streaming import as_tensor
 from vqtoolkit.train import code_counts
 
 log = logging.getLogger(__name__)
@@ -324,7 +325,7 @@ def codes_section(pipe: Pipeline, data: ImageDataset) -> str:
 
 def reconstructions_section(pipe: Pipeline, data: ImageDataset) -> str:
     """Held-out originals and their reconstructions, side by side at the same positions."""
-    originals = data.test_images[:RECONSTRUCTIONS]
+    originals = as_tensor(data.test_images[:RECONSTRUCTIONS])
     recon = pipe.reconstruct(originals).cpu().clamp(0, 1)
     mse = float(((recon - originals) ** 2).mean())
     figures = "".join(
@@ -369,7 +370,7 @@ def interpolation_section(pipe: Pipeline, data: ImageDataset) -> str:
     """A walk through latent space between two held-out images of different labels."""
     labels = data.test_labels
     other = int((labels != labels[0]).nonzero()[0]) if bool((labels != labels[0]).any()) else 1
-    a, b = data.test_images[0], data.test_images[other]
+    a, b = (as_tensor(data.test_images[i : i + 1])[0] for i in (0, other))
     strip = pipe.interpolate(a, b, STRIP_STEPS).cpu()
     body = grid_img(torch.cat([a[None], strip, b[None]]), "interpolation strip", nrow=STRIP_STEPS + 2)
     body += note(
