@@ -208,6 +208,7 @@ def test_vqtool_build_under_two_processes_writes_one_set_of_files(tmp_path: Path
             "-training.png",
             "-codes.png",
             "-samples.png",
+            "-report.html",
         )
     }
     pipe = vqtoolkit.load(tmp_path / "cli" / "model.safetensors")
