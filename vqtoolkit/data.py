@@ -21,6 +21,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from vqtoolkit.errors import DataError
+from vqtoolkit.memory import check_fits
 
 if TYPE_CHECKING:  # torchvision's datasets are imported lazily: they are slow to import
     from torchvision.datasets import MNIST
@@ -230,6 +231,12 @@ def load_dataset(
         return load_folder(root, seed=seed, image_size=image_size or 32)
     data = DATASETS[name](root, seed=seed)
     if image_size is not None and data.image_shape[1:] != (image_size, image_size):
+        images = len(data.train_images) + len(data.test_images)
+        check_fits(
+            f"{images} images resized to {image_size}×{image_size}",
+            images * data.image_shape[0] * image_size**2 * 4 * 2,  # float32, plus the resize's copy
+            "choose a smaller --image-size (image_size=)",
+        )
         for split in ("train_images", "test_images"):
             resized = F.interpolate(
                 getattr(data, split),

@@ -1,6 +1,6 @@
 """A conformance kit for components, in the spirit of scikit-learn's ``check_estimator``.
 
-Plugin authors call these in their own tests::
+Plugin authors call these in their own tests:
 
     from vqtoolkit.testing import check_prior
     def test_my_prior_conforms():

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import signal
 import threading
 import time
@@ -34,6 +35,8 @@ from vqtoolkit.devices import autocast, check_precision, resolve_device
 from vqtoolkit.errors import TrainingError, TrainingInterrupted
 from vqtoolkit.model import VQVAE
 from vqtoolkit.schedule import DEFAULT_LR, DEFAULT_SCHEDULE, check_schedule, lr_at
+
+log = logging.getLogger(__name__)
 
 EpochCallback = Callable[[dict[str, Any]], None]
 #: Training images whose mean the decoder's output starts at (:func:`calibrate_output_mean`).
@@ -102,7 +105,7 @@ def train_autoencoder(
     measured slower for this small model on CPU, see docs/training.md; try it on a GPU with AMP).
     """
     # -- settle everything that can be wrong before the first step -----------------------------------
-    if epochs < 1 or batch_size < 1 or lr <= 0:
+    if epochs < 1 or batch_size < 1 or not 0 < lr < float("inf"):  # written so that NaN fails too
         raise TrainingError(f"need epochs >= 1, batch_size >= 1 and lr > 0; got {epochs}, {batch_size}, {lr}")
     check_schedule(lr_schedule)
     if resume and checkpoint_path is None:
@@ -229,7 +232,7 @@ def train_autoencoder(
             save_checkpoint(checkpoint.Position(epoch + 1, 0, step, generator.get_state(), history))
             write_log(log_path, [record], append=True)
             if progress:
-                tqdm.write(format_epoch(record, epochs))
+                log.info(format_epoch(record, epochs))
             if on_epoch_end is not None:
                 on_epoch_end(record)
     model.to(memory_format=torch.contiguous_format)  # channels-last is a training-time layout only
@@ -313,7 +316,7 @@ def stop_requests(*, enabled: bool) -> Iterator[_StopFlag]:
         if flag.requested:
             raise KeyboardInterrupt
         flag.requested = True
-        tqdm.write("Ctrl-C: finishing this step and saving a checkpoint (press again to stop at once)")
+        log.warning("Ctrl-C: finishing this step and saving a checkpoint (press again to stop at once)")
 
     previous = signal.signal(signal.SIGINT, handler)
     try:
