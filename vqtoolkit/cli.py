@@ -26,6 +26,7 @@ from vqtoolkit.cli_options import (
     num_samples_option,
     output_option,
     quiet_option,
+    reset_logging,
     seed_option,
 )
 from vqtoolkit.errors import ConfigError, TrainingInterrupted, VQToolkitError
@@ -79,6 +80,7 @@ def main() -> None:
       vqtool sample vqtool-out/model.safetensors -n 64 -o grid.png
     """
     configure_logging()
+    click.get_current_context().call_on_close(reset_logging)
 
 
 def stage1_options(command: F) -> F:
@@ -364,12 +366,14 @@ def _prior_seed(prior: str | None, seed: int) -> dict[str, Any]:
     "--conditional", is_flag=True, help="Fit a class-conditional prior (enables `vqtool sample --label`)."
 )
 @num_samples_option(64, "Images in the sample grid.")
+@click.option("--samples", "legacy_num_samples", type=click.IntRange(min=1), default=None, hidden=True)
 @stage1_options
 @friendly_errors
 def build(
     prior: str,
     conditional: bool,
     num_samples: int,
+    legacy_num_samples: int | None,
     output: Path,
     seed: int,
     num_codes: int | None,
@@ -393,6 +397,9 @@ def build(
 
     from vqtoolkit.images import save_grid
 
+    if legacy_num_samples is not None:  # the spelling before the one grammar; kept working for now
+        log.warning("--samples is deprecated: use -n/--num-samples")
+        num_samples = legacy_num_samples
     prior_config = {**_prior_seed(prior, seed), **({"conditional": True} if conditional else {})}
     pipe, data, files = train_stage1(
         prior,

@@ -146,8 +146,15 @@ def configure_logging(*, quiet: bool = False) -> None:
     Idempotent: a second call replaces the handler it added, so repeated in-process runs (tests) do
     not print each line twice.
     """
+    logger = reset_logging()
+    logger.addHandler(_StderrHandler())
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+
+
+def reset_logging() -> logging.Logger:
+    """Remove what :func:`configure_logging` added: the library is silent again (run when a command ends)."""
     logger = logging.getLogger("vqtoolkit")
     for handler in [h for h in logger.handlers if isinstance(h, _StderrHandler)]:
         logger.removeHandler(handler)
-    logger.addHandler(_StderrHandler())
-    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    logger.setLevel(logging.NOTSET)
+    return logger
