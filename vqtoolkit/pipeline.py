@@ -133,6 +133,14 @@ def _components(
     return enc, quant, dec, pri
 
 
+def _display_name(component: Any) -> str:
+    """The registered name, or the class name of a component not registered (yet): for messages only."""
+    try:
+        return registry.name_of(component)
+    except ConfigError:
+        return type(component).__name__
+
+
 def _check_model_fits(
     encoder: str | Encoder,
     quantizer: str | Quantizer,
@@ -335,7 +343,7 @@ class Pipeline:
             p.requires_grad_(False)
         inputs = self.prior_inputs(data.train_images, space=self.prior.space)
         shape = tuple(inputs.shape)
-        log.info(f"stage 2 · fitting {registry.name_of(self.prior)} prior on {shape} {self.prior.space}")
+        log.info(f"stage 2 · fitting {_display_name(self.prior)} prior on {shape} {self.prior.space}")
         self.prior.fit(inputs, labels=data.train_labels, progress=progress)
         for p in self.model.parameters():
             p.requires_grad_(True)
