@@ -15,12 +15,13 @@ import click
 
 from vqtoolkit import __version__
 from vqtoolkit.cli_options import (
-    DATASET_NAMES,
     PRECISIONS,
     FiniteFloat,
     compose,
     configure_logging,
     data_options,
+    data_root_option,
+    dataset_option,
     device_option,
     json_option,
     num_samples_option,
@@ -99,20 +100,10 @@ def stage1_options(command: F) -> F:
             help="Registered quantizer name (`vq` is the classic tutorial layer).",
         ),
         click.option("--decoder", default="conv", show_default=True, help="Registered decoder name."),
-        click.option(
-            "--data",
-            "dataset",
-            type=click.Choice(DATASET_NAMES),
-            default="digits",
-            show_default=True,
-            help="Dataset; `digits` is embedded and works offline.",
-        ),
-        click.option(
-            "--data-root",
-            type=click.Path(file_okay=False, path_type=Path),
-            default=None,
-            help="Folder holding the dataset (ROOT/MNIST/raw, ROOT/FashionMNIST/raw, "
-            "ROOT/cifar-10-batches-py, or a folder of images for --data folder).",
+        dataset_option("digits", "Dataset; `digits` is embedded and works offline."),
+        data_root_option(
+            "Folder holding the dataset (ROOT/MNIST/raw, ROOT/FashionMNIST/raw, "
+            "ROOT/cifar-10-batches-py, or a folder of images for --data folder)."
         ),
         click.option(
             "--image-size",

@@ -109,22 +109,30 @@ def device_option(default: str = "auto") -> Callable[[F], F]:
     )
 
 
+def dataset_option(default: str | None, help: str) -> Callable[[F], F]:
+    """``--data NAME``, passed to the command as ``dataset``."""
+    return click.option(
+        "--data",
+        "dataset",
+        type=click.Choice(DATASET_NAMES),
+        default=default,
+        show_default=default is not None,
+        help=help,
+    )
+
+
+def data_root_option(help: str) -> Callable[[F], F]:
+    """``--data-root DIR``."""
+    return click.option(
+        "--data-root", type=click.Path(file_okay=False, path_type=Path), default=None, help=help
+    )
+
+
 def data_options(command: F) -> F:
     """``--data`` and ``--data-root`` for commands that read a bundle's dataset again."""
     return compose(
-        click.option(
-            "--data",
-            "dataset",
-            type=click.Choice(DATASET_NAMES),
-            default=None,
-            help="Dataset [default: the one the bundle was trained on].",
-        ),
-        click.option(
-            "--data-root",
-            type=click.Path(file_okay=False, path_type=Path),
-            default=None,
-            help="Folder holding the dataset in torchvision's layout (needed for mnist).",
-        ),
+        dataset_option(None, "Dataset [default: the one the bundle was trained on]."),
+        data_root_option("Folder holding the dataset in torchvision's layout (needed for mnist)."),
     )(command)
 
 

@@ -7,6 +7,7 @@ evaluates and saves.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +108,7 @@ def build(
     shared = {"in_channels": in_channels, "dim": dim, "num_codes": num_codes, "beta": beta}
     configs = (encoder_config, quantizer_config, decoder_config, prior_config)
     with torch.random.fork_rng(devices=[]):  # the caller's random stream is left as it was
-        _check_model_fits(encoder, quantizer, decoder, prior, shared, configs)
+        _check_model_fits(lambda: _components(encoder, quantizer, decoder, prior, dict(shared), configs))
         torch.manual_seed(seed)
         enc, quant, dec, pri = _components(encoder, quantizer, decoder, prior, dict(shared), configs)
     return Pipeline(VQVAE(enc, quant, dec), pri)
@@ -141,22 +142,15 @@ def _display_name(component: Any) -> str:
         return type(component).__name__
 
 
-def _check_model_fits(
-    encoder: str | Encoder,
-    quantizer: str | Quantizer,
-    decoder: str | Decoder,
-    prior: str | Prior | None,
-    shared: dict[str, Any],
-    configs: tuple[dict[str, Any] | None, ...],
-) -> None:
+def _check_model_fits(make: Callable[[], tuple[Any, ...]]) -> None:
     """Refuse components whose training state (weights, gradients, Adam's two moments) cannot fit.
 
-    The components are built on the ``meta`` device first, which allocates nothing; one that
-    cannot be built there is left to the real build.
+    ``make()`` creates them; here it runs on the ``meta`` device, which allocates nothing. Components
+    that cannot be built there are left to the real build.
     """
     try:
         with torch.device("meta"):
-            components = _components(encoder, quantizer, decoder, prior, dict(shared), configs)
+            components = make()
     except VQToolkitError:
         raise
     except Exception:
