@@ -549,7 +549,7 @@ def fit_prior(
 ) -> None:
     """Fit a new stage-2 prior on a trained bundle's frozen stage 1 and write it to a new bundle.
 
-    The frozen stage 1 encodes the images on --device.
+    The frozen stage 1 encodes the images on --device, and the new prior fits there.
 
     \b
     Example:

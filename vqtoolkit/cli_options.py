@@ -1,13 +1,13 @@
 """The ``vqtool`` option grammar, declared once: every command that has an idea spells it the same way.
 
-==========================  ==============================================================
-``-o/--output PATH``        where the command's result goes
-``-n/--num-samples N``      how many images to draw from a prior
-``-q/--quiet``              no progress bars and no notes (results and errors still print)
-``--json``                  one machine-readable JSON document on stdout, nothing else there
-``--seed N``                the seed for weights, shuffling and sampling
-``--device NAME``           ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``
-==========================  ==============================================================
+| option | means |
+| --- | --- |
+| `-o/--output PATH` | where the command's result goes |
+| `-n/--num-samples N` | how many images to draw from a prior |
+| `-q/--quiet` | no progress bars and no notes (results and errors still print) |
+| `--json` | one machine-readable JSON document on stdout, nothing else there |
+| `--seed N` | the seed for weights, shuffling and sampling |
+| `--device NAME` | `auto`, `cpu`, `cuda`, `cuda:N` or `mps` |
 
 Results go to stdout; progress bars, per-epoch lines and notes go to stderr through the ``vqtoolkit``
 logger (:func:`configure_logging`). This module imports no torch, so ``vqtool --help`` stays fast.

@@ -330,6 +330,8 @@ class Pipeline:
             if prior_config.get("conditional"):
                 shared["num_classes"] = data.num_classes
             self.prior = _component("prior", prior, shared, prior_config)
+            if isinstance(prior, str):  # a new prior fits where the frozen model encodes
+                self.prior.to(self.device)
         if self.prior is None:
             raise ConfigError("this pipeline has no prior; pass one, e.g. fit_prior(data, 'gmm')")
         self.check_prior_matches(self.prior)
