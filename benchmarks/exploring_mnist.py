@@ -23,7 +23,7 @@ import torch
 
 import vqtoolkit
 from vqtoolkit.atomic import atomic_write
-from vqtoolkit.images import grid_png
+from vqtoolkit.images import grid_bytes
 from vqtoolkit.report import write_report
 
 #: (from, to) held-out classes of the strips and of the edits.
@@ -58,7 +58,7 @@ def main() -> None:
     for a, b in PAIRS:
         start, end = first_of(data, a), first_of(data, b)
         rows.append(torch.cat([start[None], pipe.interpolate(start, end, STEPS), end[None]]))
-    atomic_write(args.assets / "exploring-strips.png", grid_png(torch.cat(rows), nrow=STEPS + 2, scale=2))
+    atomic_write(args.assets / "exploring-strips.png", grid_bytes(torch.cat(rows), nrow=STEPS + 2, scale=2))
 
     edits = []
     for a, b in PAIRS:
@@ -70,7 +70,7 @@ def main() -> None:
         changed = float(((before - after).abs() > 0.1).float().mean())
         print(f"{a} with the left half of {b}'s codes: {changed:.0%} of the pixels changed by more than 0.1")
         edits.append(torch.cat([images, after]))
-    atomic_write(args.assets / "exploring-edit.png", grid_png(torch.cat(edits), nrow=3, scale=2))
+    atomic_write(args.assets / "exploring-edit.png", grid_bytes(torch.cat(edits), nrow=3, scale=2))
     page = write_report(
         pipe, args.bundle.with_name(f"{args.bundle.stem}-report.html"), data, bundle=args.bundle
     )

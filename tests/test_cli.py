@@ -29,7 +29,7 @@ def test_build_then_sample(tmp_path) -> None:
             "32",
             "--dim",
             "16",
-            "--samples",
+            "-n",
             "9",
             "-o",
             str(bundle),

@@ -44,7 +44,12 @@ SMALL = {
 #: rounds tanh-bounded z, so neither plain-L2 search on z nor an identity Jacobian (only the rounding
 #: is straight-through) applies to it.
 OPTIONS = {
-    ("quantizer", "fsq"): {"exact_nearest": False, "codebook_learns": False, "straight_through": False}
+    ("quantizer", "fsq"): {
+        "exact_nearest": False,
+        "codebook_learns": False,
+        "straight_through": False,
+        "commitment": False,
+    }
 }
 
 
@@ -127,6 +132,43 @@ class FarthestCode(TinyVQ):
         return torch.cdist(flat, self.codebook.detach()).argmax(1)
 
 
+class IdentityWhileTraining(TinyVQ):
+    """Quantizes in eval mode only: in training the decoder sees z itself."""
+
+    def forward(self, z: torch.Tensor) -> QuantizerOutput:
+        out = super().forward(z)
+        return QuantizerOutput(z, out.indices, out.loss, out.counts) if self.training else out
+
+
+class CutsGradientWhileTraining(TinyVQ):
+    def straight_through(self, flat: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        return codes if self.training else straight_through(flat, codes)
+
+
+class DetachedOutput(TinyVQ):
+    def straight_through(self, flat: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        return straight_through(flat, codes).detach()
+
+
+class NoCommitment(TinyVQ):
+    def forward(self, z: torch.Tensor) -> QuantizerOutput:
+        out = super().forward(z)
+        flat = to_flat(z, self.dim)
+        codebook_loss, _ = vq_losses(flat, F.embedding(out.indices.reshape(-1), self.table()))
+        return QuantizerOutput(out.quantized, out.indices, codebook_loss, out.counts)
+
+
+class ZeroCounts(TinyVQ):
+    def forward(self, z: torch.Tensor) -> QuantizerOutput:
+        out = super().forward(z)
+        return QuantizerOutput(out.quantized, out.indices, out.loss, torch.zeros_like(out.counts))
+
+
+class CrashesInForward(TinyVQ):
+    def forward(self, z: torch.Tensor) -> QuantizerOutput:
+        raise IndexError("off by one")
+
+
 class TupleConfig(ConvEncoder):
     def __init__(self, in_channels: int = 1, dim: int = 4, hidden_channels=(4, 4)) -> None:
         super().__init__(in_channels, dim, hidden_channels)
@@ -202,6 +244,14 @@ class NoneBuffer(PositionPrior):
         self.register_buffer("cache", None)
 
 
+class IgnoresTemperature(PositionPrior):
+    """Validates temperature (check_sample_args) and then draws as if it were 1."""
+
+    def sample(self, n, *, label=None, temperature=1.0, generator=None):
+        self.check_sample_args(n, label, temperature)
+        return super().sample(n, label=label, temperature=1.0, generator=generator)
+
+
 class SamplesUnfitted(PositionPrior):
     def check_sample_args(self, n, label, temperature) -> None:
         if n < 1:
@@ -231,6 +281,13 @@ def test_correct_custom_components_pass() -> None:
         (check_prior, Unnormalised, {"num_codes": 4}, {}, "sum to 0.9"),
         (check_prior, NoneBuffer, {"num_codes": 4}, {}, "buffer cache is None"),
         (check_prior, SamplesUnfitted, {"num_codes": 4}, {}, "sampling before fit"),
+        (check_prior, IgnoresTemperature, {"num_codes": 4}, {}, "'temperature'.*ignored"),
+        (check_quantizer, IdentityWhileTraining, {}, {}, "in training mode, the quantized values"),
+        (check_quantizer, CutsGradientWhileTraining, {}, {}, "in training mode, d quantized"),
+        (check_quantizer, DetachedOutput, {}, {}, "quantized carries no gradient"),
+        (check_quantizer, NoCommitment, {}, {}, "'commitment loss'"),
+        (check_quantizer, ZeroCounts, {}, {}, "'counts'"),
+        (check_quantizer, CrashesInForward, {}, {}, "'runs without crashing': IndexError: off by one"),
     ],
 )
 def test_each_check_catches_its_bug(check, cls, config, options, message: str) -> None:

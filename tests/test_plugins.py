@@ -57,7 +57,7 @@ def tiny_data(monkeypatch: pytest.MonkeyPatch) -> ImageDataset:
     images = torch.rand(40, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     labels = torch.arange(40) % 2
     data = ImageDataset("tiny", images[:32], labels[:32], images[32:], labels[32:], 2, 1)
-    monkeypatch.setattr("vqtoolkit.cli.load_dataset", lambda *args, **kwargs: data)
+    monkeypatch.setattr("vqtoolkit.data.load_dataset", lambda *args, **kwargs: data)
     # matplotlib would take most of this test's time; plotting has its own tests
     monkeypatch.setattr("vqtoolkit.plots.training_curves", lambda history, path, **kwargs: path)
     monkeypatch.setattr("vqtoolkit.plots.code_usage", lambda counts, path, **kwargs: path)
@@ -101,7 +101,7 @@ def test_done_when_build_inspect_uninstall_sample(markov, tiny_data, tmp_path: P
             "8",
             "--dim",
             "4",
-            "--samples",
+            "-n",
             "4",
             "--quiet",
             "-o",

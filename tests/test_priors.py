@@ -270,8 +270,8 @@ def test_cli_fit_prior_eval_and_labelled_npy_samples(tmp_path, stage1_bundle):
     result = runner.invoke(main, ["eval", str(out), "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
-    assert report["prior"] == "categorical" and 0 < report["prior_bits_per_code"] <= math.log2(16)
-    assert report["prior_bits_per_code_given_label"] is not None and report["codes_used"] >= 1
+    assert report["prior"] == "categorical" and 0 < report["test_prior_bits_per_code"] <= math.log2(16)
+    assert report["test_prior_bits_per_code_given_label"] is not None and report["test_codes_used"] >= 1
     npy = tmp_path / "threes.npy"
     result = runner.invoke(
         main, ["sample", str(out), "-n", "5", "--label", "3", "--seed", "1", "-o", str(npy)]

@@ -1,6 +1,6 @@
 """vqtoolkit: a modular VQ-VAE toolkit with swappable components and second-stage priors.
 
-The whole public surface is here::
+The whole public surface is here:
 
     import vqtoolkit
     pipe = vqtoolkit.build(encoder="conv", quantizer="vq", decoder="conv", prior="gmm")
@@ -12,27 +12,69 @@ The whole public surface is here::
 
 from __future__ import annotations
 
+import logging
+from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
 try:
     __version__ = version("vqtoolkit")
 except PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0.0.0+unknown"
 
-from vqtoolkit.bundle import load
-from vqtoolkit.data import ImageDataset, load_dataset
-from vqtoolkit.errors import (
-    BundleError,
-    ComponentNotFoundError,
-    ConfigError,
-    DataError,
-    ShapeError,
-    TrainingError,
-    VQToolkitError,
-)
-from vqtoolkit.model import VQVAE, VQVAEOutput
-from vqtoolkit.pipeline import Pipeline, build
-from vqtoolkit.registry import available, create
+# A library stays silent unless its user asks: the CLI (or an application) attaches a real handler.
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+if TYPE_CHECKING:
+    from vqtoolkit.bundle import load
+    from vqtoolkit.data import ImageDataset, load_dataset
+    from vqtoolkit.errors import (
+        BundleError,
+        ComponentNotFoundError,
+        ConfigError,
+        DataError,
+        ShapeError,
+        TrainingError,
+        VQToolkitError,
+    )
+    from vqtoolkit.model import VQVAE, VQVAEOutput
+    from vqtoolkit.pipeline import Pipeline, build
+    from vqtoolkit.registry import available, create
+
+#: Where each public name is defined. They are imported on first use, so ``import vqtoolkit`` (and
+#: ``vqtool --version``/``--help``) stays cheap until something needs torch.
+_EXPORTS = {
+    "load": "vqtoolkit.bundle",
+    "ImageDataset": "vqtoolkit.data",
+    "load_dataset": "vqtoolkit.data",
+    "BundleError": "vqtoolkit.errors",
+    "ComponentNotFoundError": "vqtoolkit.errors",
+    "ConfigError": "vqtoolkit.errors",
+    "DataError": "vqtoolkit.errors",
+    "ShapeError": "vqtoolkit.errors",
+    "TrainingError": "vqtoolkit.errors",
+    "VQToolkitError": "vqtoolkit.errors",
+    "VQVAE": "vqtoolkit.model",
+    "VQVAEOutput": "vqtoolkit.model",
+    "Pipeline": "vqtoolkit.pipeline",
+    "build": "vqtoolkit.pipeline",
+    "available": "vqtoolkit.registry",
+    "create": "vqtoolkit.registry",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name from its module on first access (PEP 562)."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'vqtoolkit' has no attribute {name!r}")
+    value = getattr(import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
 
 __all__ = [
     "VQVAE",

@@ -34,6 +34,30 @@ def atomic_write(path: Path, data: bytes) -> None:
             os.close(dir_fd)
 
 
+def check_writable(path: Path) -> None:
+    """Raise a :class:`~vqtoolkit.errors.ConfigError` unless a file can be written at ``path``.
+
+    Called before long work, so a bad ``-o`` fails in a second rather than after training: a parent
+    that is a file, a folder that cannot be created, or one where no file can be created (checked
+    by creating and removing a temporary file, which also catches read-only mounts and root-owned
+    folders that permission bits alone would not reveal).
+    """
+    from vqtoolkit.errors import ConfigError
+
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"cannot write {path}: it is a folder; give a file name, e.g. {path / 'out'}")
+    for parent in path.parents:
+        if parent.exists() and not parent.is_dir():
+            raise ConfigError(f"cannot write {path}: {parent} is a file, not a folder")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as err:
+        raise ConfigError(f"cannot write {path}: {err.strerror or err}; choose another -o") from err
+
+
 def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)

@@ -4,28 +4,47 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-import torch
 
-import vqtoolkit
-from vqtoolkit import registry
-from vqtoolkit.data import DATASETS, ImageDataset, load_dataset
-from vqtoolkit.devices import PRECISIONS
+from vqtoolkit import __version__
+from vqtoolkit.cli_options import (
+    PRECISIONS,
+    FiniteFloat,
+    compose,
+    configure_logging,
+    data_options,
+    data_root_option,
+    dataset_option,
+    device_option,
+    json_option,
+    num_samples_option,
+    output_option,
+    quiet_option,
+    reset_logging,
+    seed_option,
+)
 from vqtoolkit.errors import ConfigError, TrainingInterrupted, VQToolkitError
-from vqtoolkit.images import save_grid
 from vqtoolkit.schedule import DEFAULT_LR, DEFAULT_SCHEDULE, SCHEDULES
 
+if TYPE_CHECKING:  # torch and the models load inside the commands, so --help and --version stay fast
+    from torch import Tensor
+
+    from vqtoolkit.data import ImageDataset
+    from vqtoolkit.pipeline import Pipeline
+
+log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def friendly_errors(command: F) -> F:
-    """Turn vqtoolkit's own errors into a one-line ``Error: ...`` and exit status 1."""
+    """Turn vqtoolkit's own errors, failed writes and exhausted memory into a one-line ``Error: ...``."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -33,25 +52,43 @@ def friendly_errors(command: F) -> F:
             return command(*args, **kwargs)
         except VQToolkitError as err:
             raise click.ClickException(str(err)) from err
+        except OSError as err:  # a folder that vanished, a full disk, a read-only mount, ...
+            where = f" {err.filename}" if err.filename else ""
+            raise click.ClickException(f"cannot write or read{where}: {err.strerror or err}") from err
+        except (MemoryError, RuntimeError) as err:
+            if not isinstance(err, MemoryError) and not _out_of_memory(err):
+                raise
+            raise click.ClickException(
+                "ran out of memory; choose smaller sizes (--num-codes, --dim, --image-size, --batch-size, -n)"
+            ) from err
 
     return wrapper  # type: ignore[return-value]
 
 
+def _out_of_memory(err: BaseException) -> bool:
+    """Whether ``err`` is torch's out-of-memory error (CPU or GPU), recognised without importing torch."""
+    return type(err).__name__ == "OutOfMemoryError" or "can't allocate memory" in str(err)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(vqtoolkit.__version__, prog_name="vqtool")
+@click.version_option(__version__, "-V", "--version", prog_name="vqtool")
 def main() -> None:
     """vqtool: train, sample and inspect modular VQ-VAEs.
+
+    Results go to stdout (one JSON document with --json); progress bars and notes go to stderr.
 
     \b
     Example:
       vqtool build --encoder conv --prior gmm
       vqtool sample vqtool-out/model.safetensors -n 64 -o grid.png
     """
+    configure_logging()
+    click.get_current_context().call_on_close(reset_logging)
 
 
 def stage1_options(command: F) -> F:
     """The options ``build`` and ``train`` share: components, data, training, device and outputs."""
-    options = [
+    return compose(
         click.option(
             "--encoder",
             default="conv",
@@ -65,20 +102,10 @@ def stage1_options(command: F) -> F:
             help="Registered quantizer name (`vq` is the classic tutorial layer).",
         ),
         click.option("--decoder", default="conv", show_default=True, help="Registered decoder name."),
-        click.option(
-            "--data",
-            "dataset",
-            type=click.Choice(sorted(DATASETS)),
-            default="digits",
-            show_default=True,
-            help="Dataset; `digits` is embedded and works offline.",
-        ),
-        click.option(
-            "--data-root",
-            type=click.Path(file_okay=False, path_type=Path),
-            default=None,
-            help="Folder holding the dataset (ROOT/MNIST/raw, ROOT/FashionMNIST/raw, "
-            "ROOT/cifar-10-batches-py, or a folder of images for --data folder).",
+        dataset_option("digits", "Dataset; `digits` is embedded and works offline."),
+        data_root_option(
+            "Folder holding the dataset (ROOT/MNIST/raw, ROOT/FashionMNIST/raw, "
+            "ROOT/cifar-10-batches-py, or a folder of images for --data folder)."
         ),
         click.option(
             "--image-size",
@@ -106,11 +133,14 @@ def stage1_options(command: F) -> F:
             help="Codebook size K [default: per dataset: 64 for digits, 512 otherwise].",
         ),
         click.option(
-            "--dim", type=click.IntRange(min=1), default=64, show_default=True, help="Code dimension D."
+            "--dim",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Code dimension D [default: the quantizer's: 64, or len(levels) = 4 for fsq].",
         ),
         click.option(
             "--beta",
-            type=click.FloatRange(min=0),
+            type=FiniteFloat(min=0),
             default=0.25,
             show_default=True,
             help="Commitment weight β.",
@@ -118,7 +148,7 @@ def stage1_options(command: F) -> F:
         click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True),
         click.option(
             "--lr",
-            type=click.FloatRange(min=0, min_open=True),
+            type=FiniteFloat(min=0, min_open=True),
             default=DEFAULT_LR,
             show_default=True,
             help="Adam's peak learning rate.",
@@ -130,15 +160,8 @@ def stage1_options(command: F) -> F:
             show_default=True,
             help="cosine: 5% warm-up, then down to zero at the last epoch; constant: --lr throughout.",
         ),
-        click.option(
-            "--seed", type=int, default=0, show_default=True, help="Seed for weights, shuffling and sampling."
-        ),
-        click.option(
-            "--device",
-            default="auto",
-            show_default=True,
-            help="auto, cpu, cuda, cuda:N or mps (auto picks cuda, then mps, then cpu).",
-        ),
+        seed_option("Seed for weights, shuffling, the prior's fit and sampling."),
+        device_option(),
         click.option(
             "--precision",
             type=click.Choice(PRECISIONS),
@@ -155,29 +178,22 @@ def stage1_options(command: F) -> F:
         click.option(
             "--resume", is_flag=True, help="Continue from --checkpoint (same options; --epochs may grow)."
         ),
-        click.option(
-            "-o",
-            "--output",
-            type=click.Path(dir_okay=False, path_type=Path),
-            default=Path("vqtool-out/model.safetensors"),
-            show_default=True,
-            help="Bundle path; checkpoint, metrics log, plots and grids go beside it.",
+        output_option(
+            Path("vqtool-out/model.safetensors"),
+            "Bundle path; checkpoint, metrics log, plots and grids go beside it.",
         ),
         click.option(
             "--log",
-            "log",
+            "log_to",
             type=(click.Choice(["tensorboard"]), click.Path(file_okay=False, path_type=Path)),
             default=None,
             metavar="tensorboard DIR",
             help="Also log scalars, image grids and code usage for TensorBoard in DIR "
             '(pip install "vqtoolkit[tensorboard]"); the JSON-lines metrics log is always written.',
         ),
-        click.option("--quiet", is_flag=True, help="No progress bars or per-epoch lines."),
-        click.option("--json", "as_json", is_flag=True, help="Print only a final machine-readable summary."),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
+        quiet_option(),
+        json_option("Print only a final machine-readable summary on stdout."),
+    )(command)
 
 
 def beside(output: Path, suffix: str) -> Path:
@@ -210,7 +226,7 @@ def train_stage1(
     stream: bool | None,
     epochs: int | None,
     num_codes: int | None,
-    dim: int,
+    dim: int | None,
     beta: float,
     batch_size: int,
     lr: float,
@@ -223,25 +239,39 @@ def train_stage1(
     output: Path,
     quiet: bool,
     as_json: bool,
-    log: tuple[str, Path] | None = None,
+    log_to: tuple[str, Path] | None = None,
     prior_config: dict[str, Any] | None = None,
-) -> tuple[vqtoolkit.Pipeline, ImageDataset, dict[str, Path]]:
+    num_samples: int = 0,
+) -> tuple[Pipeline, ImageDataset, dict[str, Path]]:
     """Load data, build, check everything, train stage 1 (checkpointed), then write the run's pictures.
 
     Under torchrun every process runs this; rank 0 alone prints, draws and writes.
     """
+    import torch
+
+    import vqtoolkit
     from vqtoolkit import distributed, plots
+    from vqtoolkit.atomic import check_writable
+    from vqtoolkit.data import load_dataset
     from vqtoolkit.devices import check_precision, resolve_device
+    from vqtoolkit.images import save_grid
     from vqtoolkit.streaming import as_tensor
     from vqtoolkit.train import code_counts
 
+    configure_logging(quiet=quiet or as_json)
+    files = {
+        "checkpoint": checkpoint or beside(output, "checkpoint.safetensors"),
+        "metrics": beside(output, "metrics.jsonl"),
+    }
+    for path in (output, *files.values()):  # an unwritable -o fails now, not after an hour of training
+        check_writable(path)
     torch_device = resolve_device(device)  # bad device or precision: fail before loading anything
     check_precision(precision, torch_device)
     torch_device = distributed.init_from_env(torch_device)  # torchrun: join the group, GPU per LOCAL_RANK
     main = distributed.is_main()
     quiet = quiet or not main
-    torch.manual_seed(seed)
     data = load_dataset(dataset, data_root, seed=seed, image_size=image_size, stream=stream)
+    check_sample_memory(num_samples, data.image_shape)
     num_codes = data.default_num_codes if num_codes is None else num_codes
     pipe = vqtoolkit.build(
         encoder,
@@ -253,19 +283,15 @@ def train_stage1(
         num_codes=num_codes,
         beta=beta,
         prior_config=prior_config,
+        seed=seed,
     )
-    files = {
-        "checkpoint": checkpoint or beside(output, "checkpoint.safetensors"),
-        "metrics": beside(output, "metrics.jsonl"),
-    }
-    if log is not None:
-        files["tensorboard"] = log[1]
-    if not quiet and not as_json:
-        click.echo(
-            f"{data.describe()}; {encoder} → {quantizer} (K={pipe.model.quantizer.num_codes}, D={dim}) → "
-            f"{decoder}"
-            f"{f', prior {prior}' if prior else ''}; {torch_device}, precision {precision}"
-        )
+    log.info(
+        f"{data.describe()}; {encoder} → {quantizer} (K={pipe.model.quantizer.num_codes}, "
+        f"D={pipe.model.quantizer.dim}) → {decoder}"
+        f"{f', prior {prior}' if prior else ''}; {torch_device}, precision {precision}"
+    )
+    if log_to is not None:
+        files["tensorboard"] = log_to[1]
     try:
         pipe.fit_autoencoder(
             data,
@@ -280,7 +306,7 @@ def train_stage1(
             checkpoint_path=files["checkpoint"],
             resume=resume,
             log_path=files["metrics"],
-            log_dir=None if log is None else log[1],
+            log_dir=None if log_to is None else log_to[1],
         )
     except TrainingInterrupted as err:
         if not main:  # every rank stopped at the same step; rank 0 says how to resume
@@ -296,19 +322,41 @@ def train_stage1(
     files["reconstructions"] = save_grid(
         torch.cat([originals, pipe.reconstruct(originals)]), beside(output, "reconstructions.png"), nrow=8
     )
-    try:
-        files["curves"] = plots.training_curves(
-            pipe.info["history"], beside(output, "training.png"), title=data.describe()
-        )
-        usage = code_counts(pipe.model, data.test_images)
-        files["code_usage"] = plots.code_usage(usage, beside(output, "codes.png"))
-    except VQToolkitError as err:  # matplotlib missing: the metrics log holds the same numbers
-        if not as_json:
-            click.echo(f"note: {err}; skipping plots")
+    files["curves"] = plots.training_curves(
+        pipe.info["history"], beside(output, "training.png"), title=data.describe()
+    )
+    files["code_usage"] = plots.code_usage(
+        code_counts(pipe.model, data.test_images), beside(output, "codes.png")
+    )
     return pipe, data, files
 
 
-def report(pipe: vqtoolkit.Pipeline, files: dict[str, Path], as_json: bool) -> None:
+def check_sample_memory(num_samples: int, image_shape: Any) -> None:
+    """Refuse a sample count whose images (and the decoder's activations, ~8× as much) cannot fit."""
+    import math
+
+    from vqtoolkit.memory import check_fits
+
+    check_fits(
+        f"{num_samples} samples of {'×'.join(map(str, image_shape))} pixels",
+        num_samples * math.prod(image_shape) * 4 * 8,
+        "draw fewer with a smaller -n",
+    )
+
+
+def _text(value: Any) -> str:
+    """A value for people: floats to 5 significant digits, ``None`` as ``n/a`` (never Python's ``None``)."""
+    if value is None:
+        return "n/a"
+    return f"{value:.5g}" if isinstance(value, float) else str(value)
+
+
+def emit_json(document: Any) -> None:
+    """The command's one JSON document, on stdout."""
+    click.echo(json.dumps(document, indent=2))
+
+
+def report(pipe: Pipeline, files: dict[str, Path], as_json: bool) -> None:
     """Final metrics and where every file went, for people or (``--json``) for machines."""
     m = pipe.info["metrics"]
     if as_json:
@@ -317,7 +365,7 @@ def report(pipe: vqtoolkit.Pipeline, files: dict[str, Path], as_json: bool) -> N
             "files": {k: str(v) for k, v in files.items()},
             **{key: pipe.info[key] for key in ("epochs", "device", "precision", "history")},
         }
-        click.echo(json.dumps(summary, indent=2))
+        emit_json(summary)
         return
     click.echo(
         f"test mse {m['test_mse']:.5f} (psnr {m['test_psnr']:.2f} dB), "
@@ -325,12 +373,22 @@ def report(pipe: vqtoolkit.Pipeline, files: dict[str, Path], as_json: bool) -> N
         f"codes used {m['test_codes_used']}/{pipe.model.quantizer.num_codes}"
         + (
             f", prior {m['test_prior_bits_per_code']:.3f} bits/code"
-            if "test_prior_bits_per_code" in m
+            if m.get("test_prior_bits_per_code") is not None
             else ""
         )
     )
     for name, path in files.items():
         click.echo(f"{name + ':':<17}{path}")
+
+
+def _prior_seed(prior: str | None, seed: int) -> dict[str, Any]:
+    """``{"seed": seed}`` for a prior that takes a seed (gmm, pixelcnn, ...), else nothing."""
+    from vqtoolkit import registry
+
+    if prior is None:
+        return {}
+    accepted = registry.accepted_options(registry.get_class("prior", prior))
+    return {"seed": seed} if accepted is None or "seed" in accepted else {}
 
 
 @main.command()
@@ -340,20 +398,15 @@ def report(pipe: vqtoolkit.Pipeline, files: dict[str, Path], as_json: bool) -> N
 @click.option(
     "--conditional", is_flag=True, help="Fit a class-conditional prior (enables `vqtool sample --label`)."
 )
-@click.option(
-    "--samples",
-    "num_samples",
-    type=click.IntRange(min=1),
-    default=64,
-    show_default=True,
-    help="Images in the sample grid.",
-)
+@num_samples_option(64, "Images in the sample grid.")
+@click.option("--samples", "legacy_num_samples", type=click.IntRange(min=1), default=None, hidden=True)
 @stage1_options
 @friendly_errors
 def build(
     prior: str,
     conditional: bool,
     num_samples: int,
+    legacy_num_samples: int | None,
     output: Path,
     seed: int,
     num_codes: int | None,
@@ -373,6 +426,14 @@ def build(
       vqtool build --data mnist --data-root ../shared/data --epochs 1 -o runs/mnist.safetensors
       vqtool build --data mnist --data-root ../shared/data --epochs 3 -o runs/mnist.safetensors --resume
     """
+    import torch
+
+    from vqtoolkit.images import save_grid
+
+    if legacy_num_samples is not None:  # the spelling before the one grammar; kept working for now
+        log.warning("--samples is deprecated: use -n/--num-samples")
+        num_samples = legacy_num_samples
+    prior_config = {**_prior_seed(prior, seed), **({"conditional": True} if conditional else {})}
     pipe, data, files = train_stage1(
         prior,
         output=output,
@@ -380,7 +441,8 @@ def build(
         num_codes=num_codes,
         as_json=as_json,
         quiet=quiet,
-        prior_config={"conditional": True} if conditional else None,
+        prior_config=prior_config or None,
+        num_samples=num_samples,
         **options,
     )
     from vqtoolkit import distributed
@@ -425,31 +487,38 @@ def train(output: Path, num_codes: int | None, as_json: bool, **options: Any) ->
         report(pipe, files, as_json)
 
 
+def _load_on(bundle: Path, device: str) -> Pipeline:
+    """The bundle's pipeline, moved to ``device``."""
+    import vqtoolkit
+
+    return vqtoolkit.load(bundle).to(device)
+
+
 @main.command()
 @click.argument("bundle", type=click.Path(dir_okay=False, path_type=Path))
-@click.option(
-    "-n", "num_samples", type=click.IntRange(min=1), default=64, show_default=True, help="How many images."
-)
-@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same images.")
+@num_samples_option(64, "How many images.")
+@seed_option("Same seed, same images.")
 @click.option(
     "--temperature",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloat(min=0, min_open=True),
     default=1.0,
     show_default=True,
     help="Below 1: cleaner, less varied samples; above 1: more varied.",
 )
 @click.option("--label", type=int, default=None, help="Class to draw (needs a prior fitted --conditional).")
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("samples.png"),
-    show_default=True,
-    help="A .png grid, or .npy for the raw images (N, C, H, W) in [0, 1].",
-)
+@output_option(Path("samples.png"), "A .png or .jpg grid, or .npy for the raw images (N, C, H, W) in [0, 1].")
+@device_option("cpu")
+@json_option()
 @friendly_errors
 def sample(
-    bundle: Path, num_samples: int, seed: int, temperature: float, label: int | None, output: Path
+    bundle: Path,
+    num_samples: int,
+    seed: int,
+    temperature: float,
+    label: int | None,
+    output: Path,
+    device: str,
+    as_json: bool,
 ) -> None:
     """Draw new images from a bundle's prior.
 
@@ -458,16 +527,29 @@ def sample(
       vqtool sample vqtool-out/model.safetensors -n 64 -o grid.png
       vqtool sample cond.safetensors -n 16 --label 3 --temperature 0.8 --seed 1 -o threes.npy
     """
-    pipe = vqtoolkit.load(bundle)
+    import torch
+
+    from vqtoolkit.atomic import check_writable
+    from vqtoolkit.images import check_image_path, save_grid
+
+    check_image_path(output)
+    check_writable(output)
+    pipe = _load_on(bundle, device)
+    check_sample_memory(num_samples, pipe.info.get("image_shape") or (1, 28, 28))
     images = pipe.sample(
         num_samples, label=label, temperature=temperature, generator=torch.Generator().manual_seed(seed)
     )
     save_grid(images, output)
-    click.echo(f"wrote {num_samples} samples to {output}")
+    if as_json:
+        emit_json({"output": str(output), "num_samples": num_samples, "seed": seed, "label": label})
+    else:
+        click.echo(f"wrote {num_samples} samples to {output}")
 
 
-def _bundle_dataset(pipe: vqtoolkit.Pipeline, dataset: str | None, data_root: Path | None) -> ImageDataset:
+def _bundle_dataset(pipe: Pipeline, dataset: str | None, data_root: Path | None) -> ImageDataset:
     """The bundle's dataset (same name and seed, so the same held-out split) unless overridden."""
+    from vqtoolkit.data import load_dataset
+
     name = dataset or pipe.info.get("dataset")
     if name is None:
         raise ConfigError("the bundle does not record its dataset; pass --data (and --data-root if needed)")
@@ -488,30 +570,6 @@ def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
     return options
 
 
-_data_options = [
-    click.option(
-        "--data",
-        "dataset",
-        type=click.Choice(sorted(DATASETS)),
-        default=None,
-        help="Dataset [default: the one the bundle was trained on].",
-    ),
-    click.option(
-        "--data-root",
-        type=click.Path(file_okay=False, path_type=Path),
-        default=None,
-        help="Folder holding the dataset in torchvision's layout (needed for mnist).",
-    ),
-]
-
-
-def data_options(command: F) -> F:
-    """``--data`` and ``--data-root`` for commands that read a bundle's dataset again."""
-    for option in reversed(_data_options):
-        command = option(command)
-    return command
-
-
 @main.command("fit-prior")
 @click.argument("bundle", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--prior", required=True, help="Registered prior name: pixelcnn, categorical, gmm, ...")
@@ -524,14 +582,11 @@ def data_options(command: F) -> F:
     help="Extra prior option (repeatable), e.g. --prior-option epochs=5.",
 )
 @data_options
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
-    required=True,
-    help="New bundle path (the input bundle is never modified).",
-)
-@click.option("--quiet", is_flag=True, help="No progress bars or per-epoch lines.")
+@output_option(None, "New bundle path (the input bundle is never modified).")
+@seed_option("Seed of the prior's fit (for priors that take a seed).")
+@device_option("cpu")
+@quiet_option()
+@json_option()
 @friendly_errors
 def fit_prior(
     bundle: Path,
@@ -541,9 +596,14 @@ def fit_prior(
     dataset: str | None,
     data_root: Path | None,
     output: Path,
+    seed: int,
+    device: str,
     quiet: bool,
+    as_json: bool,
 ) -> None:
     """Fit a new stage-2 prior on a trained bundle's frozen stage 1 and write it to a new bundle.
+
+    The frozen stage 1 encodes the images on --device, and the new prior fits there.
 
     \b
     Example:
@@ -551,20 +611,28 @@ def fit_prior(
       vqtool fit-prior mnist.safetensors --prior pixelcnn --conditional \\
           --data-root ../shared/data -o cond.safetensors
     """
+    from vqtoolkit.atomic import check_writable
+
+    configure_logging(quiet=quiet or as_json)
     if output.resolve() == bundle.resolve():
         raise ConfigError(f"-o {output} is the input bundle; write the new prior to another file")
-    pipe = vqtoolkit.load(bundle)
+    check_writable(output)
+    pipe = _load_on(bundle, device)
     data = _bundle_dataset(pipe, dataset, data_root)
-    options = _parse_options(prior_options)
+    options = {**_prior_seed(prior, seed), **_parse_options(prior_options)}
     if conditional:
         options["conditional"] = True
     from vqtoolkit import distributed
 
-    pipe.fit_prior(data, prior, progress=not quiet, **options)  # under torchrun: every process
-    pipe.save(output)  # rank 0 writes
+    # Under torchrun every process fits (pixelcnn trains with DDP); rank 0 alone writes.
+    pipe.fit_prior(data, prior, progress=not quiet and not as_json, **options)
+    pipe.to("cpu").save(output)
     if not distributed.is_main():
         return
     nll = pipe.info["metrics"].get("test_prior_bits_per_code")
+    if as_json:
+        emit_json({"prior": prior, "bundle": str(output), "metrics": pipe.info["metrics"]})
+        return
     score = f"held-out {nll:.4f} bits/code" if nll is not None else "no index likelihood (a latent prior)"
     click.echo(f"{prior} prior: {score}\nbundle: {output}")
 
@@ -572,19 +640,24 @@ def fit_prior(
 @main.command("eval")
 @click.argument("bundle", type=click.Path(dir_okay=False, path_type=Path))
 @data_options
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@device_option("cpu")
+@json_option()
 @friendly_errors
-def evaluate(bundle: Path, dataset: str | None, data_root: Path | None, as_json: bool) -> None:
+def evaluate(bundle: Path, dataset: str | None, data_root: Path | None, device: str, as_json: bool) -> None:
     """Score a bundle on held-out images: recon MSE/PSNR, perplexity, codes used, prior bits per code.
 
-    The prior's NLL is in bits per code position, marginal over classes for a conditional prior
-    (``prior_bits_per_code_given_label`` adds the label); a latent prior (gmm) reports null.
+    Metric names are the ones build --json, inspect and the bundle use (test_mse, ...). The
+    prior's NLL is in bits per code position, marginal over classes for a conditional prior
+    (test_prior_bits_per_code_given_label adds the label); a latent prior (gmm) has none (null in
+    --json, n/a in text).
 
     \b
     Example:
       vqtool eval vqtool-out/model.safetensors --json
     """
-    pipe = vqtoolkit.load(bundle)
+    from vqtoolkit import registry
+
+    pipe = _load_on(bundle, device)
     data = _bundle_dataset(pipe, dataset, data_root)
     result = {
         "dataset": data.name,
@@ -592,18 +665,20 @@ def evaluate(bundle: Path, dataset: str | None, data_root: Path | None, as_json:
         "num_codes": pipe.model.quantizer.num_codes,
         "prior": None if pipe.prior is None else registry.name_of(pipe.prior),
     }
-    result.update(pipe.evaluate(data.test_images, data.test_labels))
+    metrics = pipe.evaluate(data.test_images, data.test_labels)
+    result.update({f"test_{key}": value for key, value in metrics.items()})
     if as_json:
-        click.echo(json.dumps(result, indent=2))
+        emit_json(result)
         return
     for key, value in result.items():
-        click.echo(f"{key:<34} {value:.5g}" if isinstance(value, float) else f"{key:<34} {value}")
+        click.echo(f"{key:<39} {_text(value)}")
 
 
 @main.command()
 @click.argument("bundle", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
     "-n",
+    "--num-images",
     "num_images",
     type=click.IntRange(min=1),
     default=32,
@@ -611,17 +686,21 @@ def evaluate(bundle: Path, dataset: str | None, data_root: Path | None, as_json:
     help="How many held-out images.",
 )
 @data_options
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("reconstructions.png"),
-    show_default=True,
-    help="A .png grid (originals above, reconstructions below), or .npy.",
+@output_option(
+    Path("reconstructions.png"),
+    "A .png or .jpg grid (originals above, reconstructions below), or .npy.",
 )
+@device_option("cpu")
+@json_option()
 @friendly_errors
 def reconstruct(
-    bundle: Path, num_images: int, dataset: str | None, data_root: Path | None, output: Path
+    bundle: Path,
+    num_images: int,
+    dataset: str | None,
+    data_root: Path | None,
+    output: Path,
+    device: str,
+    as_json: bool,
 ) -> None:
     """Encode and decode held-out images through a bundle's stage 1, to see what it keeps.
 
@@ -629,18 +708,27 @@ def reconstruct(
     Example:
       vqtool reconstruct vqtool-out/model.safetensors -n 16 -o recon.png
     """
-    pipe = vqtoolkit.load(bundle)
+    import torch
+
+    from vqtoolkit.atomic import check_writable
+    from vqtoolkit.images import check_image_path, save_grid
     from vqtoolkit.streaming import as_tensor
 
+    check_image_path(output)
+    check_writable(output)
+    pipe = _load_on(bundle, device)
     originals = as_tensor(_bundle_dataset(pipe, dataset, data_root).test_images[:num_images])
-    recon = pipe.reconstruct(originals)
+    recon = pipe.reconstruct(originals).cpu()
     images = recon if output.suffix == ".npy" else torch.cat([originals, recon])
     save_grid(images, output, nrow=min(8, len(originals)))
     mse = float(((recon - originals) ** 2).mean())
-    click.echo(f"wrote {len(originals)} reconstructions to {output} (test mse {mse:.5f})")
+    if as_json:
+        emit_json({"output": str(output), "num_images": len(originals), "test_mse": mse})
+    else:
+        click.echo(f"wrote {len(originals)} reconstructions to {output} (test mse {mse:.5f})")
 
 
-def _pick_image(spec: str, pipe: vqtoolkit.Pipeline, data: Callable[[], ImageDataset]) -> torch.Tensor:
+def _pick_image(spec: str, pipe: Pipeline, data: Callable[[], ImageDataset]) -> Tensor:
     """An image given as a test-split index of the bundle's dataset or as an image file path."""
     from vqtoolkit.images import load_image
     from vqtoolkit.streaming import as_tensor
@@ -677,14 +765,10 @@ def _pick_image(spec: str, pipe: vqtoolkit.Pipeline, data: Callable[[], ImageDat
     help="Images in the strip, ends included.",
 )
 @data_options
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("strip.png"),
-    show_default=True,
-    help="A .png strip, or .npy for the raw images (STEPS, C, H, W) in [0, 1].",
+@output_option(
+    Path("strip.png"), "A .png or .jpg strip, or .npy for the raw images (STEPS, C, H, W) in [0, 1]."
 )
+@device_option("cpu")
 @friendly_errors
 def interpolate(
     bundle: Path,
@@ -694,6 +778,7 @@ def interpolate(
     dataset: str | None,
     data_root: Path | None,
     output: Path,
+    device: str,
 ) -> None:
     """Walk from one image to another through the latent space, snapped to codes at every step.
 
@@ -705,17 +790,22 @@ def interpolate(
       vqtool interpolate vqtool-out/model.safetensors --from 0 --to 7 -o strip.png
       vqtool interpolate mnist.safetensors --from three.png --to 12 --steps 8 --data-root ../shared/data
     """
-    pipe = vqtoolkit.load(bundle)
+    from vqtoolkit.atomic import check_writable
+    from vqtoolkit.images import check_image_path, save_grid
+
+    check_image_path(output)
+    check_writable(output)
+    pipe = _load_on(bundle, device)
     data = functools.cache(lambda: _bundle_dataset(pipe, dataset, data_root))
     strip = pipe.interpolate(_pick_image(start, pipe, data), _pick_image(end, pipe, data), steps)
-    save_grid(strip, output, nrow=steps)
+    save_grid(strip.cpu(), output, nrow=steps)
     click.echo(f"wrote {steps} images from {start} to {end} to {output}")
 
 
 @main.command("report")
 @click.argument("bundle", type=click.Path(dir_okay=False, path_type=Path))
 @data_options
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the prior samples shown.")
+@seed_option("Seed for the prior samples shown.")
 @click.option(
     "-o",
     "--output",
@@ -740,18 +830,18 @@ def report_page(
     """
     from vqtoolkit.report import write_report
 
-    pipe = vqtoolkit.load(bundle)
+    pipe = _load_on(bundle, "cpu")
     try:
         data = _bundle_dataset(pipe, dataset, data_root)
     except VQToolkitError as err:  # the page still shows what the bundle alone holds
-        click.echo(f"note: {err}; the page leaves out the sections that need held-out images", err=True)
+        log.warning(f"note: {err}; the page leaves out the sections that need held-out images")
         data = None
     path = write_report(pipe, output or beside(bundle, "report.html"), data, bundle=bundle, seed=seed)
     click.echo(str(path))
 
 
 @main.command()
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option()
 def plugins(as_json: bool) -> None:
     """List installed components per kind and the distribution that provides each.
 
@@ -759,6 +849,8 @@ def plugins(as_json: bool) -> None:
     Example:
       vqtool plugins
     """
+    from vqtoolkit import registry
+
     listing = {
         kind: [
             {"name": s.name, "distribution": s.distribution, "version": s.version, "object": s.value}
@@ -768,7 +860,7 @@ def plugins(as_json: bool) -> None:
     }
     problems = [vars(p) for p in registry.problems()]
     if as_json:
-        click.echo(json.dumps({"components": listing, "problems": problems}, indent=2))
+        emit_json({"components": listing, "problems": problems})
         return
     for kind, entries in listing.items():
         click.echo(f"{kind}s:")
@@ -790,7 +882,7 @@ def _size(n: float) -> str:
 
 @main.command()
 @click.argument("bundle", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (training history included).")
+@json_option("Machine-readable output (training history included).")
 @friendly_errors
 def inspect(bundle: Path, as_json: bool) -> None:
     """Show what a bundle holds, without building it or needing its plugins installed.
@@ -808,7 +900,7 @@ def inspect(bundle: Path, as_json: bool) -> None:
 
     s = summary(bundle)
     if as_json:
-        click.echo(json.dumps(s, indent=2))
+        emit_json(s)
         return
     click.echo(
         f"{s['path']}: {_size(s['file_bytes'])}, bundle format {s['format_version']}, written by "
@@ -829,10 +921,7 @@ def inspect(bundle: Path, as_json: bool) -> None:
     info = s["info"]
     facts = {k: info[k] for k in TRAINING_FACTS if k in info}
     if facts:
-        click.echo("training   " + ", ".join(f"{k} {v}" for k, v in facts.items()))
+        click.echo("training   " + ", ".join(f"{k} {_text(v)}" for k, v in facts.items()))
     metrics = info.get("metrics") or {}
     if metrics:
-        click.echo(
-            "metrics    "
-            + ", ".join(f"{k} {v:.5g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
-        )
+        click.echo("metrics    " + ", ".join(f"{k} {_text(v)}" for k, v in metrics.items()))

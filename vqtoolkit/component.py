@@ -34,6 +34,6 @@ class Component(nn.Module):
 
 
 def check_positive(name: str, value: float, *, minimum: float = 1) -> None:
-    """Raise a :class:`ConfigError` unless ``value >= minimum`` (constructor validation)."""
-    if value < minimum:
+    """Raise a :class:`ConfigError` unless ``value >= minimum`` (constructor validation; NaN fails)."""
+    if not value >= minimum:
         raise ConfigError(f"{name} must be >= {minimum}; got {value}")

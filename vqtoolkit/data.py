@@ -22,6 +22,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from vqtoolkit.errors import DataError
+from vqtoolkit.memory import check_fits
 from vqtoolkit.streaming import Images, StreamedImages, all_grey, default_workers, read_image, should_stream
 from vqtoolkit.streaming import to_tensor as pictures_to_tensor
 
@@ -248,6 +249,12 @@ def load_dataset(
         raise DataError(f"only --data folder streams from disk; {name} is read into memory (drop --stream)")
     data = DATASETS[name](root, seed=seed)
     if image_size is not None and data.image_shape[1:] != (image_size, image_size):
+        images = len(data.train_images) + len(data.test_images)
+        check_fits(
+            f"{images} images resized to {image_size}×{image_size}",
+            images * data.image_shape[0] * image_size**2 * 4 * 2,  # float32, plus the resize's copy
+            "choose a smaller --image-size (image_size=)",
+        )
         for split in ("train_images", "test_images"):
             resized = F.interpolate(
                 getattr(data, split),

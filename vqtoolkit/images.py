@@ -1,4 +1,7 @@
-"""Image files in and out: PNG grids through torchvision, raw ``.npy`` arrays, one image read for a model."""
+"""Image files in and out: PNG or JPEG grids, raw ``.npy`` arrays, one image read for a model.
+
+The file name's suffix decides the format; an unknown suffix is refused before any work is done.
+"""
 
 from __future__ import annotations
 
@@ -12,14 +15,30 @@ from torch import Tensor
 from torchvision.utils import make_grid
 
 from vqtoolkit.atomic import atomic_write
-from vqtoolkit.errors import DataError
+from vqtoolkit.errors import ConfigError, DataError
+
+#: File suffix → what is written: a Pillow image format, or ``npy`` for the raw array.
+FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".npy": "npy"}
 
 
-def grid_png(images: Tensor, *, nrow: int | None = None, scale: int = 1, padding: int = 2) -> bytes:
-    """PNG bytes of ``images`` ``(N, C, H, W)`` in [0, 1] tiled ``nrow`` per row on white.
+def check_image_path(path: str | Path) -> str:
+    """The format ``path``'s suffix asks for; a :class:`ConfigError` for any other suffix."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        raise ConfigError(
+            f"cannot tell how to write {path}: the suffix {suffix or '(none)'!r} is not one of "
+            f"{', '.join(FORMATS)}; e.g. -o samples.png"
+        )
+    return FORMATS[suffix]
 
-    ``scale`` enlarges every pixel to a ``scale``×``scale`` block (nearest neighbour), so small
-    images stay sharp where they are shown bigger.
+
+def grid_bytes(
+    images: Tensor, *, nrow: int | None = None, scale: int = 1, padding: int = 2, image_format: str = "png"
+) -> bytes:
+    """Image bytes (PNG unless ``image_format`` says otherwise) of ``images`` ``(N, C, H, W)`` in [0, 1].
+
+    Tiled ``nrow`` per row on white. ``scale`` enlarges every pixel to a ``scale``×``scale`` block
+    (nearest neighbour), so small images stay sharp where they are shown bigger.
     """
     rows = nrow or max(1, round(len(images) ** 0.5))
     grid = make_grid(images.detach().cpu().float(), nrow=rows, padding=padding, pad_value=1.0)
@@ -28,22 +47,24 @@ def grid_png(images: Tensor, *, nrow: int | None = None, scale: int = 1, padding
     if scale > 1:
         picture = picture.resize((picture.width * scale, picture.height * scale), Image.Resampling.NEAREST)
     buffer = io.BytesIO()
-    picture.save(buffer, format="png")
+    picture.save(buffer, format=image_format)
     return buffer.getvalue()
 
 
 def save_grid(images: Tensor, path: str | Path, *, nrow: int | None = None) -> Path:
-    """Save ``images`` ``(N, C, H, W)`` in [0, 1] as a PNG grid, or as an ``.npy`` array.
+    """Save ``images`` ``(N, C, H, W)`` in [0, 1] as a ``.png``/``.jpg`` grid, or as an ``.npy`` array.
 
-    The file appears complete or not at all (see :func:`vqtoolkit.atomic.atomic_write`).
+    The suffix decides the format (:func:`check_image_path`). The file appears complete or not at
+    all (see :func:`vqtoolkit.atomic.atomic_write`).
     """
     path = Path(path)
-    if path.suffix == ".npy":
+    kind = check_image_path(path)
+    if kind == "npy":
         buffer = io.BytesIO()
         np.save(buffer, images.detach().cpu().numpy())
         data = buffer.getvalue()
     else:
-        data = grid_png(images, nrow=nrow)
+        data = grid_bytes(images, nrow=nrow, image_format=kind)
     atomic_write(path, data)
     return path
 

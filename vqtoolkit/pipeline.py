@@ -6,19 +6,20 @@ evaluates and saves.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from vqtoolkit import distributed, registry
 from vqtoolkit.data import ImageDataset
 from vqtoolkit.decoders.base import Decoder
 from vqtoolkit.encoders.base import Encoder
-from vqtoolkit.errors import ConfigError, ShapeError
+from vqtoolkit.errors import ConfigError, ShapeError, VQToolkitError
+from vqtoolkit.memory import check_fits
 from vqtoolkit.metrics import bits_per_code
 from vqtoolkit.model import VQVAE
 from vqtoolkit.priors.base import Prior
@@ -39,6 +40,8 @@ TRAINING_FACTS = (
     "device",
     "precision",
 )
+
+log = logging.getLogger(__name__)
 
 #: build()'s shared options, and the constructor option each component receives them as.
 SHARED_OPTIONS: dict[str, dict[str, str]] = {
@@ -71,9 +74,10 @@ def check_wiring(encoder: Encoder, quantizer: Quantizer, decoder: Decoder) -> No
     def label(c: Any) -> str:
         return f"{c.kind} {getattr(c, 'registered_name', None) or type(c).__name__!r}"
 
+    same_dim = f"pass the quantizer's dim to every component, build(dim={getattr(quantizer, 'dim', None)})"
     pairs = [
-        (encoder, "dim", quantizer, "dim", "pass the same dim to both, e.g. build(dim=64)"),
-        (quantizer, "dim", decoder, "dim", "pass the same dim to both, e.g. build(dim=64)"),
+        (encoder, "dim", quantizer, "dim", same_dim),
+        (quantizer, "dim", decoder, "dim", same_dim),
         (encoder, "in_channels", decoder, "out_channels", "the decoder must output the images' channels"),
         (encoder, "downsample", decoder, "upsample", "give them the same number of stages"),
     ]
@@ -97,25 +101,83 @@ def build(
     quantizer_config: dict[str, Any] | None = None,
     decoder_config: dict[str, Any] | None = None,
     prior_config: dict[str, Any] | None = None,
+    seed: int = 0,
 ) -> Pipeline:
     """Assemble a VQ-VAE and its prior from registered names (or ready instances).
 
     Shared options (``in_channels``, ``dim``, ``num_codes``, ``beta``) go to every component whose
-    constructor takes them; ``*_config`` dicts pass anything else to one component. Mismatched
-    components fail here, before any training.
+    constructor takes them; ``*_config`` dicts pass anything else to one component. Without ``dim``,
+    the encoder and decoder take the quantizer's own (64 for codebook quantizers, ``len(levels)`` for
+    ``fsq``). Mismatched components, and models too large for the memory available, fail here,
+    before any training.
+
+    ``seed`` fixes the initial weights (drawn from a private random stream, so the caller's is
+    untouched): the same call builds the same weights, bit for bit. With the ``seed`` of
+    :meth:`Pipeline.fit` (shuffling and every random draw in training) a whole run is reproducible.
 
     >>> pipe = build("conv", "vq", "conv", "gmm", dim=16, num_codes=32)
     >>> pipe.model.quantizer.num_codes
     32
     """
     shared = {"in_channels": in_channels, "dim": dim, "num_codes": num_codes, "beta": beta}
-    enc = _component("encoder", encoder, shared, encoder_config)
-    quant = _component("quantizer", quantizer, shared, quantizer_config)
-    dec = _component("decoder", decoder, shared, decoder_config)
+    configs = (encoder_config, quantizer_config, decoder_config, prior_config)
+    with torch.random.fork_rng(devices=[]):  # the caller's random stream is left as it was
+        _check_model_fits(lambda: _components(encoder, quantizer, decoder, prior, dict(shared), configs))
+        torch.manual_seed(seed)
+        enc, quant, dec, pri = _components(encoder, quantizer, decoder, prior, dict(shared), configs)
+    return Pipeline(VQVAE(enc, quant, dec), pri)
+
+
+def _components(
+    encoder: str | Encoder,
+    quantizer: str | Quantizer,
+    decoder: str | Decoder,
+    prior: str | Prior | None,
+    shared: dict[str, Any],
+    configs: tuple[dict[str, Any] | None, ...],
+) -> tuple[Any, Any, Any, Any]:
+    """Create the four components; the quantizer first, so its ``dim`` is the default for the others."""
+    quant = _component("quantizer", quantizer, shared, configs[1])
+    if shared.get("dim") is None:  # e.g. fsq's dim is len(levels): the encoder and decoder follow it
+        shared["dim"] = getattr(quant, "dim", None)
+    enc = _component("encoder", encoder, shared, configs[0])
+    dec = _component("decoder", decoder, shared, configs[2])
     check_wiring(enc, quant, dec)
     shared["num_codes"] = quant.num_tokens
-    pri = None if prior is None else _component("prior", prior, shared, prior_config)
-    return Pipeline(VQVAE(enc, quant, dec), pri)
+    pri = None if prior is None else _component("prior", prior, shared, configs[3])
+    return enc, quant, dec, pri
+
+
+def _display_name(component: Any) -> str:
+    """The registered name, or the class name of a component not registered (yet): for messages only."""
+    try:
+        return registry.name_of(component)
+    except ConfigError:
+        return type(component).__name__
+
+
+def _check_model_fits(make: Callable[[], tuple[Any, ...]]) -> None:
+    """Refuse components whose training state (weights, gradients, Adam's two moments) cannot fit.
+
+    ``make()`` creates them; here it runs on the ``meta`` device, which allocates nothing. Components
+    that cannot be built there are left to the real build.
+    """
+    try:
+        with torch.device("meta"):
+            components = make()
+    except VQToolkitError:
+        raise
+    except Exception:
+        return
+    modules = [c for c in components if isinstance(c, torch.nn.Module)]
+    values = sum(t.numel() for m in modules for t in (*m.parameters(), *m.buffers()))
+    config = getattr(components[1], "config", {})
+    described = ", ".join(f"{k}={v}" for k, v in config.items() if k in ("num_codes", "dim"))
+    check_fits(
+        f"a model of {values:.3g} values ({described})",
+        values * 4 * 4,
+        "choose a smaller num_codes or dim (--num-codes, --dim)",
+    )
 
 
 def chain(*callbacks: Callable[[dict[str, Any]], None] | None) -> Callable[[dict[str, Any]], None]:
@@ -140,6 +202,37 @@ class Pipeline:
         self.model = model
         self.prior = prior
         self.info: dict[str, Any] = dict(info or {})
+
+    def __repr__(self) -> str:
+        """Each component by registered name with its config, and what training recorded."""
+
+        def describe(component: Any) -> str:
+            name = getattr(component, "registered_name", None) or type(component).__name__
+            config = ", ".join(f"{k}={v!r}" for k, v in getattr(component, "config", {}).items())
+            return f"{name}({config})"
+
+        parts = [
+            f"  {role}={describe(component)}"
+            for role, component in (
+                ("encoder", self.model.encoder),
+                ("quantizer", self.model.quantizer),
+                ("decoder", self.model.decoder),
+                ("prior", self.prior),
+            )
+            if component is not None
+        ]
+        if self.prior is None:
+            parts.append("  prior=None")
+        elif not self.prior.is_fitted:
+            parts.append("  prior_fitted=False")
+        facts: dict[str, Any] = {k: self.info[k] for k in ("dataset", "epochs", "seed") if k in self.info}
+        metrics = self.info.get("metrics", {})
+        facts.update(
+            {k: round(v, 5) for k in ("test_mse", "test_perplexity") if (v := metrics.get(k)) is not None}
+        )
+        if facts:
+            parts.append("  trained: " + ", ".join(f"{k}={v}" for k, v in facts.items()))
+        return "Pipeline(\n" + ",\n".join(parts) + ",\n)"
 
     @property
     def device(self) -> torch.device:
@@ -211,6 +304,9 @@ class Pipeline:
     ) -> list[dict[str, Any]]:
         """Stage 1: train encoder, quantizer and decoder; returns the per-epoch history.
 
+        ``seed`` fixes the shuffling and every random draw during training (k-means initialisation,
+        revived codes), from a private random stream: with :func:`build`'s ``seed``, the same calls
+        give the same weights and metrics bit for bit (same machine, torch version and threads).
         ``train_options`` go to :func:`~vqtoolkit.train.train_autoencoder` (device, precision, ...).
         ``log_dir`` (optional) also writes TensorBoard scalars, grids and the code-usage histogram there
         (:mod:`vqtoolkit.tensorboard`); the JSON-lines ``log_path`` stays the default record.
@@ -226,18 +322,20 @@ class Pipeline:
             train_options["on_step"] = board.on_step
             train_options["on_epoch_end"] = chain(train_options.get("on_epoch_end"), board.on_epoch_end)
         try:
-            history = train_autoencoder(
-                self.model,
-                data.train_images,
-                data.test_images,
-                epochs=epochs,
-                batch_size=batch_size,
-                lr=lr,
-                lr_schedule=lr_schedule,
-                seed=seed,
-                progress=progress,
-                **train_options,
-            )
+            with torch.random.fork_rng():
+                torch.manual_seed(seed)
+                history = train_autoencoder(
+                    self.model,
+                    data.train_images,
+                    data.test_images,
+                    epochs=epochs,
+                    batch_size=batch_size,
+                    lr=lr,
+                    lr_schedule=lr_schedule,
+                    seed=seed,
+                    progress=progress,
+                    **train_options,
+                )
         finally:
             if board is not None:
                 board.close()
@@ -297,6 +395,8 @@ class Pipeline:
             if prior_config.get("conditional"):
                 shared["num_classes"] = data.num_classes
             self.prior = _component("prior", prior, shared, prior_config)
+            if isinstance(prior, str):  # a new prior fits where the frozen model encodes
+                self.prior.to(self.device)
         if self.prior is None:
             raise ConfigError("this pipeline has no prior; pass one, e.g. fit_prior(data, 'gmm')")
         self.check_prior_matches(self.prior)
@@ -309,11 +409,8 @@ class Pipeline:
         every_rank = self.prior.fits_on_every_rank
         inputs = self.gathered_prior_inputs(images, space=self.prior.space, to_all=every_rank)
         if inputs is not None:  # None on the ranks that leave the fit to rank 0
-            if progress:
-                shape = tuple(inputs.shape)
-                tqdm.write(
-                    f"stage 2 · fitting {registry.name_of(self.prior)} prior on {shape} {self.prior.space}"
-                )
+            shape = tuple(inputs.shape)
+            log.info(f"stage 2 · fitting {_display_name(self.prior)} prior on {shape} {self.prior.space}")
             self.prior.fit(inputs, labels=labels, progress=progress)
         if not every_rank:
             prior_class = type(self.prior)

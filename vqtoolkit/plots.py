@@ -1,7 +1,7 @@
-"""Pictures of a training run: per-epoch curves and a codebook-usage histogram (matplotlib, optional).
+"""Pictures of a training run: per-epoch curves and a codebook-usage histogram (matplotlib).
 
-Both write PNGs atomically (beside, then renamed) and need ``pip install vqtoolkit[plot]``; the CLI
-skips them with a note when matplotlib is missing, since the JSON-lines log holds the same numbers.
+Both write PNGs atomically (beside, then renamed). matplotlib is a dependency of vqtoolkit, so every
+install draws them.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def _pyplot() -> Any:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as err:
-        raise ConfigError("plots need matplotlib: pip install 'vqtoolkit[plot]'") from err
+        raise ConfigError("plots need matplotlib, a dependency of vqtoolkit: pip install matplotlib") from err
     return plt
 
 

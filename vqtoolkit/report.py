@@ -27,7 +27,7 @@ from vqtoolkit import plots, registry
 from vqtoolkit.atomic import atomic_write
 from vqtoolkit.data import ImageDataset
 from vqtoolkit.errors import VQToolkitError
-from vqtoolkit.images import grid_png
+from vqtoolkit.images import grid_bytes
 from vqtoolkit.pipeline import TRAINING_FACTS, Pipeline
 from vqtoolkit.streaming import as_tensor
 from vqtoolkit.train import code_counts
@@ -134,7 +134,7 @@ def img(png: bytes, alt: str, *, pixels: bool = True) -> str:
 
 def grid_img(images: Tensor, alt: str, *, nrow: int) -> str:
     """An ``<img>`` of an image grid, every pixel enlarged :data:`SCALE` times."""
-    return img(grid_png(images, nrow=nrow, scale=SCALE), alt)
+    return img(grid_bytes(images, nrow=nrow, scale=SCALE), alt)
 
 
 def section(title: str, body: str, anchor: str) -> str:

@@ -1,6 +1,6 @@
 """A conformance kit for components, in the spirit of scikit-learn's ``check_estimator``.
 
-Plugin authors call these in their own tests::
+Plugin authors call these in their own tests:
 
     from vqtoolkit.testing import check_prior
     def test_my_prior_conforms():
@@ -19,6 +19,8 @@ failure raises :class:`ConformanceError` naming the check and the fix.
 from __future__ import annotations
 
 import contextlib
+import copy
+import functools
 import importlib
 import itertools
 import json
@@ -26,9 +28,9 @@ import math
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import torch
 from safetensors.torch import load as load_bytes
@@ -36,7 +38,9 @@ from safetensors.torch import save as save_bytes
 from torch import Tensor, nn
 
 from vqtoolkit import bundle, registry
-from vqtoolkit.errors import VQToolkitError
+from vqtoolkit.errors import ComponentNotFoundError, VQToolkitError
+
+_Check = TypeVar("_Check", bound=Callable[..., None])
 
 __all__ = [
     "ConformanceError",
@@ -53,6 +57,25 @@ __all__ = [
 
 class ConformanceError(AssertionError):
     """A component that breaks its kind's contract; the message names the check and the fix."""
+
+
+def _reports_crashes(check: _Check) -> _Check:
+    """A component that crashes a check fails it with a :class:`ConformanceError`, never a raw error."""
+
+    @functools.wraps(check)
+    def run(component: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            check(component, *args, **kwargs)
+        except (ConformanceError, ComponentNotFoundError):
+            raise
+        except Exception as err:
+            name = component if isinstance(component, str) else getattr(component, "__name__", None)
+            raise ConformanceError(
+                f"{name or type(component).__name__} fails 'runs without crashing': "
+                f"{type(err).__name__}: {err}"
+            ) from err
+
+    return cast(_Check, run)
 
 
 def _fail(cls: type, check: str, problem: str) -> ConformanceError:
@@ -254,6 +277,7 @@ def _check_dtypes_devices(cls: type, module: Any, run: Any, example: Tensor) -> 
 
 
 # -- encoders and decoders -------------------------------------------------------------------------
+@_reports_crashes
 def check_encoder(component: str | type, config: Mapping[str, Any] | None = None) -> None:
     """Verify an encoder: images ``(B, in_channels, H, W)`` → latents ``(B, dim, H/f, W/f)``."""
     cls, encoder = _common("encoder", component, config)
@@ -265,6 +289,7 @@ def check_encoder(component: str | type, config: Mapping[str, Any] | None = None
         raise _fail(cls, "bundle round trip", "the restored encoder computes something else")
 
 
+@_reports_crashes
 def check_decoder(component: str | type, config: Mapping[str, Any] | None = None) -> None:
     """Verify a decoder: latents ``(B, dim, h, w)`` → images ``(B, out_channels, h·f, w·f)``."""
     cls, decoder = _common("decoder", component, config)
@@ -293,25 +318,33 @@ def _check_map(cls: type, module: Any, x: Tensor, shape: tuple[int, ...]) -> Non
 
 
 # -- quantizers ------------------------------------------------------------------------------------
+@_reports_crashes
 def check_quantizer_invariants(
     quantizer: Any,
     z: Tensor,
     *,
     exact_nearest: bool = True,
     straight_through: bool = True,
+    commitment: bool = True,
+    training: bool = False,
 ) -> None:
-    """The quantizer contract on one input ``z`` (B, D, *spatial), in eval mode.
+    """The quantizer contract on one input ``z`` (B, D, *spatial), in eval mode or (``training``) train mode.
 
-    Output shapes and dtypes; indices in range; ``quantized == lookup(indices)``; with
-    ``exact_nearest``, each index is a nearest code by squared L2; with ``straight_through``, the
-    gradient of ``quantized`` with respect to ``z`` is the identity. Drive it with Hypothesis.
+    Output shapes and dtypes; indices in range; ``counts`` is the bincount of the indices;
+    ``quantized == lookup(indices)`` (in training mode, the codes of the codebook before or after
+    the forward's own update, so returning ``z`` itself fails); with ``exact_nearest`` (eval mode),
+    each index is a nearest code by squared L2; with ``straight_through``, the gradient of
+    ``quantized`` with respect to ``z`` is the identity; with ``commitment``, ``loss`` has a
+    non-zero gradient with respect to ``z`` (the commitment term). Drive it with Hypothesis.
     """
     cls = type(quantizer)
-    quantizer.eval()
+    mode = "in training mode" if training else "in eval mode"
+    quantizer.train(training)
     b, spatial = z.shape[0], tuple(z.shape[2:])
+    before = copy.deepcopy(quantizer) if training else None
     z = z.detach().clone().requires_grad_(True)
     out = quantizer(z)
-    for field in ("quantized", "indices", "loss"):
+    for field in ("quantized", "indices", "loss", "counts"):
         if not hasattr(out, field):
             raise _fail(
                 cls, "output fields", f"forward's result has no {field!r}; return vqtoolkit's QuantizerOutput"
@@ -343,13 +376,21 @@ def check_quantizer_invariants(
         )
     if loss.ndim != 0 or not torch.isfinite(loss):
         raise _fail(cls, "loss", f"loss must be a finite scalar; got shape {tuple(loss.shape)} value {loss}")
-    looked_up = quantizer.lookup(indices)
+    _check_counts(cls, out.counts, indices, k, mode)
     tolerance = 1e-5 if z.dtype == torch.float64 else 1e-4
-    if not torch.allclose(looked_up.to(quantized.dtype), quantized.detach(), atol=tolerance, rtol=tolerance):
-        raise _fail(
-            cls, "quantized == lookup(indices)", "the quantized values are not the codes the indices name"
+    codebooks = [quantizer] if before is None else [before, quantizer]
+    if not any(
+        torch.allclose(
+            q.lookup(indices).to(quantized.dtype), quantized.detach(), atol=tolerance, rtol=tolerance
         )
-    if exact_nearest and indices.shape == (b, *spatial):
+        for q in codebooks
+    ):
+        raise _fail(
+            cls,
+            "quantized == lookup(indices)",
+            f"{mode}, the quantized values are not the codes the indices name (is z returned unquantized?)",
+        )
+    if exact_nearest and not training and indices.shape == (b, *spatial):
         flat = z.detach().movedim(1, -1).reshape(-1, z.shape[1]).double()
         codebook = quantizer.codebook.detach().double()
         distances = torch.cdist(flat, codebook).square()
@@ -358,18 +399,57 @@ def check_quantizer_invariants(
             raise _fail(cls, "nearest code", "an index is not a nearest code by squared L2")
         if not torch.equal(quantizer.quantize_indices(z.detach()), indices):
             raise _fail(cls, "quantize_indices", "quantize_indices(z) differs from forward(z).indices")
+    if commitment:
+        pull = (
+            torch.autograd.grad(loss, z, retain_graph=True, allow_unused=True)[0]
+            if loss.requires_grad
+            else None
+        )
+        if pull is None or not torch.isfinite(pull).all() or not pull.abs().sum() > 0:
+            raise _fail(
+                cls,
+                "commitment loss",
+                f"{mode}, loss has no gradient with respect to z: add beta * mse(z, sg[q]) "
+                "(vq_losses in vqtoolkit.quantize.core); commitment=False for a quantizer without one",
+            )
     if straight_through:
         grad = torch.randn_like(quantized)
+        if not quantized.requires_grad:
+            raise _fail(
+                cls,
+                "straight-through gradient",
+                f"{mode}, quantized carries no gradient (detached?); return straight_through(z, q) "
+                f"from vqtoolkit.quantize.core",
+            )
         (quantized * grad).sum().backward()
         if z.grad is None or not torch.allclose(z.grad, grad, atol=1e-5, rtol=1e-4):
             raise _fail(
                 cls,
                 "straight-through gradient",
-                "d quantized / d z is not the identity; return "
+                f"{mode}, d quantized / d z is not the identity; return "
                 "straight_through(z, q) from vqtoolkit.quantize.core",
             )
 
 
+def _check_counts(cls: type, counts: Any, indices: Tensor, k: int, mode: str) -> None:
+    """``counts`` must be the per-code usage of this batch: ``bincount(indices)`` of shape ``(K,)``."""
+    expected = torch.bincount(indices.detach().reshape(-1).cpu(), minlength=k)
+    if (
+        not isinstance(counts, Tensor)
+        or tuple(counts.shape) != (k,)
+        or counts.is_floating_point()
+        or not torch.equal(counts.detach().cpu().long(), expected)
+    ):
+        got = tuple(counts.shape) if isinstance(counts, Tensor) else type(counts).__name__
+        raise _fail(
+            cls,
+            "counts",
+            f"{mode}, counts ({got}) is not bincount(indices, minlength={k}); perplexity, dead-code "
+            f"revival and the training log all read it",
+        )
+
+
+@_reports_crashes
 def check_quantizer(
     component: str | type,
     config: Mapping[str, Any] | None = None,
@@ -377,13 +457,15 @@ def check_quantizer(
     exact_nearest: bool = True,
     straight_through: bool = True,
     codebook_learns: bool = True,
+    commitment: bool = True,
 ) -> None:
     """Verify a quantizer against the contract.
 
-    The invariants of :func:`check_quantizer_invariants` on several shapes,
-    ``codebook``/``lookup``/``nearest``, float64 and devices, a bundle round trip, and (unless
-    ``codebook_learns=False``, for implicit codebooks such as FSQ) that one training step changes the
-    codebook, by gradient or by EMA.
+    The invariants of :func:`check_quantizer_invariants` on several shapes in eval mode and, on fresh
+    instances after one warm-up step, in training mode; ``codebook``/``lookup``/``nearest``, float64
+    and devices, a bundle round trip, and (unless ``codebook_learns=False``, for implicit codebooks
+    such as FSQ) that one training step changes the codebook, by gradient or by EMA.
+    ``commitment=False`` is for quantizers whose loss is zero by design (FSQ).
     """
     cls, quantizer = _common("quantizer", component, config)
     k, d = _positive_ints(cls, quantizer, "num_codes", "dim")
@@ -401,6 +483,14 @@ def check_quantizer(
             torch.randn(shape, generator=g),
             exact_nearest=exact_nearest,
             straight_through=straight_through,
+            commitment=commitment,
+        )
+    for shape in [(2, d, 3, 4), (3, d, 5)]:
+        fresh, z = cls(**quantizer.config).train(), torch.randn(shape, generator=g)
+        with torch.no_grad():
+            fresh(z)  # warm-up: data-dependent initialisation (k-means) happens on the first step
+        check_quantizer_invariants(
+            fresh, z, straight_through=straight_through, commitment=commitment, training=True
         )
     z = torch.randn(4, d, 3, 3, generator=g)
     _check_dtypes_devices(cls, quantizer.eval(), lambda m, t: m(t).quantized, z)
@@ -451,6 +541,7 @@ def example_data(prior: Any, n: int = 64, spatial: tuple[int, ...] = (2, 3)) -> 
     return (steps.cumsum(1) + torch.randint(0, k, (n, 1), generator=g)).remainder(k).reshape(n, *spatial)
 
 
+@_reports_crashes
 def check_prior(
     component: str | type,
     config: Mapping[str, Any] | None = None,
@@ -529,9 +620,21 @@ def _check_samples(cls: type, prior: Any, data: Tensor, label: int | None) -> Te
             "reproducible",
             "the same generator seed gave different samples; draw all randomness from the generator argument",
         )
-    for kwargs in ({"temperature": 0.5}, {"temperature": 2.0}):
-        if tuple(prior.sample(1, label=label, **kwargs).shape) != (1, *data.shape[1:]):
-            raise _fail(cls, "temperature", f"sample(1, {kwargs}) has the wrong shape")
+    drawn = []
+    for temperature in (0.5, 2.0):
+        batch = prior.sample(
+            32, label=label, temperature=temperature, generator=torch.Generator().manual_seed(0)
+        )
+        if tuple(batch.shape) != (32, *data.shape[1:]):
+            raise _fail(cls, "temperature", f"sample(32, temperature={temperature}) has the wrong shape")
+        drawn.append(batch)
+    if torch.equal(*drawn):
+        raise _fail(
+            cls,
+            "temperature",
+            "temperature 0.5 and 2.0 drew the same 32 samples from the same seed: temperature is "
+            "validated but ignored; scale logits (index priors) or the noise (latent priors) by it",
+        )
     return samples
 
 

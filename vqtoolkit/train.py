@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import signal
 import threading
 import time
@@ -36,6 +37,8 @@ from vqtoolkit.errors import TrainingError, TrainingInterrupted
 from vqtoolkit.model import VQVAE
 from vqtoolkit.schedule import DEFAULT_LR, DEFAULT_SCHEDULE, check_schedule, lr_at
 from vqtoolkit.streaming import Images, as_tensor, image_batches
+
+log = logging.getLogger(__name__)
 
 EpochCallback = Callable[[dict[str, Any]], None]
 #: ``on_step(step, values)``: the step's ``loss``, ``recon``, ``vq`` (detached tensors) and ``lr``.
@@ -128,7 +131,7 @@ def train_autoencoder(
     resume). Ctrl-C or SIGTERM on any rank stops all of them after the same step. See docs/distributed.md.
     """
     # -- settle everything that can be wrong before the first step -----------------------------------
-    if epochs < 1 or batch_size < 1 or lr <= 0:
+    if epochs < 1 or batch_size < 1 or not 0 < lr < float("inf"):  # written so that NaN fails too
         raise TrainingError(f"need epochs >= 1, batch_size >= 1 and lr > 0; got {epochs}, {batch_size}, {lr}")
     check_schedule(lr_schedule)
     if resume and checkpoint_path is None:
@@ -275,7 +278,7 @@ def train_autoencoder(
             save_checkpoint(checkpoint.Position(epoch + 1, 0, step, generator.get_state(), history))
             write_log(log_path, history)
             if progress:
-                tqdm.write(format_epoch(record, epochs))
+                log.info(format_epoch(record, epochs))
             if on_epoch_end is not None:
                 on_epoch_end(record)
     model.to(memory_format=torch.contiguous_format)  # channels-last is a training-time layout only
@@ -361,7 +364,7 @@ def stop_requests(*, enabled: bool) -> Iterator[_StopFlag]:
         flag.requested = True
         if distributed.is_main():
             name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-            tqdm.write(f"{name}: finishing this step and saving a checkpoint (press Ctrl-C to stop at once)")
+            log.warning(f"{name}: finishing this step and saving a checkpoint (press Ctrl-C to stop at once)")
 
     previous = {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
     try:

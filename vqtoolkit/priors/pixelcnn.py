@@ -19,6 +19,7 @@ once per row and only the cheap horizontal stack once per position.
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
@@ -33,6 +34,8 @@ from vqtoolkit import distributed
 from vqtoolkit.component import check_positive
 from vqtoolkit.errors import ConfigError, TrainingError
 from vqtoolkit.priors.base import IndexPrior
+
+log = logging.getLogger(__name__)
 
 
 def gate(x: Tensor) -> Tensor:
@@ -261,7 +264,7 @@ class PixelCNNPrior(IndexPrior):
             if record["val_bits_per_code"] < best[0]:
                 best = (record["val_bits_per_code"], copy.deepcopy(self.net.state_dict()))
             if progress:
-                tqdm.write(
+                log.info(
                     f"prior epoch {epoch}/{epochs}  train {record['train_bits_per_code']:.4f} bits/code"
                     f"  | held-out {record['val_bits_per_code']:.4f} bits/code"
                 )

@@ -56,8 +56,8 @@ def check_codebook_options(
     check_positive("dim", dim)
     check_positive("chunk_bytes", chunk_bytes)
     check_positive("kmeans_iters", kmeans_iters, minimum=0)
-    if beta < 0:
-        raise ConfigError(f"beta (commitment weight) must be >= 0; got {beta}")
+    if not 0 <= beta < float("inf"):  # NaN fails too
+        raise ConfigError(f"beta (commitment weight) must be a finite number >= 0; got {beta}")
     if not 0 < decay < 1:
         raise ConfigError(f"decay (EMA) must lie strictly between 0 and 1, e.g. 0.99; got {decay}")
     if eps <= 0:
