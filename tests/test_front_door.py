@@ -104,6 +104,8 @@ EXPECTED = {  # which ideas each command has (docs/cli.md's table)
     "sample": {"output", "num_samples", "as_json", "seed", "device"},
     "eval": {"as_json", "device"},
     "reconstruct": {"output", "as_json", "device"},
+    "interpolate": {"output", "device"},
+    "report": {"output", "seed"},
     "inspect": {"as_json"},
     "plugins": {"as_json"},
 }
