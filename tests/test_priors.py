@@ -17,7 +17,7 @@ from vqtoolkit import registry
 from vqtoolkit.cli import main
 from vqtoolkit.data import ImageDataset
 from vqtoolkit.errors import ConfigError, ShapeError
-from vqtoolkit.priors.pixelcnn import GatedPixelCNN, single_thread
+from vqtoolkit.priors.pixelcnn import GatedPixelCNN, dilations, single_thread
 
 K = 6
 TINY_PIXELCNN = {"channels": 8, "layers": 3, "epochs": 1, "batch_size": 32}
@@ -135,16 +135,28 @@ def test_pixelcnn_learns_structure_the_categorical_prior_cannot_see():
 
 
 # -- PixelCNN causality --------------------------------------------------------------------------
+def influence_map(net: GatedPixelCNN, x: torch.Tensor, p: int) -> torch.Tensor:
+    """How much each position's code embedding moves the features at raster position ``p`` (H·W,).
+
+    Measured before the head, whose ReLU can switch off every unit at p for some random weights.
+    """
+    emb = net.embed(x).detach().requires_grad_(True)
+    features = net.horizontal(emb, net.vertical(emb, None), None)
+    features.reshape(features.shape[1], -1)[:, p].sum().backward()
+    return emb.grad.abs().sum(1).reshape(-1)
+
+
 @settings(max_examples=25, deadline=None)
 @given(
-    h=st.integers(1, 5),
-    w=st.integers(1, 5),
+    h=st.integers(1, 12),
+    w=st.integers(1, 12),
     kernel=st.sampled_from([3, 5]),
     data=st.data(),
 )
 def test_pixelcnn_logits_depend_only_on_earlier_positions(h, w, kernel, data):
     torch.manual_seed(data.draw(st.integers(0, 2**16), label="seed"))
-    net = GatedPixelCNN(num_codes=5, channels=6, layers=5, kernel_size=kernel, num_classes=None).eval()
+    rates = dilations((h, w), 4, kernel)
+    net = GatedPixelCNN(num_codes=5, channels=6, dilations=rates, kernel_size=kernel, num_classes=None).eval()
     x = torch.randint(0, 5, (1, h, w))
     p = data.draw(st.integers(0, h * w - 1), label="position")
     changed = x.clone().reshape(-1)
@@ -152,14 +164,30 @@ def test_pixelcnn_logits_depend_only_on_earlier_positions(h, w, kernel, data):
     with torch.no_grad():
         before, after = net(x).reshape(1, 5, -1), net(changed.reshape(1, h, w)).reshape(1, 5, -1)
     torch.testing.assert_close(before[..., : p + 1], after[..., : p + 1], rtol=0, atol=1e-6)
-
-    # and no blind spot: with enough layers, every earlier position influences the features at p
-    # (measured before the head, whose ReLU can switch off every unit at p for some random weights)
-    emb = net.embed(x).detach().requires_grad_(True)
-    features = net.horizontal(emb, net.vertical(emb, None), None)
-    features.reshape(features.shape[1], -1)[:, p].sum().backward()
-    influence = emb.grad.abs().sum(1).reshape(-1)
+    # and no blind spot: every earlier position influences the features at p, no later one does
+    influence = influence_map(net, x, p)
     assert (influence[:p] > 0).all() and (influence[p:] == 0).all()
+
+
+@pytest.mark.parametrize("size", [8, 12])
+def test_the_default_pixelcnn_sees_every_earlier_position_of_larger_grids(size):
+    torch.manual_seed(0)
+    prior = registry.create("prior", "pixelcnn", num_codes=5, channels=6, grid_shape=[size, size])
+    net = prior.net.eval()
+    x = torch.randint(0, 5, (1, size, size))
+    for p in range(size * size):
+        influence = influence_map(net, x, p)
+        assert (influence[:p] > 0).all(), f"position {p} misses {(influence[:p] == 0).nonzero().tolist()}"
+        assert (influence[p:] == 0).all(), f"position {p} sees later positions"
+
+
+def test_plain_layers_would_leave_a_blind_region_and_too_few_layers_are_refused():
+    torch.manual_seed(0)
+    net = GatedPixelCNN(num_codes=5, channels=6, dilations=[1] * 6, kernel_size=3, num_classes=None).eval()
+    assert (influence_map(net, torch.randint(0, 5, (1, 8, 8)), 63)[:63] == 0).any()
+    assert dilations((8, 8), 6) == [1, 2, 4, 1, 2, 4]
+    with pytest.raises(ConfigError, match="layers >= 4"):
+        dilations((12, 12), 3)
 
 
 def test_pixelcnn_incremental_sampler_agrees_with_the_full_network():
