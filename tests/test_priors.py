@@ -21,12 +21,16 @@ from vqtoolkit.priors.pixelcnn import GatedPixelCNN, dilations, single_thread
 
 K = 6
 TINY_PIXELCNN = {"channels": 8, "layers": 3, "epochs": 1, "batch_size": 32}
+TINY_TRANSFORMER = {"dim": 16, "layers": 2, "heads": 2, "epochs": 1, "batch_size": 32}
 INDEX_PRIORS = [
     ("categorical", {}),
     ("categorical", {"conditional": True}),
     ("pixelcnn", TINY_PIXELCNN),
     ("pixelcnn", {**TINY_PIXELCNN, "conditional": True}),
+    ("transformer", TINY_TRANSFORMER),
+    ("transformer", {**TINY_TRANSFORMER, "conditional": True}),
 ]
+TINY = {"pixelcnn": TINY_PIXELCNN, "transformer": TINY_TRANSFORMER, "gmm": {"n_components": 2, "pca_dim": 4}}
 
 
 @pytest.fixture(autouse=True)
@@ -80,13 +84,10 @@ def test_index_prior_samples_valid_indices(name, options):
     assert int(drawn.min()) >= 0 and int(drawn.max()) < K
 
 
-@pytest.mark.parametrize("name", ["gmm", "categorical", "pixelcnn"])
+@pytest.mark.parametrize("name", ["gmm", "categorical", "pixelcnn", "transformer"])
 def test_pipeline_samples_images_from_each_prior(name):
     pipe = tiny_pipeline()
-    config = (
-        TINY_PIXELCNN if name == "pixelcnn" else {"n_components": 2, "pca_dim": 4} if name == "gmm" else {}
-    )
-    pipe.fit_prior(tiny_images(), name, progress=False, **config)
+    pipe.fit_prior(tiny_images(), name, progress=False, **TINY.get(name, {}))
     indices = pipe.sample_indices(4, generator=torch.Generator().manual_seed(0))
     assert indices.shape == (4, 7, 7) and int(indices.min()) >= 0 and int(indices.max()) < 16
     images = pipe.sample(4, generator=torch.Generator().manual_seed(0))
@@ -117,13 +118,15 @@ def test_conditional_log_prob_without_labels_is_the_class_marginal():
     assert (prior.log_prob(data) <= per_class.max(0).values + 1e-6).all()
 
 
-def test_pixelcnn_learns_structure_the_categorical_prior_cannot_see():
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [("pixelcnn", {"channels": 8, "layers": 2}), ("transformer", {"dim": 16, "layers": 1, "heads": 2})],
+)
+def test_trained_priors_learn_structure_the_categorical_prior_cannot_see(name, options):
     data, _ = grids(256)
     test, _ = grids(128, seed=1)
     cat = registry.create("prior", "categorical", num_codes=K).fit(data, progress=False)
-    cnn = registry.create(
-        "prior", "pixelcnn", num_codes=K, channels=8, layers=2, epochs=10, batch_size=64, lr=1e-2
-    )
+    cnn = registry.create("prior", name, num_codes=K, epochs=10, batch_size=64, lr=1e-2, **options)
     cnn.fit(data, progress=False)
     with torch.no_grad():
         bits = {
@@ -195,6 +198,62 @@ def test_pixelcnn_incremental_sampler_agrees_with_the_full_network():
     greedy = prior.sample(6, temperature=1e-6, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert torch.equal(prior.net(greedy).argmax(1), greedy)
+
+
+def test_transformer_cached_steps_give_the_full_sequence_logits():
+    from vqtoolkit.priors.transformer import KVCache
+
+    prior = registry.create(
+        "prior", "transformer", num_codes=K, dim=16, layers=2, heads=4, grid_shape=[3, 4], conditional=True,
+        num_classes=3,
+    )
+    net = prior.net.eval()
+    x, labels = torch.randint(0, K, (5, 3, 4)), torch.tensor([0, 1, 2, 1, 0])
+    with torch.no_grad():
+        full = net(x, labels).reshape(5, K, 12)
+        caches, flat = [KVCache() for _ in net.blocks], x.reshape(5, 12)
+        stepped = torch.stack(
+            [net.step(flat[:, t - 1] if t else None, t, labels, caches, 5) for t in range(12)], -1
+        )
+        changed = flat.clone()
+        changed[:, 6:] = (changed[:, 6:] + 1) % K  # change position 6 and later
+        after = net(changed.reshape(5, 3, 4), labels).reshape(5, K, 12)
+    torch.testing.assert_close(stepped, full, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(after[..., :7], full[..., :7], rtol=0, atol=1e-6)
+    assert not torch.allclose(after[..., 7:], full[..., 7:])
+
+
+def test_transformer_sampler_agrees_with_the_full_network():
+    prior = fitted("transformer", TINY_TRANSFORMER)
+    greedy = prior.sample(6, temperature=1e-6, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(prior.net(greedy).argmax(1), greedy)
+
+
+# -- early stopping ------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["pixelcnn", "transformer"])
+def test_fitting_stops_after_patience_epochs_without_improvement_and_keeps_the_best(name):
+    data = torch.randint(0, K, (96, 3, 4))  # pure noise: held-out NLL soon gets worse as it overfits
+    options = {**TINY[name], "epochs": 40, "lr": 3e-2, "patience": 2, "dropout": 0.0}
+    prior = registry.create("prior", name, num_codes=K, **options).fit(data, progress=False)
+    val = [record["val_bits_per_code"] for record in prior.history]
+    best = min(range(len(val)), key=val.__getitem__)
+    assert len(val) < 40 and len(val) == best + 1 + 2
+    assert all(v >= val[best] for v in val[best + 1 :])
+    held_out = prior.settings  # the same seeded split the loop used
+    from vqtoolkit.priors.training import split_rows
+
+    rows, _ = split_rows(len(data), held_out.val_fraction, torch.Generator().manual_seed(held_out.seed))
+    with torch.no_grad():
+        bits = -float(prior.log_prob(data[rows]).sum()) / data[rows].numel() / math.log(2)
+    assert bits == pytest.approx(val[best], rel=1e-4)
+
+
+def test_the_default_epoch_budget_follows_the_data_size():
+    from vqtoolkit.priors.training import FitSettings
+
+    assert FitSettings().budget(445) < FitSettings().budget(11) <= 100
+    assert FitSettings(epochs=3).budget(11) == 3
 
 
 # -- determinism and bundles -----------------------------------------------------------------------
