@@ -252,7 +252,7 @@ def test_fitting_stops_after_patience_epochs_without_improvement_and_keeps_the_b
 def test_the_default_epoch_budget_follows_the_data_size():
     from vqtoolkit.priors.training import FitSettings
 
-    assert FitSettings().budget(445) < FitSettings().budget(11) <= 100
+    assert FitSettings().budget(445) < FitSettings().budget(11) <= 50
     assert FitSettings(epochs=3).budget(11) == 3
 
 

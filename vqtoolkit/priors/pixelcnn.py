@@ -171,7 +171,7 @@ class PixelCNNPrior(NeuralIndexPrior):
     def __init__(
         self,
         num_codes: int = 512,
-        channels: int = 64,
+        channels: int = 48,
         layers: int = 6,
         kernel_size: int = 3,
         dropout: float = 0.1,

@@ -33,9 +33,9 @@ LossFn = Callable[[nn.Module, Tensor, "Tensor | None"], Tensor]
 
 #: Optimizer steps the default epoch budget aims for (``epochs=None``), within :data:`EPOCH_LIMITS`.
 AUTO_STEPS = 4000
-#: Fewest and most epochs of the default budget: MNIST gets 9 epochs, the small ``digits`` set 100
+#: Fewest and most epochs of the default budget: MNIST gets 9 epochs, the small ``digits`` set 50
 #: (early stopping ends both sooner once the held-out NLL stops improving).
-EPOCH_LIMITS = (2, 100)
+EPOCH_LIMITS = (2, 50)
 
 
 @dataclass
