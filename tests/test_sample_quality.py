@@ -60,6 +60,7 @@ def cache(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         path = tmp_path_factory.mktemp("cache")
         mp.setenv("VQTOOLKIT_CACHE", str(path))
+        mp.setattr(classifier, "EPOCHS", (2, 10))  # a quicker judge: the tests compare with its own ceiling
         yield path
 
 
@@ -117,16 +118,20 @@ class ImageSampler:
         pool = self.images if label is None else self.images[self.labels == label]
         return pool[torch.randint(len(pool), (n,), generator=generator)]
 
+    def reconstruct(self, images):
+        return images  # a perfect stage 1
+
 
 def test_real_images_score_near_the_ceiling_and_noise_scores_badly(digits, cache):
     real = score_samples(ImageSampler(digits.test_images), digits, 300, progress=False)
     noise = score_samples(ImageSampler(torch.rand(300, 1, 28, 28)), digits, 300, progress=False)
     ceiling = real["classifier_score"]["real_train"]
-    assert ceiling > 8.0
+    assert ceiling > 6.0
     assert real["classifier_score"]["samples"] > 0.9 * ceiling
     assert noise["classifier_score"]["samples"] < 0.3 * ceiling
     assert real["frechet"]["samples"] < 1.3 * real["frechet"]["real_train"]
     assert noise["frechet"]["samples"] > 5 * real["frechet"]["real_train"]
+    assert real["frechet"]["reconstructions"] == pytest.approx(real["frechet"]["real_train"])
     assert real["label_accuracy"]["samples"] is None  # unconditional: no label asked for
     assert "label accuracy" not in "\n".join(format_scores(real))
 

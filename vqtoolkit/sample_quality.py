@@ -10,6 +10,10 @@ Three figures, each next to the same figure for real images (its ceiling):
 * **label accuracy** for a conditional prior: the share of samples drawn for label ``y`` that the
   classifier assigns to ``y`` (labels cycle through the classes), next to the classifier's
   accuracy on real training and test images.
+
+The same training images passed through the frozen stage 1 (encode, quantize, decode) are scored
+too: no prior can beat its stage 1's reconstructions, so they separate what the prior loses from
+what the codes cannot express.
 """
 
 from __future__ import annotations
@@ -67,9 +71,10 @@ def score_samples(
 ) -> dict[str, Any]:
     """Scores of ``n`` samples of ``pipe`` beside those of real ``data`` (see the module docstring).
 
-    Returns ``{"num_samples", "num_classes", "classifier_score": {...}, "frechet": {...},
-    "label_accuracy": {...}}`` where each figure maps ``samples``, ``real_train`` and (classifier
-    score, label accuracy) ``real_test`` to a value.
+    Returns ``{"num_samples", "num_classes", "temperature", "classifier_score": {...},
+    "frechet": {...}, "label_accuracy": {...}}`` where each figure maps ``samples``,
+    ``reconstructions``, ``real_train`` and (classifier score, label accuracy) ``real_test`` to a
+    value.
     """
     net = dataset_classifier(data, progress=progress)
     images, labels = draw(pipe, n, data.num_classes, temperature=temperature, seed=seed)
@@ -77,15 +82,24 @@ def score_samples(
     pick = torch.randperm(len(data.train_images), generator=torch.Generator().manual_seed(seed))[:n]
     sampled = score_images(net, images.cpu(), labels, test_features)
     real = score_images(net, data.train_images[pick], data.train_labels[pick], test_features)
+    with torch.inference_mode():
+        rebuilt = torch.cat([pipe.reconstruct(batch).cpu() for batch in data.train_images[pick].split(500)])
+    recon = score_images(net, rebuilt.clamp(0, 1), data.train_labels[pick], test_features)
     result: dict[str, Any] = {"num_samples": n, "num_classes": data.num_classes, "temperature": temperature}
     result["classifier_score"] = {
         "samples": sampled["classifier_score"],
+        "reconstructions": recon["classifier_score"],
         "real_train": real["classifier_score"],
         "real_test": metrics.classifier_score(test_probs),
     }
-    result["frechet"] = {"samples": sampled["frechet"], "real_train": real["frechet"]}
+    result["frechet"] = {
+        "samples": sampled["frechet"],
+        "reconstructions": recon["frechet"],
+        "real_train": real["frechet"],
+    }
     result["label_accuracy"] = {
         "samples": sampled["label_accuracy"],
+        "reconstructions": recon["label_accuracy"],
         "real_train": real["label_accuracy"],
         "real_test": metrics.label_accuracy(test_probs, data.test_labels),
     }
@@ -97,7 +111,7 @@ def format_scores(scores: dict[str, Any]) -> list[str]:
     lines = [
         f"sample quality of {scores['num_samples']} samples (temperature {scores['temperature']:g}) "
         f"against real images:",
-        f"{'':<18}{'samples':>10}{'real train':>12}{'real test':>11}{'samples/train':>15}",
+        f"{'':<18}{'samples':>10}{'recon train':>12}{'real train':>12}{'real test':>11}{'samples/train':>15}",
     ]
     rows = [
         ("classifier score", "classifier_score", f"  (at most {scores['num_classes']})"),
@@ -110,7 +124,7 @@ def format_scores(scores: dict[str, Any]) -> list[str]:
             continue
         cells = "".join(
             f"{row[c]:>{w}.4g}" if row.get(c) is not None else f"{'-':>{w}}"
-            for c, w in (("samples", 10), ("real_train", 12), ("real_test", 11))
+            for c, w in (("samples", 10), ("reconstructions", 12), ("real_train", 12), ("real_test", 11))
         )
         ratio = row["samples"] / row["real_train"] if row["real_train"] else float("nan")
         lines.append(f"{title:<18}{cells}{ratio:>15.3f}{note}")
