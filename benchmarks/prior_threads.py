@@ -44,7 +44,9 @@ def time_steps(name: str, threads: int, steps: int, grid: int, k: int, batch: in
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--priors", nargs="+", default=["pixelcnn", "transformer"])
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--grid", type=int, default=7)

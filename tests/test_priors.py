@@ -204,7 +204,14 @@ def test_transformer_cached_steps_give_the_full_sequence_logits():
     from vqtoolkit.priors.transformer import KVCache
 
     prior = registry.create(
-        "prior", "transformer", num_codes=K, dim=16, layers=2, heads=4, grid_shape=[3, 4], conditional=True,
+        "prior",
+        "transformer",
+        num_codes=K,
+        dim=16,
+        layers=2,
+        heads=4,
+        grid_shape=[3, 4],
+        conditional=True,
         num_classes=3,
     )
     net = prior.net.eval()

@@ -32,7 +32,9 @@ def test_frechet_distance_matches_the_scipy_sqrtm_formula():
     b = torch.randn(200, 6, generator=g) * 2 + 1
     mu_a, mu_b = a.double().mean(0).numpy(), b.double().mean(0).numpy()
     cov_a, cov_b = np.cov(a.double().numpy().T), np.cov(b.double().numpy().T)
-    expected = ((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * scipy.linalg.sqrtm(cov_a @ cov_b).real)
+    expected = ((mu_a - mu_b) ** 2).sum() + np.trace(
+        cov_a + cov_b - 2 * scipy.linalg.sqrtm(cov_a @ cov_b).real
+    )
     assert metrics.frechet_distance(a, b) == pytest.approx(expected, rel=1e-6)
 
 

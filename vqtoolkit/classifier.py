@@ -85,7 +85,12 @@ def dataset_key(data: ImageDataset) -> str:
 
 
 def train_classifier(
-    data: ImageDataset, *, steps: int = TRAIN_STEPS, batch_size: int = 128, seed: int = 0, progress: bool = True
+    data: ImageDataset,
+    *,
+    steps: int = TRAIN_STEPS,
+    batch_size: int = 128,
+    seed: int = 0,
+    progress: bool = True,
 ) -> Classifier:
     """A seeded classifier trained with Adam on ``data``'s training split for about ``steps`` steps."""
     if data.num_classes < 2:
@@ -123,7 +128,12 @@ def dataset_classifier(data: ImageDataset, *, progress: bool = True) -> Classifi
         try:
             net.load_state_dict(load(path.read_bytes()))
             return net.eval()
-        except (SafetensorError, RuntimeError, ValueError, OSError) as err:  # corrupt or foreign file: retrain over it
+        except (
+            SafetensorError,
+            RuntimeError,
+            ValueError,
+            OSError,
+        ) as err:  # corrupt or foreign file: retrain over it
             logger.warning("ignoring unreadable cached classifier %s (%s); retraining", path, err)
     logger.info("training a classifier for %s; it will be cached at %s", data.name, path)
     net = train_classifier(data, progress=progress)

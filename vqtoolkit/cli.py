@@ -335,7 +335,10 @@ def report(pipe: vqtoolkit.Pipeline, files: dict[str, Path], as_json: bool) -> N
 
 @main.command()
 @click.option(
-    "--prior", default="gmm", show_default=True, help="Registered prior: gmm, categorical, pixelcnn, transformer."
+    "--prior",
+    default="gmm",
+    show_default=True,
+    help="Registered prior: gmm, categorical, pixelcnn, transformer.",
 )
 @click.option(
     "--conditional", is_flag=True, help="Fit a class-conditional prior (enables `vqtool sample --label`)."
@@ -514,7 +517,9 @@ def data_options(command: F) -> F:
 
 @main.command("fit-prior")
 @click.argument("bundle", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--prior", required=True, help="Registered prior name: pixelcnn, transformer, categorical, gmm, ...")
+@click.option(
+    "--prior", required=True, help="Registered prior name: pixelcnn, transformer, categorical, gmm, ..."
+)
 @click.option("--conditional", is_flag=True, help="Learn p(codes | label) so `vqtool sample --label` works.")
 @click.option(
     "--prior-option",

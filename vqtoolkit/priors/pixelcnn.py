@@ -102,7 +102,9 @@ class GatedLayer(nn.Module):
     def horizontal_step(self, h: Tensor, vertical: Tensor, bias: Tensor | float) -> Tensor:
         """Horizontal stack output: position ``(i, j)`` sees row ``i`` left of ``j`` and ``vertical``."""
         x = F.pad(h, (1, 0))[..., :-1] if self.first else h  # shift right one column
-        pre = self.horizontal(F.pad(x, (self.reach * self.dilation, 0))) + self.vertical_to_horizontal(vertical)
+        pre = self.horizontal(F.pad(x, (self.reach * self.dilation, 0))) + self.vertical_to_horizontal(
+            vertical
+        )
         out = self.horizontal_out(self.dropout(gate(pre + bias)))
         return out if self.first else h + out
 
@@ -215,7 +217,9 @@ class PixelCNNPrior(NeuralIndexPrior):
         c = self._config
         grid = c["grid_shape"] or (1, 1)
         rates = dilations(grid, c["layers"], c["kernel_size"])
-        return GatedPixelCNN(self.num_codes, c["channels"], rates, c["kernel_size"], self.num_classes, c["dropout"])
+        return GatedPixelCNN(
+            self.num_codes, c["channels"], rates, c["kernel_size"], self.num_classes, c["dropout"]
+        )
 
     # -- using it -----------------------------------------------------------------------------
     @torch.inference_mode()

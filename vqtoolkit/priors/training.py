@@ -188,7 +188,8 @@ def fit_network(
                 value = loss(model, data[batch], None if labels is None else labels[batch])
                 if not torch.isfinite(value):
                     raise TrainingError(
-                        f"{name} loss became {float(value)} in epoch {state.epoch}: lower lr (now {settings.lr})"
+                        f"{name} loss became {float(value)} in epoch {state.epoch}: "
+                        f"lower lr (now {settings.lr})"
                     )
                 for group in optimizer.param_groups:
                     group["lr"] = lr_at(state.step, total_steps, settings.lr, "cosine")

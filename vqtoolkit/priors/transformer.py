@@ -54,7 +54,7 @@ class Block(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, cache: KVCache | None = None) -> Tensor:
-        """``x`` ``(N, T, dim)``: the whole sequence (causal mask) or, with ``cache``, the newest positions."""
+        """``x`` ``(N, T, dim)``: the whole sequence (causal mask), or with ``cache`` the newest position."""
         n, t, dim = x.shape
         q, k, v = self.qkv(self.attention_norm(x)).view(n, t, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
         if cache is None:
@@ -105,7 +105,9 @@ class CausalTransformer(nn.Module):
             x = block(x)
         return self.head(self.norm(x)).transpose(1, 2).reshape(n, -1, h, w)
 
-    def step(self, previous: Tensor | None, t: int, labels: Tensor | None, caches: list[KVCache], n: int) -> Tensor:
+    def step(
+        self, previous: Tensor | None, t: int, labels: Tensor | None, caches: list[KVCache], n: int
+    ) -> Tensor:
         """Logits ``(n, K)`` at position ``t`` given the codes drawn at ``t - 1`` (``None`` at ``t = 0``).
 
         Each block attends over its ``cache`` of earlier positions and appends position ``t`` to it.
