@@ -154,3 +154,26 @@ def test_an_unlabelled_dataset_cannot_be_scored(digits, tmp_path, monkeypatch):
     one_class = replace(digits, num_classes=1, train_labels=torch.zeros_like(digits.train_labels))
     with pytest.raises(DataError, match="labelled dataset"):
         classifier.dataset_classifier(one_class, progress=False)
+
+
+def test_cli_eval_scores_samples_beside_the_ceilings(digits, cache, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    import vqtoolkit
+    from vqtoolkit.cli import main
+
+    pipe = vqtoolkit.build("conv", "vq", "conv", None, dim=8, num_codes=16)
+    pipe.info.update(dataset="digits", seed=0, image_shape=[1, 28, 28])
+    pipe.fit_prior(digits, "categorical", conditional=True, progress=False)
+    bundle = pipe.save(tmp_path / "cond.safetensors")
+    runner = CliRunner()
+    result = runner.invoke(main, ["eval", str(bundle), "--samples", "40", "--json"])
+    assert result.exit_code == 0, result.output
+    scores = json.loads(result.output)["sample_quality"]
+    assert scores["num_samples"] == 40 and 1 <= scores["classifier_score"]["samples"] <= 10
+    assert scores["label_accuracy"]["samples"] is not None and scores["frechet"]["real_train"] > 0
+    text = runner.invoke(main, ["eval", str(bundle), "--samples", "40"])
+    assert text.exit_code == 0, text.output
+    assert "classifier score" in text.output and "label accuracy" in text.output
