@@ -415,3 +415,16 @@ def test_cli_sample_label_on_unconditional_prior(tmp_path, stage1_bundle):
     )
     result = runner.invoke(main, ["sample", str(out), "--label", "1", "-o", str(tmp_path / "x.png")])
     assert result.exit_code == 1 and "--conditional" in result.output
+
+
+def test_top_p_draws_only_from_the_nucleus():
+    from vqtoolkit.priors.neural import draw
+
+    logits = torch.tensor([[0.5, 0.3, 0.15, 0.05]]).log().repeat(4000, 1)
+    g = torch.Generator().manual_seed(0)
+    counts = torch.bincount(draw(logits, 1.0, g, top_p=0.75), minlength=4)
+    assert counts[2:].sum() == 0 and counts[0] > counts[1] > 0  # 0.5 + 0.3 reach 0.75
+    assert torch.bincount(draw(logits, 1.0, g, top_p=0.4), minlength=4)[1:].sum() == 0
+    assert (torch.bincount(draw(logits, 1.0, g), minlength=4) > 0).all()
+    with pytest.raises(ConfigError, match="top_p"):
+        registry.create("prior", "transformer", num_codes=K, top_p=0.0)

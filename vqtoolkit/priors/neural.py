@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vqtoolkit.errors import ConfigError
 from vqtoolkit.priors.base import IndexPrior
 from vqtoolkit.priors.training import FitHooks, FitSettings, fit_network, torch_threads
 
@@ -34,9 +35,17 @@ def single_thread() -> AbstractContextManager[None]:
     return torch_threads(1)
 
 
-def draw(logits: Tensor, temperature: float, generator: torch.Generator | None) -> Tensor:
-    """One code per row of ``logits`` ``(N, K)``, from ``softmax(logits / temperature)``."""
+def draw(logits: Tensor, temperature: float, generator: torch.Generator | None, top_p: float = 1.0) -> Tensor:
+    """One code per row of ``logits`` ``(N, K)`` from ``softmax(logits / temperature)``.
+
+    ``top_p < 1`` samples from the nucleus: the most likely codes whose probabilities first add up to
+    ``top_p`` (the most likely code always stays), renormalised.
+    """
     probs = torch.softmax(logits.float() / temperature, dim=-1)
+    if top_p < 1:
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        outside = sorted_probs.cumsum(-1) - sorted_probs >= top_p  # the codes before hold top_p already
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs.masked_fill(outside, 0.0))
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
 
@@ -47,6 +56,7 @@ class NeuralIndexPrior(IndexPrior):
     ``lr`` (peak of a warm-up + cosine schedule), ``val_fraction`` held out to score every epoch,
     ``patience`` epochs without a better held-out NLL before stopping, ``seed`` (initialisation,
     split and shuffling) and ``threads`` (CPU threads while fitting; ``None`` keeps torch's).
+    ``top_p`` is the nucleus every ``sample`` draws from (1: the full distribution).
     """
 
     #: Hooks the next ``fit`` uses (distributed training, checkpoints); not saved in bundles.
@@ -63,12 +73,15 @@ class NeuralIndexPrior(IndexPrior):
         patience: int = 3,
         seed: int = 0,
         threads: int | None = 1,
+        top_p: float = 1.0,
         conditional: bool = False,
         num_classes: int | None = None,
         grid_shape: Sequence[int] | None = None,
         **config: Any,
     ) -> None:
         settings = FitSettings(epochs, batch_size, lr, val_fraction, patience, seed, threads)  # validates
+        if not 0 < top_p <= 1:
+            raise ConfigError(f"top_p must lie in (0, 1]; got {top_p}")
         super().__init__(
             num_codes=num_codes,
             conditional=conditional,
@@ -81,11 +94,16 @@ class NeuralIndexPrior(IndexPrior):
             patience=patience,
             seed=seed,
             threads=threads,
+            top_p=top_p,
             **config,
         )
         self.settings = settings
         #: Per-epoch training record of the last ``fit`` (not saved in bundles).
         self.history: list[dict[str, Any]] = []
+
+    def _draw(self, logits: Tensor, temperature: float, generator: torch.Generator | None) -> Tensor:
+        """One code per row of ``logits`` with this prior's ``top_p``."""
+        return draw(logits, temperature, generator, self._config["top_p"])
 
     def _new_net(self) -> nn.Module:
         raise NotImplementedError

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from vqtoolkit.component import check_positive
 from vqtoolkit.errors import ConfigError
-from vqtoolkit.priors.neural import NeuralIndexPrior, draw, single_thread
+from vqtoolkit.priors.neural import NeuralIndexPrior, single_thread
 
 
 def dilations(grid_shape: Sequence[int], layers: int, kernel_size: int = 3) -> list[int]:
@@ -184,6 +184,7 @@ class PixelCNNPrior(NeuralIndexPrior):
         patience: int = 3,
         seed: int = 0,
         threads: int | None = 1,
+        top_p: float = 1.0,
         conditional: bool = False,
         num_classes: int | None = None,
         grid_shape: Sequence[int] | None = None,
@@ -210,6 +211,7 @@ class PixelCNNPrior(NeuralIndexPrior):
             patience=patience,
             seed=seed,
             threads=threads,
+            top_p=top_p,
         )
         self.net = self._new_net()
 
@@ -248,4 +250,6 @@ class PixelCNNPrior(NeuralIndexPrior):
             vertical = [v[:, :, i : i + 1] for v in net.vertical(net.embed(grid[:, : i + 1]), labels)]
             for j in range(w):
                 features = net.horizontal(net.embed(grid[:, i : i + 1]), vertical, labels)
-                grid[:, i, j] = draw(net.head(features[..., j : j + 1]).flatten(1), temperature, generator)
+                grid[:, i, j] = self._draw(
+                    net.head(features[..., j : j + 1]).flatten(1), temperature, generator
+                )

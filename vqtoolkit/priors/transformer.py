@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from vqtoolkit.component import check_positive
 from vqtoolkit.errors import ConfigError
-from vqtoolkit.priors.neural import NeuralIndexPrior, draw, single_thread
+from vqtoolkit.priors.neural import NeuralIndexPrior, single_thread
 
 
 class KVCache:
@@ -140,6 +140,7 @@ class TransformerPrior(NeuralIndexPrior):
         patience: int = 3,
         seed: int = 0,
         threads: int | None = 1,
+        top_p: float = 1.0,
         conditional: bool = False,
         num_classes: int | None = None,
         grid_shape: Sequence[int] | None = None,
@@ -166,6 +167,7 @@ class TransformerPrior(NeuralIndexPrior):
             patience=patience,
             seed=seed,
             threads=threads,
+            top_p=top_p,
         )
         self.net = self._new_net()
 
@@ -189,5 +191,5 @@ class TransformerPrior(NeuralIndexPrior):
         with single_thread() if device.type == "cpu" else nullcontext():
             for t in range(h * w):
                 previous = codes[:, t - 1] if t else None
-                codes[:, t] = draw(net.step(previous, t, labels, caches, n), temperature, generator)
+                codes[:, t] = self._draw(net.step(previous, t, labels, caches, n), temperature, generator)
         return codes.reshape(n, h, w)
