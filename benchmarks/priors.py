@@ -73,7 +73,7 @@ def table(rows: list[dict[str, Any]], real: dict[str, Any], k: int) -> list[str]
     """The markdown table of every prior, with the real-image ceiling and the uniform reference."""
     lines = [
         "| prior | held-out NLL (bits/code) | classifier score | Fréchet to test | label accuracy "
-        "| fit time (s) | sample 64 (s) |",
+        "| fit time (s) (CPU s, epochs) | sample 64 (s) |",
         "|---|---|---|---|---|---|---|",
     ]
     for row in rows:
@@ -88,10 +88,11 @@ def table(rows: list[dict[str, Any]], real: dict[str, Any], k: int) -> list[str]
             )
         )
         q = row["quality"]
+        epochs = f", {row['epochs']} epochs" if row.get("epochs") else ""
         lines.append(
             f"| `{row['prior']}` | {nll} | {fmt(q['classifier_score']['samples'], 2)} "
             f"| {fmt(q['frechet']['samples'], 2)} | {fmt(q['label_accuracy']['samples'])} "
-            f"| {row['fit_s']:.1f} | {row['sample64_s']:.3f} |"
+            f"| {row['fit_s']:.1f} ({row['fit_cpu_s']:.1f} CPU{epochs}) | {row['sample64_s']:.3f} |"
         )
     lines.append(
         f"| real training images (ceiling) | | {fmt(real['classifier_score']['real_train'], 2)} "

@@ -135,7 +135,7 @@ class TransformerPrior(NeuralIndexPrior):
         dropout: float = 0.1,
         epochs: int | None = None,
         batch_size: int = 128,
-        lr: float = 1e-3,
+        lr: float = 2e-3,
         val_fraction: float = 0.05,
         patience: int = 3,
         seed: int = 0,
