@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from vqtoolkit.atomic import atomic_write
 from vqtoolkit.data import ImageDataset
 from vqtoolkit.errors import DataError
+from vqtoolkit.streaming import as_tensor
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ def dataset_key(data: ImageDataset) -> str:
     """``<name>-<fingerprint>``: the name plus a hash of the training images (as 8-bit) and labels."""
     digest = hashlib.blake2b(digest_size=8)
     digest.update(f"v{VERSION}:{tuple(data.train_images.shape)}:{data.num_classes}".encode())
-    digest.update((data.train_images * 255).round().to(torch.uint8).numpy().tobytes())
+    digest.update((as_tensor(data.train_images) * 255).round().to(torch.uint8).numpy().tobytes())
     digest.update(data.train_labels.to(torch.int64).numpy().tobytes())
     safe_name = "".join(c if c.isalnum() or c in "-_." else "_" for c in data.name)
     return f"{safe_name}-{digest.hexdigest()}"
@@ -102,15 +103,16 @@ def train_classifier(
         torch.manual_seed(seed)
         net = Classifier(data.image_shape[0], data.num_classes)
     generator = torch.Generator().manual_seed(seed)
-    per_epoch = math.ceil(len(data.train_images) / batch_size)
+    images = as_tensor(data.train_images)  # a streamed folder is read into memory once
+    per_epoch = math.ceil(len(images) / batch_size)
     epochs = min(EPOCHS[1], max(EPOCHS[0], math.ceil(steps / per_epoch)))
     optimizer = torch.optim.Adam(net.parameters(), lr=4e-3)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=4e-3, total_steps=epochs * per_epoch)
     bar = tqdm(total=epochs * per_epoch, desc=f"training a {data.name} classifier", disable=not progress)
     net.train()
     for _ in range(epochs):
-        for batch in torch.randperm(len(data.train_images), generator=generator).split(batch_size):
-            loss = F.cross_entropy(net(data.train_images[batch]), data.train_labels[batch])
+        for batch in torch.randperm(len(images), generator=generator).split(batch_size):
+            loss = F.cross_entropy(net(images[batch]), data.train_labels[batch])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

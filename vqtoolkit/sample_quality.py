@@ -26,6 +26,7 @@ from torch import Tensor
 from vqtoolkit import metrics
 from vqtoolkit.classifier import Classifier, classify, dataset_classifier
 from vqtoolkit.data import ImageDataset
+from vqtoolkit.streaming import as_tensor
 
 if TYPE_CHECKING:
     from vqtoolkit.pipeline import Pipeline
@@ -78,12 +79,13 @@ def score_samples(
     """
     net = dataset_classifier(data, progress=progress)
     images, labels = draw(pipe, n, data.num_classes, temperature=temperature, seed=seed)
-    test_probs, test_features = classify(net, data.test_images)
+    test_probs, test_features = classify(net, as_tensor(data.test_images))
     pick = torch.randperm(len(data.train_images), generator=torch.Generator().manual_seed(seed))[:n]
+    train_images = as_tensor(data.train_images[pick])
     sampled = score_images(net, images.cpu(), labels, test_features)
-    real = score_images(net, data.train_images[pick], data.train_labels[pick], test_features)
+    real = score_images(net, train_images, data.train_labels[pick], test_features)
     with torch.inference_mode():
-        rebuilt = torch.cat([pipe.reconstruct(batch).cpu() for batch in data.train_images[pick].split(500)])
+        rebuilt = torch.cat([pipe.reconstruct(batch).cpu() for batch in train_images.split(500)])
     recon = score_images(net, rebuilt.clamp(0, 1), data.train_labels[pick], test_features)
     result: dict[str, Any] = {"num_samples": n, "num_classes": data.num_classes, "temperature": temperature}
     result["classifier_score"] = {

@@ -61,6 +61,7 @@ class NeuralIndexPrior(IndexPrior):
 
     #: Hooks the next ``fit`` uses (distributed training, checkpoints); not saved in bundles.
     hooks: FitHooks | None = None
+    fits_on_every_rank = True
 
     def __init__(
         self,

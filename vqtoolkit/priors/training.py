@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from vqtoolkit import distributed
 from vqtoolkit.component import check_positive
 from vqtoolkit.errors import ConfigError, TrainingError
 from vqtoolkit.schedule import lr_at
@@ -91,23 +92,27 @@ class FitState:
 
 
 def shuffled_batches(train: Tensor, generator: torch.Generator, batch_size: int) -> Iterable[Tensor]:
-    """The default batches: ``train``'s rows in a fresh random order, ``batch_size`` at a time."""
-    return train[torch.randperm(len(train), generator=generator).to(train.device)].split(batch_size)
+    """The default batches: ``train``'s rows in a fresh random order, ``batch_size`` at a time.
+
+    The order is the same on every process; under torch.distributed each gets its share of a batch.
+    """
+    order = train[torch.randperm(len(train), generator=generator).to(train.device)]
+    return distributed.shard_batches(order, batch_size)
 
 
 @dataclass
 class FitHooks:
     """Where distributed training, checkpointing and logging plug into :func:`fit_network`.
 
-    * ``wrap(net)`` returns the module that computes training losses (e.g. DDP); held-out NLL and
-      the kept weights always use the bare network;
+    * ``wrap(net)`` returns the module that computes training losses (default: DDP across processes
+      under torch.distributed, else ``net``); held-out NLL and the kept weights use the bare network;
     * ``batches(train_rows, generator, batch_size)`` yields this process's batches of row indices;
     * ``reduce(total_nats, codes)`` combines held-out sums across processes;
     * ``on_start(state)`` runs before the first epoch (restore a checkpoint: set ``epoch``,
       ``step``, weights and optimizer state); ``on_epoch_end(state)`` after each scored epoch.
     """
 
-    wrap: Callable[[nn.Module], nn.Module] = lambda net: net
+    wrap: Callable[[nn.Module], nn.Module] | None = None
     batches: Callable[[Tensor, torch.Generator, int], Iterable[Tensor]] = shuffled_batches
     reduce: Callable[[float, int], tuple[float, int]] = lambda nats, codes: (nats, codes)
     on_start: Callable[[FitState], None] | None = None
@@ -159,16 +164,22 @@ def fit_network(
     progress: bool = True,
     hooks: FitHooks | None = None,
 ) -> FitState:
-    """Train ``net`` on index grids ``data`` with early stopping; leaves it holding its best weights."""
+    """Train ``net`` on index grids ``data`` with early stopping; leaves it holding its best weights.
+
+    Under torch.distributed every process calls this with all the grids: ``batch_size`` is the
+    global batch, each process trains on its share in ``DistributedDataParallel``, and the held-out
+    score (computed whole on every process) stops every process at the same epoch.
+    """
     hooks = hooks or FitHooks()
     generator = torch.Generator().manual_seed(settings.seed)
     val, train = (rows.to(data.device) for rows in split_rows(len(data), settings.val_fraction, generator))
-    steps_per_epoch = math.ceil(len(train) / settings.batch_size)
+    steps_per_epoch = distributed.batches_per_epoch(len(train), settings.batch_size)
     optimizer = torch.optim.Adam(net.parameters(), lr=settings.lr)
     state = FitState(net, optimizer, settings.budget(steps_per_epoch), steps_per_epoch)
     if hooks.on_start:
         hooks.on_start(state)
-    model = hooks.wrap(net)
+    model = hooks.wrap(net) if hooks.wrap else distributed.wrap(net, data.device)
+    progress = progress and distributed.is_main()
     total_steps = state.epochs * steps_per_epoch
     val_labels = None if labels is None else labels[val]
     with torch_threads(settings.threads):
@@ -201,7 +212,9 @@ def fit_network(
                 seen += len(batch)
             record = {
                 "epoch": state.epoch,
-                "train_bits_per_code": nats / max(1, seen) / math.log(2),
+                "train_bits_per_code": distributed.sum_over_ranks(nats)
+                / max(1, seen * distributed.world_size())
+                / math.log(2),
                 "val_bits_per_code": held_out_bits(net, loss, data[val], val_labels, hooks),
             }
             state.history.append(record)
