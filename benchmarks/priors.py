@@ -1,15 +1,18 @@
-"""Compare the priors on real MNIST: held-out NLL (bits/code), fit time, time to sample 64 images.
+"""Compare the priors on one dataset: held-out bits/code, sample scores, fit time, time to sample 64.
 
-Stage 1 is the default recipe (``build(prior=None)``: conv encoder, ``ema`` quantizer with K=512,
-conv decoder, MNIST's default epochs), trained once and cached as a bundle (``--stage1``). Every
-prior is then fitted on the same frozen codes, scored with ``Pipeline.prior_nll`` (the function
-``vqtool eval`` uses) and sampled with a fixed seed; each prior's grid is saved under ``--assets``.
+Stage 1 is the default recipe (``build(prior=None)``: conv encoder, ``ema`` quantizer with the
+dataset's default K, conv decoder, the dataset's default epochs), trained once and cached as a
+bundle (``--stage1``). Every prior is then fitted on the same frozen codes, scored with
+``Pipeline.prior_nll`` (the function ``vqtool eval`` uses) and with
+:func:`vqtoolkit.sample_quality.score_samples` (the scores of ``vqtool eval --samples``: classifier
+score, Fréchet distance to the test split, label accuracy of conditional priors), each beside the
+same figure for real training images. Each prior's grid is saved under ``--assets``.
 
-    python benchmarks/priors.py --data-root ../shared/data
+    python benchmarks/priors.py --data digits
+    python benchmarks/priors.py --data mnist --data-root ../shared/data
 
-Targets: pixelcnn NLL clearly below categorical's, categorical below log2(K); pixelcnn samples 64
-images in under 1 s; gmm fits in under 30 s. Times are wall-clock on this machine, noisy when it is
-shared: sampling is timed as the best of ``--repeats`` runs.
+Times are wall-clock on this machine, noisy when it is shared: sampling is timed as the best of
+``--repeats`` runs; fit CPU time (all threads) is printed too.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import torch
 import vqtoolkit
 from vqtoolkit import metrics, registry
 from vqtoolkit.images import save_grid
+from vqtoolkit.sample_quality import score_samples
 
 #: Benchmark row → (registered prior, options).
 PRIORS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -33,6 +37,8 @@ PRIORS: dict[str, tuple[str, dict[str, Any]]] = {
     "gmm": ("gmm", {}),
     "pixelcnn": ("pixelcnn", {}),
     "pixelcnn-conditional": ("pixelcnn", {"conditional": True}),
+    "transformer": ("transformer", {}),
+    "transformer-conditional": ("transformer", {"conditional": True}),
 }
 
 
@@ -40,7 +46,7 @@ def stage1(path: Path, data: vqtoolkit.ImageDataset, epochs: int | None, seed: i
     """The cached default-recipe stage 1, trained here if ``path`` does not exist yet."""
     if path.exists():
         return vqtoolkit.load(path)
-    pipe = vqtoolkit.build(prior=None)
+    pipe = vqtoolkit.build(prior=None, num_codes=data.default_num_codes)
     pipe.fit(data, epochs=epochs, seed=seed)
     pipe.save(path)
     return pipe
@@ -58,14 +64,63 @@ def time_sampling(
     return best, images
 
 
+def fmt(value: float | None, digits: int = 3) -> str:
+    """A table cell: the value, or a dash where there is none."""
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def table(rows: list[dict[str, Any]], real: dict[str, Any], k: int) -> list[str]:
+    """The markdown table of every prior, with the real-image ceiling and the uniform reference."""
+    lines = [
+        "| prior | held-out NLL (bits/code) | classifier score | Fréchet to test | label accuracy "
+        "| fit time (s) (CPU s, epochs) | sample 64 (s) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        nll = (
+            "n/a (continuous latents)"
+            if row["test_bits_per_code"] is None
+            else f"{row['test_bits_per_code']:.3f}"
+            + (
+                f" ({row['test_bits_per_code_given_label']:.3f} given the label)"
+                if row["test_bits_per_code_given_label"] is not None
+                else ""
+            )
+        )
+        q = row["quality"]
+        epochs = f", {row['epochs']} epochs" if row.get("epochs") else ""
+        lines.append(
+            f"| `{row['prior']}` | {nll} | {fmt(q['classifier_score']['samples'], 2)} "
+            f"| {fmt(q['frechet']['samples'], 2)} | {fmt(q['label_accuracy']['samples'])} "
+            f"| {row['fit_s']:.1f} ({row['fit_cpu_s']:.1f} CPU{epochs}) | {row['sample64_s']:.3f} |"
+        )
+    lines.append(
+        f"| real training images (ceiling) | | {fmt(real['classifier_score']['real_train'], 2)} "
+        f"| {fmt(real['frechet']['real_train'], 2)} | {fmt(real['label_accuracy']['real_train'])} | | |"
+    )
+    lines.append(f"| uniform over K = {k} (reference) | {math.log2(k):.3f} | | | | | |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--data", default="mnist", choices=["digits", "mnist", "fashion-mnist"])
     parser.add_argument("--data-root", default="../shared/data")
-    parser.add_argument("--stage1", type=Path, default=Path("runs/priors-stage1-mnist.safetensors"))
+    parser.add_argument(
+        "--stage1", type=Path, default=None, help="[default: runs/priors-stage1-DATA.safetensors]"
+    )
     parser.add_argument("--stage1-epochs", type=int, default=None, help="[default: the dataset's default]")
     parser.add_argument("--priors", nargs="+", default=list(PRIORS), choices=list(PRIORS))
+    parser.add_argument(
+        "--prior-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Extra option for the trained priors (pixelcnn, transformer), e.g. epochs=3; JSON values.",
+    )
+    parser.add_argument("--samples", type=int, default=1000, help="Samples scored per prior.")
     parser.add_argument("--assets", type=Path, default=Path("docs/assets"))
     parser.add_argument(
         "--threads", type=int, default=1, help="torch intra-op threads (1 is steadiest when shared)"
@@ -77,15 +132,17 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    data = vqtoolkit.load_dataset("mnist", args.data_root, seed=args.seed)
-    pipe = stage1(args.stage1, data, args.stage1_epochs, args.seed)
+    extra = {key: json.loads(value) for key, _, value in (o.partition("=") for o in args.prior_option)}
+    data = vqtoolkit.load_dataset(args.data, args.data_root, seed=args.seed)
+    stage1_path = args.stage1 or Path(f"runs/priors-stage1-{args.data}.safetensors")
+    pipe = stage1(stage1_path, data, args.stage1_epochs, args.seed)
     k = pipe.model.quantizer.num_codes
     start = time.perf_counter()
     inputs = {space: pipe.prior_inputs(data.train_images, space=space) for space in ("indices", "latents")}
     encode_s = time.perf_counter() - start
     usage = metrics.codes_used(torch.bincount(inputs["indices"].reshape(-1), minlength=k))
     print(
-        f"stage 1: {args.stage1} (K={k}, {usage} codes used on train; encoding train set {encode_s:.1f} s); "
+        f"stage 1: {stage1_path} (K={k}, {usage} codes used on train; encoding train set {encode_s:.1f} s); "
         f"threads={args.threads}"
     )
     print(f"reference: log2(K) = {math.log2(k):.3f} bits/code, log2(codes used) = {math.log2(usage):.3f}")
@@ -94,50 +151,46 @@ def main() -> None:
     args.assets.mkdir(parents=True, exist_ok=True)
     for name in args.priors:
         prior_name, options = PRIORS[name]
-        if registry.get_class("prior", prior_name).space == "indices":
+        cls = registry.get_class("prior", prior_name)
+        if cls.space == "indices":
             options = {"num_codes": k, **options}
+        if prior_name in ("pixelcnn", "transformer"):
+            options = {**options, **extra}
+        if options.get("conditional"):
+            options["num_classes"] = data.num_classes
         prior = registry.create("prior", prior_name, **options)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         prior.fit(inputs[prior.space], labels=data.train_labels, progress=True)
-        fit_s = time.perf_counter() - start
+        fit_s, fit_cpu_s = time.perf_counter() - start, time.process_time() - cpu
         pipe.prior = prior
         nll = pipe.prior_nll(data.test_images)
         given_label = pipe.prior_nll(data.test_images, data.test_labels) if prior.conditional else None
         sample_s, images = time_sampling(pipe, args.repeats)
-        save_grid(images, args.assets / f"priors-{name}.png", nrow=8)
-        if prior.conditional:  # one row per digit 0-9
-            rows_of_digits = [
-                pipe.sample(8, label=d, generator=torch.Generator().manual_seed(d)) for d in range(10)
+        quality = score_samples(pipe, data, args.samples, seed=args.seed)
+        stem = f"priors-{args.data}-{name}"
+        save_grid(images, args.assets / f"{stem}.png", nrow=8)
+        if prior.conditional:  # one row per class
+            rows_of_classes = [
+                pipe.sample(8, label=d, generator=torch.Generator().manual_seed(d))
+                for d in range(data.num_classes)
             ]
-            save_grid(torch.cat(rows_of_digits), args.assets / f"priors-{name}-by-label.png", nrow=8)
+            save_grid(torch.cat(rows_of_classes), args.assets / f"{stem}-by-label.png", nrow=8)
         rows.append(
             {
                 "prior": name,
                 "test_bits_per_code": nll,
                 "test_bits_per_code_given_label": given_label,
                 "fit_s": fit_s,
+                "fit_cpu_s": fit_cpu_s,
+                "epochs": len(getattr(prior, "history", []) or []) or None,
                 "sample64_s": sample_s,
+                "quality": quality,
             }
         )
-        print(json.dumps(rows[-1]))
+        print(json.dumps(rows[-1]), flush=True)
 
-    print("\n| prior | held-out NLL (bits/code) | fit time (s) | sample 64 images (s) |")
-    print("|---|---|---|---|")
-    for row in rows:
-        nll = (
-            "n/a (density over continuous latents)"
-            if row["test_bits_per_code"] is None
-            else (
-                f"{row['test_bits_per_code']:.3f}"
-                + (
-                    f" ({row['test_bits_per_code_given_label']:.3f} given the label)"
-                    if row["test_bits_per_code_given_label"] is not None
-                    else ""
-                )
-            )
-        )
-        print(f"| {row['prior']} | {nll} | {row['fit_s']:.1f} | {row['sample64_s']:.3f} |")
-    print(f"| (uniform over K={k}) | {math.log2(k):.3f} | | |")
+    print()
+    print("\n".join(table(rows, rows[-1]["quality"], k)))
     if args.json:
         args.json.write_text(json.dumps({"codes_used": usage, "num_codes": k, "rows": rows}, indent=2))
 

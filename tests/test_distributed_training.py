@@ -58,7 +58,7 @@ def tiny_pipeline() -> vqtoolkit.Pipeline:
         encoder_config={"hidden_channels": [8, 8]},
         quantizer_config={"revive_after": 2},  # k-means init (the default) and revival within a few steps
         decoder_config={"hidden_channels": [8, 8]},
-        prior_config={"epochs": 1, "channels": 8, "layers": 2, "batch_size": 32},
+        prior_config={"epochs": 1, "channels": 8, "layers": 3, "batch_size": 32},
     )
 
 

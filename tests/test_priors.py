@@ -17,16 +17,20 @@ from vqtoolkit import registry
 from vqtoolkit.cli import main
 from vqtoolkit.data import ImageDataset
 from vqtoolkit.errors import ConfigError, ShapeError
-from vqtoolkit.priors.pixelcnn import GatedPixelCNN, single_thread
+from vqtoolkit.priors.pixelcnn import GatedPixelCNN, dilations, single_thread
 
 K = 6
 TINY_PIXELCNN = {"channels": 8, "layers": 3, "epochs": 1, "batch_size": 32}
+TINY_TRANSFORMER = {"dim": 16, "layers": 2, "heads": 2, "epochs": 1, "batch_size": 32}
 INDEX_PRIORS = [
     ("categorical", {}),
     ("categorical", {"conditional": True}),
     ("pixelcnn", TINY_PIXELCNN),
     ("pixelcnn", {**TINY_PIXELCNN, "conditional": True}),
+    ("transformer", TINY_TRANSFORMER),
+    ("transformer", {**TINY_TRANSFORMER, "conditional": True}),
 ]
+TINY = {"pixelcnn": TINY_PIXELCNN, "transformer": TINY_TRANSFORMER, "gmm": {"n_components": 2, "pca_dim": 4}}
 
 
 @pytest.fixture(autouse=True)
@@ -80,13 +84,10 @@ def test_index_prior_samples_valid_indices(name, options):
     assert int(drawn.min()) >= 0 and int(drawn.max()) < K
 
 
-@pytest.mark.parametrize("name", ["gmm", "categorical", "pixelcnn"])
+@pytest.mark.parametrize("name", ["gmm", "categorical", "pixelcnn", "transformer"])
 def test_pipeline_samples_images_from_each_prior(name):
     pipe = tiny_pipeline()
-    config = (
-        TINY_PIXELCNN if name == "pixelcnn" else {"n_components": 2, "pca_dim": 4} if name == "gmm" else {}
-    )
-    pipe.fit_prior(tiny_images(), name, progress=False, **config)
+    pipe.fit_prior(tiny_images(), name, progress=False, **TINY.get(name, {}))
     indices = pipe.sample_indices(4, generator=torch.Generator().manual_seed(0))
     assert indices.shape == (4, 7, 7) and int(indices.min()) >= 0 and int(indices.max()) < 16
     images = pipe.sample(4, generator=torch.Generator().manual_seed(0))
@@ -117,13 +118,15 @@ def test_conditional_log_prob_without_labels_is_the_class_marginal():
     assert (prior.log_prob(data) <= per_class.max(0).values + 1e-6).all()
 
 
-def test_pixelcnn_learns_structure_the_categorical_prior_cannot_see():
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [("pixelcnn", {"channels": 8, "layers": 2}), ("transformer", {"dim": 16, "layers": 1, "heads": 2})],
+)
+def test_trained_priors_learn_structure_the_categorical_prior_cannot_see(name, options):
     data, _ = grids(256)
     test, _ = grids(128, seed=1)
     cat = registry.create("prior", "categorical", num_codes=K).fit(data, progress=False)
-    cnn = registry.create(
-        "prior", "pixelcnn", num_codes=K, channels=8, layers=2, epochs=10, batch_size=64, lr=1e-2
-    )
+    cnn = registry.create("prior", name, num_codes=K, epochs=10, batch_size=64, lr=1e-2, **options)
     cnn.fit(data, progress=False)
     with torch.no_grad():
         bits = {
@@ -135,16 +138,28 @@ def test_pixelcnn_learns_structure_the_categorical_prior_cannot_see():
 
 
 # -- PixelCNN causality --------------------------------------------------------------------------
+def influence_map(net: GatedPixelCNN, x: torch.Tensor, p: int) -> torch.Tensor:
+    """How much each position's code embedding moves the features at raster position ``p`` (H·W,).
+
+    Measured before the head, whose ReLU can switch off every unit at p for some random weights.
+    """
+    emb = net.embed(x).detach().requires_grad_(True)
+    features = net.horizontal(emb, net.vertical(emb, None), None)
+    features.reshape(features.shape[1], -1)[:, p].sum().backward()
+    return emb.grad.abs().sum(1).reshape(-1)
+
+
 @settings(max_examples=25, deadline=None)
 @given(
-    h=st.integers(1, 5),
-    w=st.integers(1, 5),
+    h=st.integers(1, 12),
+    w=st.integers(1, 12),
     kernel=st.sampled_from([3, 5]),
     data=st.data(),
 )
 def test_pixelcnn_logits_depend_only_on_earlier_positions(h, w, kernel, data):
     torch.manual_seed(data.draw(st.integers(0, 2**16), label="seed"))
-    net = GatedPixelCNN(num_codes=5, channels=6, layers=5, kernel_size=kernel, num_classes=None).eval()
+    rates = dilations((h, w), 4, kernel)
+    net = GatedPixelCNN(num_codes=5, channels=6, dilations=rates, kernel_size=kernel, num_classes=None).eval()
     x = torch.randint(0, 5, (1, h, w))
     p = data.draw(st.integers(0, h * w - 1), label="position")
     changed = x.clone().reshape(-1)
@@ -152,14 +167,30 @@ def test_pixelcnn_logits_depend_only_on_earlier_positions(h, w, kernel, data):
     with torch.no_grad():
         before, after = net(x).reshape(1, 5, -1), net(changed.reshape(1, h, w)).reshape(1, 5, -1)
     torch.testing.assert_close(before[..., : p + 1], after[..., : p + 1], rtol=0, atol=1e-6)
-
-    # and no blind spot: with enough layers, every earlier position influences the features at p
-    # (measured before the head, whose ReLU can switch off every unit at p for some random weights)
-    emb = net.embed(x).detach().requires_grad_(True)
-    features = net.horizontal(emb, net.vertical(emb, None), None)
-    features.reshape(features.shape[1], -1)[:, p].sum().backward()
-    influence = emb.grad.abs().sum(1).reshape(-1)
+    # and no blind spot: every earlier position influences the features at p, no later one does
+    influence = influence_map(net, x, p)
     assert (influence[:p] > 0).all() and (influence[p:] == 0).all()
+
+
+@pytest.mark.parametrize("size", [8, 12])
+def test_the_default_pixelcnn_sees_every_earlier_position_of_larger_grids(size):
+    torch.manual_seed(0)
+    prior = registry.create("prior", "pixelcnn", num_codes=5, channels=6, grid_shape=[size, size])
+    net = prior.net.eval()
+    x = torch.randint(0, 5, (1, size, size))
+    for p in range(size * size):
+        influence = influence_map(net, x, p)
+        assert (influence[:p] > 0).all(), f"position {p} misses {(influence[:p] == 0).nonzero().tolist()}"
+        assert (influence[p:] == 0).all(), f"position {p} sees later positions"
+
+
+def test_plain_layers_would_leave_a_blind_region_and_too_few_layers_are_refused():
+    torch.manual_seed(0)
+    net = GatedPixelCNN(num_codes=5, channels=6, dilations=[1] * 6, kernel_size=3, num_classes=None).eval()
+    assert (influence_map(net, torch.randint(0, 5, (1, 8, 8)), 63)[:63] == 0).any()
+    assert dilations((8, 8), 6) == [1, 2, 4, 1, 2, 4]
+    with pytest.raises(ConfigError, match="layers >= 4"):
+        dilations((12, 12), 3)
 
 
 def test_pixelcnn_incremental_sampler_agrees_with_the_full_network():
@@ -167,6 +198,69 @@ def test_pixelcnn_incremental_sampler_agrees_with_the_full_network():
     greedy = prior.sample(6, temperature=1e-6, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert torch.equal(prior.net(greedy).argmax(1), greedy)
+
+
+def test_transformer_cached_steps_give_the_full_sequence_logits():
+    from vqtoolkit.priors.transformer import KVCache
+
+    prior = registry.create(
+        "prior",
+        "transformer",
+        num_codes=K,
+        dim=16,
+        layers=2,
+        heads=4,
+        grid_shape=[3, 4],
+        conditional=True,
+        num_classes=3,
+    )
+    net = prior.net.eval()
+    x, labels = torch.randint(0, K, (5, 3, 4)), torch.tensor([0, 1, 2, 1, 0])
+    with torch.no_grad():
+        full = net(x, labels).reshape(5, K, 12)
+        caches, flat = [KVCache() for _ in net.blocks], x.reshape(5, 12)
+        stepped = torch.stack(
+            [net.step(flat[:, t - 1] if t else None, t, labels, caches, 5) for t in range(12)], -1
+        )
+        changed = flat.clone()
+        changed[:, 6:] = (changed[:, 6:] + 1) % K  # change position 6 and later
+        after = net(changed.reshape(5, 3, 4), labels).reshape(5, K, 12)
+    torch.testing.assert_close(stepped, full, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(after[..., :7], full[..., :7], rtol=0, atol=1e-6)
+    assert not torch.allclose(after[..., 7:], full[..., 7:])
+
+
+def test_transformer_sampler_agrees_with_the_full_network():
+    prior = fitted("transformer", TINY_TRANSFORMER)
+    greedy = prior.sample(6, temperature=1e-6, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(prior.net(greedy).argmax(1), greedy)
+
+
+# -- early stopping ------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["pixelcnn", "transformer"])
+def test_fitting_stops_after_patience_epochs_without_improvement_and_keeps_the_best(name):
+    data = torch.randint(0, K, (96, 3, 4))  # pure noise: held-out NLL soon gets worse as it overfits
+    options = {**TINY[name], "epochs": 40, "lr": 3e-2, "patience": 2, "dropout": 0.0}
+    prior = registry.create("prior", name, num_codes=K, **options).fit(data, progress=False)
+    val = [record["val_bits_per_code"] for record in prior.history]
+    best = min(range(len(val)), key=val.__getitem__)
+    assert len(val) < 40 and len(val) == best + 1 + 2
+    assert all(v >= val[best] for v in val[best + 1 :])
+    held_out = prior.settings  # the same seeded split the loop used
+    from vqtoolkit.priors.training import split_rows
+
+    rows, _ = split_rows(len(data), held_out.val_fraction, torch.Generator().manual_seed(held_out.seed))
+    with torch.no_grad():
+        bits = -float(prior.log_prob(data[rows]).sum()) / data[rows].numel() / math.log(2)
+    assert bits == pytest.approx(val[best], rel=1e-4)
+
+
+def test_the_default_epoch_budget_follows_the_data_size():
+    from vqtoolkit.priors.training import FitSettings
+
+    assert FitSettings().budget(445) < FitSettings().budget(11) <= 50
+    assert FitSettings(epochs=3).budget(11) == 3
 
 
 # -- determinism and bundles -----------------------------------------------------------------------
@@ -321,3 +415,16 @@ def test_cli_sample_label_on_unconditional_prior(tmp_path, stage1_bundle):
     )
     result = runner.invoke(main, ["sample", str(out), "--label", "1", "-o", str(tmp_path / "x.png")])
     assert result.exit_code == 1 and "--conditional" in result.output
+
+
+def test_top_p_draws_only_from_the_nucleus():
+    from vqtoolkit.priors.neural import draw
+
+    logits = torch.tensor([[0.5, 0.3, 0.15, 0.05]]).log().repeat(4000, 1)
+    g = torch.Generator().manual_seed(0)
+    counts = torch.bincount(draw(logits, 1.0, g, top_p=0.75), minlength=4)
+    assert counts[2:].sum() == 0 and counts[0] > counts[1] > 0  # 0.5 + 0.3 reach 0.75
+    assert torch.bincount(draw(logits, 1.0, g, top_p=0.4), minlength=4)[1:].sum() == 0
+    assert (torch.bincount(draw(logits, 1.0, g), minlength=4) > 0).all()
+    with pytest.raises(ConfigError, match="top_p"):
+        registry.create("prior", "transformer", num_codes=K, top_p=0.0)

@@ -393,7 +393,10 @@ def _prior_seed(prior: str | None, seed: int) -> dict[str, Any]:
 
 @main.command()
 @click.option(
-    "--prior", default="gmm", show_default=True, help="Registered prior: gmm, categorical, pixelcnn."
+    "--prior",
+    default="gmm",
+    show_default=True,
+    help="Registered prior: gmm, categorical, pixelcnn, transformer.",
 )
 @click.option(
     "--conditional", is_flag=True, help="Fit a class-conditional prior (enables `vqtool sample --label`)."
@@ -572,7 +575,9 @@ def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
 
 @main.command("fit-prior")
 @click.argument("bundle", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--prior", required=True, help="Registered prior name: pixelcnn, categorical, gmm, ...")
+@click.option(
+    "--prior", required=True, help="Registered prior name: pixelcnn, transformer, categorical, gmm, ..."
+)
 @click.option("--conditional", is_flag=True, help="Learn p(codes | label) so `vqtool sample --label` works.")
 @click.option(
     "--prior-option",
@@ -640,26 +645,56 @@ def fit_prior(
 @main.command("eval")
 @click.argument("bundle", type=click.Path(dir_okay=False, path_type=Path))
 @data_options
+@click.option(
+    "-n",
+    "--num-samples",
+    "--samples",
+    "num_samples",
+    type=click.IntRange(min=2),
+    default=None,
+    help="Also draw this many samples and score them with the dataset's classifier (trained and "
+    "cached on first use) beside real images.",
+)
+@click.option(
+    "--temperature",
+    type=FiniteFloat(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Sampling temperature for --num-samples.",
+)
+@seed_option("Seed for --num-samples.")
 @device_option("cpu")
 @json_option()
 @friendly_errors
-def evaluate(bundle: Path, dataset: str | None, data_root: Path | None, device: str, as_json: bool) -> None:
+def evaluate(
+    bundle: Path,
+    dataset: str | None,
+    data_root: Path | None,
+    num_samples: int | None,
+    temperature: float,
+    seed: int,
+    device: str,
+    as_json: bool,
+) -> None:
     """Score a bundle on held-out images: recon MSE/PSNR, perplexity, codes used, prior bits per code.
 
     Metric names are the ones build --json, inspect and the bundle use (test_mse, ...). The
     prior's NLL is in bits per code position, marginal over classes for a conditional prior
     (test_prior_bits_per_code_given_label adds the label); a latent prior (gmm) has none (null in
-    --json, n/a in text).
+    --json, n/a in text). With ``-n/--num-samples N`` (or ``--samples N``) it also scores N samples
+    (classifier score, Fréchet distance to the test split, label accuracy of a conditional prior),
+    each beside the same figure for real images.
 
     \b
     Example:
       vqtool eval vqtool-out/model.safetensors --json
+      vqtool eval vqtool-out/model.safetensors --samples 1000
     """
     from vqtoolkit import registry
 
     pipe = _load_on(bundle, device)
     data = _bundle_dataset(pipe, dataset, data_root)
-    result = {
+    result: dict[str, Any] = {
         "dataset": data.name,
         "test_images": len(data.test_images),
         "num_codes": pipe.model.quantizer.num_codes,
@@ -667,11 +702,20 @@ def evaluate(bundle: Path, dataset: str | None, data_root: Path | None, device: 
     }
     metrics = pipe.evaluate(data.test_images, data.test_labels)
     result.update({f"test_{key}": value for key, value in metrics.items()})
+    if num_samples is not None:
+        from vqtoolkit.sample_quality import format_scores, score_samples
+
+        result["sample_quality"] = score_samples(
+            pipe, data, num_samples, temperature=temperature, seed=seed, progress=not as_json
+        )
     if as_json:
         emit_json(result)
         return
     for key, value in result.items():
-        click.echo(f"{key:<39} {_text(value)}")
+        if key == "sample_quality":
+            click.echo("\n".join(format_scores(value)))
+        else:
+            click.echo(f"{key:<39} {_text(value)}")
 
 
 @main.command()

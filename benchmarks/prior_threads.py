@@ -1,0 +1,66 @@
+"""Seconds per training step of the trained priors with 1 and 2 torch threads (wall and CPU time).
+
+The default ``threads`` of the pixelcnn and transformer priors is chosen by this measurement. Steps
+are timed on random codes of MNIST's shape (7×7 grids, K=512, batch 128): timing does not depend on
+what the codes mean. CPU time counts every thread, so on a shared machine a second thread that only
+spins shows up as CPU seconds without saving wall seconds.
+
+    python benchmarks/prior_threads.py --steps 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from vqtoolkit import registry
+from vqtoolkit.priors.neural import cross_entropy_loss
+from vqtoolkit.priors.training import torch_threads
+
+
+def time_steps(name: str, threads: int, steps: int, grid: int, k: int, batch: int) -> tuple[float, float]:
+    """Median wall seconds and mean CPU seconds of one Adam step of a default ``name`` prior."""
+    prior = registry.create("prior", name, num_codes=k, grid_shape=[grid, grid])
+    net = prior.net.train()
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    codes = torch.randint(0, k, (batch, grid, grid))
+    walls = []
+    with torch_threads(threads):
+        for step in range(steps + 3):  # 3 warm-up steps
+            if step == 3:
+                cpu_start = time.process_time()
+            wall = time.perf_counter()
+            loss = cross_entropy_loss(net, codes, None)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            if step >= 3:
+                walls.append(time.perf_counter() - wall)
+        cpu_total = time.process_time() - cpu_start
+    walls.sort()
+    return walls[len(walls) // 2], cpu_total / steps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--priors", nargs="+", default=["pixelcnn", "transformer"])
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--grid", type=int, default=7)
+    parser.add_argument("--codes", type=int, default=512)
+    parser.add_argument("--batch-size", type=int, default=128)
+    args = parser.parse_args()
+    print(f"{args.steps} steps, batch {args.batch_size} of {args.grid}×{args.grid} grids, K={args.codes}")
+    print("| prior | threads | wall s/step (median) | CPU s/step |")
+    print("|---|---|---|---|")
+    for name in args.priors:
+        for threads in (1, 2):
+            wall, cpu = time_steps(name, threads, args.steps, args.grid, args.codes, args.batch_size)
+            print(f"| {name} | {threads} | {wall:.3f} | {cpu:.3f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""Shared base of index priors that are neural networks trained by gradient descent.
+
+A subclass builds its network in ``_new_net`` (``net(indices, labels)`` returns logits
+``(N, K, H, W)`` where those at a position depend only on codes before it in raster order) and
+draws samples in ``_sample``; fitting (:func:`vqtoolkit.priors.training.fit_network`, with early
+stopping and the best weights kept), likelihoods and the options every such prior takes live here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vqtoolkit.errors import ConfigError
+from vqtoolkit.priors.base import IndexPrior
+from vqtoolkit.priors.training import FitHooks, FitSettings, fit_network, torch_threads
+
+
+def cross_entropy_loss(net: nn.Module, indices: Tensor, labels: Tensor | None) -> Tensor:
+    """Mean NLL in nats per code of index grids under ``net``'s logits."""
+    return F.cross_entropy(net(indices, labels), indices)
+
+
+def single_thread() -> AbstractContextManager[None]:
+    """One CPU thread for autoregressive sampling, then the thread count as it was.
+
+    Sampling runs hundreds of small ops; forking and joining threads for each costs more than it
+    saves (2 threads took ~10× the CPU time of 1 on a busy 2-core machine).
+    """
+    return torch_threads(1)
+
+
+def draw(logits: Tensor, temperature: float, generator: torch.Generator | None, top_p: float = 1.0) -> Tensor:
+    """One code per row of ``logits`` ``(N, K)`` from ``softmax(logits / temperature)``.
+
+    ``top_p < 1`` samples from the nucleus: the most likely codes whose probabilities first add up to
+    ``top_p`` (the most likely code always stays), renormalised.
+    """
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    if top_p < 1:
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        outside = sorted_probs.cumsum(-1) - sorted_probs >= top_p  # the codes before hold top_p already
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs.masked_fill(outside, 0.0))
+    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+
+class NeuralIndexPrior(IndexPrior):
+    """An autoregressive network over code grids, trained with :func:`fit_network`.
+
+    Shared options: ``epochs`` (``None``: a budget that follows the data size), ``batch_size``,
+    ``lr`` (peak of a warm-up + cosine schedule), ``val_fraction`` held out to score every epoch,
+    ``patience`` epochs without a better held-out NLL before stopping, ``seed`` (initialisation,
+    split and shuffling) and ``threads`` (CPU threads while fitting; ``None`` keeps torch's).
+    ``top_p`` is the nucleus every ``sample`` draws from (1: the full distribution).
+    """
+
+    #: Hooks the next ``fit`` uses (distributed training, checkpoints); not saved in bundles.
+    hooks: FitHooks | None = None
+    fits_on_every_rank = True
+
+    def __init__(
+        self,
+        *,
+        num_codes: int,
+        epochs: int | None = None,
+        batch_size: int = 128,
+        lr: float = 2e-3,
+        val_fraction: float = 0.05,
+        patience: int = 3,
+        seed: int = 0,
+        threads: int | None = 1,
+        top_p: float = 1.0,
+        conditional: bool = False,
+        num_classes: int | None = None,
+        grid_shape: Sequence[int] | None = None,
+        **config: Any,
+    ) -> None:
+        settings = FitSettings(epochs, batch_size, lr, val_fraction, patience, seed, threads)  # validates
+        if not 0 < top_p <= 1:
+            raise ConfigError(f"top_p must lie in (0, 1]; got {top_p}")
+        super().__init__(
+            num_codes=num_codes,
+            conditional=conditional,
+            num_classes=num_classes,
+            grid_shape=grid_shape,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            val_fraction=val_fraction,
+            patience=patience,
+            seed=seed,
+            threads=threads,
+            top_p=top_p,
+            **config,
+        )
+        self.settings = settings
+        #: Per-epoch training record of the last ``fit`` (not saved in bundles).
+        self.history: list[dict[str, Any]] = []
+
+    def _draw(self, logits: Tensor, temperature: float, generator: torch.Generator | None) -> Tensor:
+        """One code per row of ``logits`` with this prior's ``top_p``."""
+        return draw(logits, temperature, generator, self._config["top_p"])
+
+    def _new_net(self) -> nn.Module:
+        raise NotImplementedError
+
+    def _fit(self, data: Tensor, labels: Tensor | None, *, progress: bool) -> None:
+        device = self.class_log_prior.device
+        # copies: the pipeline's indices come from inference mode and cannot join autograd as they are
+        data = data.to(device, torch.long, copy=True)
+        labels = None if labels is None else labels.to(device, torch.long, copy=True)
+        name = getattr(self, "registered_name", None) or type(self).__name__
+        # seeded initialisation and dropout, without touching the caller's random state
+        with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
+            torch.manual_seed(self.settings.seed)
+            self.net = self._new_net().to(device)
+            state = fit_network(
+                self.net,
+                cross_entropy_loss,
+                data,
+                labels,
+                self.settings,
+                name=name,
+                progress=progress,
+                hooks=self.hooks,
+            )
+        self.history = state.history
+
+    def _log_likelihood(self, data: Tensor, labels: Tensor | None) -> Tensor:
+        self.net.eval()  # no dropout when scoring
+        data = data.long().to(self.class_log_prior.device)
+        nll = F.cross_entropy(self.net(data, labels), data, reduction="none")
+        return -nll.flatten(1).sum(1)

@@ -1,0 +1,195 @@
+"""``transformer``: a small causal transformer over the raster-ordered grid of code indices.
+
+The grid is read as a sequence of ``H·W`` codes. Position ``t`` receives the code at ``t - 1``
+(position 0 a start token: a learned class token when ``conditional``), plus a learned position
+embedding, and predicts the code at ``t`` through pre-norm blocks of causal self-attention
+(:func:`torch.nn.functional.scaled_dot_product_attention`) and an MLP. Every position attends to
+all earlier ones, so the receptive field is the whole past at any grid size.
+
+Sampling keeps each layer's keys and values in a :class:`KVCache`: drawing ``n`` grids costs one
+forward step of one token per position, batched over the ``n`` grids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import nullcontext
+from typing import cast
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vqtoolkit.component import check_positive
+from vqtoolkit.errors import ConfigError
+from vqtoolkit.priors.neural import NeuralIndexPrior, single_thread
+
+
+class KVCache:
+    """One layer's keys and values ``(N, heads, T, head_dim)`` for the positions computed so far."""
+
+    def __init__(self) -> None:
+        self.keys: Tensor | None = None
+        self.values: Tensor | None = None
+
+    def extend(self, keys: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
+        """Append the newest positions' keys and values; return all of them."""
+        if self.keys is not None and self.values is not None:
+            keys, values = torch.cat([self.keys, keys], 2), torch.cat([self.values, values], 2)
+        self.keys, self.values = keys, values
+        return keys, values
+
+
+class Block(nn.Module):
+    """Pre-norm causal self-attention and MLP, each residual."""
+
+    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.heads, self.dropout = heads, dropout
+        self.attention_norm = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.project = nn.Linear(dim, dim)
+        self.mlp_norm = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, cache: KVCache | None = None) -> Tensor:
+        """``x`` ``(N, T, dim)``: the whole sequence (causal mask), or with ``cache`` the newest position."""
+        n, t, dim = x.shape
+        q, k, v = self.qkv(self.attention_norm(x)).view(n, t, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        if cache is None:
+            dropout = self.dropout if self.training else 0.0
+            attended = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
+        else:  # one new position attends to every cached one, itself included: no mask needed
+            if t != 1:
+                raise ValueError(f"a cached step takes one position at a time; got {t}")
+            k, v = cache.extend(k, v)
+            attended = F.scaled_dot_product_attention(q, k, v)
+        x = x + self.drop(self.project(attended.transpose(1, 2).reshape(n, t, dim)))
+        return x + self.drop(self.mlp(self.mlp_norm(x)))
+
+
+class CausalTransformer(nn.Module):
+    """Start/class token + code embeddings + learned positions → blocks → logits over ``num_codes``."""
+
+    def __init__(
+        self,
+        num_codes: int,
+        grid_shape: Sequence[int],
+        dim: int,
+        layers: int,
+        heads: int,
+        num_classes: int | None,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.grid_shape = tuple(grid_shape)
+        self.code = nn.Embedding(num_codes, dim)
+        self.start = nn.Embedding(num_classes or 1, dim)
+        self.position = nn.Parameter(torch.randn(self.grid_shape[0] * self.grid_shape[1], dim) * 0.02)
+        self.blocks = nn.ModuleList(Block(dim, heads, dropout) for _ in range(layers))
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, num_codes)
+
+    def start_token(self, n: int, labels: Tensor | None) -> Tensor:
+        """``(n, dim)``: the class token of ``labels`` (the one start token when unconditional)."""
+        which = torch.zeros(n, dtype=torch.long, device=self.position.device) if labels is None else labels
+        return self.start(which)
+
+    def forward(self, indices: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Logits ``(N, K, H, W)``: those at ``p`` depend only on codes before ``p`` in raster order."""
+        n, h, w = indices.shape
+        codes = indices.reshape(n, h * w)
+        x = torch.cat([self.start_token(n, labels)[:, None], self.code(codes[:, :-1])], 1) + self.position
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.norm(x)).transpose(1, 2).reshape(n, -1, h, w)
+
+    def step(
+        self, previous: Tensor | None, t: int, labels: Tensor | None, caches: list[KVCache], n: int
+    ) -> Tensor:
+        """Logits ``(n, K)`` at position ``t`` given the codes drawn at ``t - 1`` (``None`` at ``t = 0``).
+
+        Each block attends over its ``cache`` of earlier positions and appends position ``t`` to it.
+        """
+        x = self.start_token(n, labels) if previous is None else self.code(previous)
+        x = (x + self.position[t])[:, None]
+        for block, cache in zip(self.blocks, caches, strict=True):
+            x = block(x, cache)
+        return self.head(self.norm(x[:, 0]))
+
+
+class TransformerPrior(NeuralIndexPrior):
+    """Causal transformer prior: ``dim`` wide, ``layers`` blocks of ``heads`` heads, ``dropout``.
+
+    Fitting options (``epochs``, ``patience``, ``lr``, ...) are those of
+    :class:`~vqtoolkit.priors.neural.NeuralIndexPrior`.
+    """
+
+    def __init__(
+        self,
+        num_codes: int = 512,
+        dim: int = 128,
+        layers: int = 4,
+        heads: int = 4,
+        dropout: float = 0.1,
+        epochs: int | None = None,
+        batch_size: int = 128,
+        lr: float = 2e-3,
+        val_fraction: float = 0.05,
+        patience: int = 3,
+        seed: int = 0,
+        threads: int | None = 1,
+        top_p: float = 1.0,
+        conditional: bool = False,
+        num_classes: int | None = None,
+        grid_shape: Sequence[int] | None = None,
+    ) -> None:
+        for name, value in [("dim", dim), ("layers", layers), ("heads", heads)]:
+            check_positive(name, value)
+        if dim % heads:
+            raise ConfigError(f"dim must be a multiple of heads; got dim={dim}, heads={heads}")
+        if not 0 <= dropout < 1:
+            raise ConfigError(f"dropout must lie in [0, 1); got {dropout}")
+        super().__init__(
+            num_codes=num_codes,
+            conditional=conditional,
+            num_classes=num_classes,
+            grid_shape=grid_shape,
+            dim=dim,
+            layers=layers,
+            heads=heads,
+            dropout=dropout,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            val_fraction=val_fraction,
+            patience=patience,
+            seed=seed,
+            threads=threads,
+            top_p=top_p,
+        )
+        self.net = self._new_net()
+
+    def _new_net(self) -> CausalTransformer:
+        c = self._config
+        grid = c["grid_shape"] or (1, 1)
+        return CausalTransformer(
+            self.num_codes, grid, c["dim"], c["layers"], c["heads"], self.num_classes, c["dropout"]
+        )
+
+    @torch.inference_mode()
+    def _sample(
+        self, n: int, labels: Tensor | None, temperature: float, generator: torch.Generator | None
+    ) -> Tensor:
+        """Raster-order ancestral sampling with a key/value cache: one one-token step per position."""
+        h, w = self.grid_shape
+        device = self.class_log_prior.device
+        net = cast("CausalTransformer", self.net).eval()
+        codes = torch.zeros(n, h * w, dtype=torch.long, device=device)
+        caches = [KVCache() for _ in net.blocks]
+        with single_thread() if device.type == "cpu" else nullcontext():
+            for t in range(h * w):
+                previous = codes[:, t - 1] if t else None
+                codes[:, t] = self._draw(net.step(previous, t, labels, caches, n), temperature, generator)
+        return codes.reshape(n, h, w)
