@@ -648,13 +648,13 @@ def fit_prior(
 @click.option(
     "-n",
     "--num-samples",
-    "--samples",
     "num_samples",
     type=click.IntRange(min=2),
     default=None,
     help="Also draw this many samples and score them with the dataset's classifier (trained and "
     "cached on first use) beside real images.",
 )
+@click.option("--samples", "samples_alias", type=click.IntRange(min=2), default=None, hidden=True)
 @click.option(
     "--temperature",
     type=FiniteFloat(min=0, min_open=True),
@@ -671,6 +671,7 @@ def evaluate(
     dataset: str | None,
     data_root: Path | None,
     num_samples: int | None,
+    samples_alias: int | None,
     temperature: float,
     seed: int,
     device: str,
@@ -681,7 +682,7 @@ def evaluate(
     Metric names are the ones build --json, inspect and the bundle use (test_mse, ...). The
     prior's NLL is in bits per code position, marginal over classes for a conditional prior
     (test_prior_bits_per_code_given_label adds the label); a latent prior (gmm) has none (null in
-    --json, n/a in text). With ``-n/--num-samples N`` (or ``--samples N``) it also scores N samples
+    --json, n/a in text). With -n/--num-samples N (or --samples N) it also scores N samples
     (classifier score, Fréchet distance to the test split, label accuracy of a conditional prior),
     each beside the same figure for real images.
 
@@ -702,6 +703,7 @@ def evaluate(
     }
     metrics = pipe.evaluate(data.test_images, data.test_labels)
     result.update({f"test_{key}": value for key, value in metrics.items()})
+    num_samples = num_samples or samples_alias
     if num_samples is not None:
         from vqtoolkit.sample_quality import format_scores, score_samples
 
