@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from vqtoolkit import __version__, registry
 from vqtoolkit.atomic import atomic_write
+from vqtoolkit.bundle_checks import check_info, check_prior_shapes
 from vqtoolkit.errors import BundleError, VQToolkitError
 from vqtoolkit.model import VQVAE
 
@@ -47,6 +48,9 @@ REQUIRED_ROLES = ("encoder", "quantizer", "decoder")
 DISTRIBUTION_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
 #: Longest a component may take to build on the meta device from a bundle's config (seconds).
 BUILD_SECONDS = 10.0
+#: Bytes a component's implied parameters and buffers may exceed its tensors in the file by (buffers
+#: that are not saved, such as fsq's levels); anything beyond is refused before it is allocated.
+SLACK_BYTES = 1 << 20
 COMPONENT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,99}$")
 
 
@@ -197,8 +201,10 @@ def _check_document(path: Path, document: dict[str, Any], tensors: Mapping[str, 
         if role not in ROLES:
             raise BundleError(f"{path}: unknown component role {role!r}; roles are {', '.join(ROLES)}")
         _check_entry(path, role, entry)
-    if not isinstance(document.get("info", {}), dict):
-        raise BundleError(f"{path}: the bundle's 'info' must be a JSON object")
+    try:
+        check_info(document.get("info", {}))
+    except BundleError as err:
+        raise BundleError(f"{path}: {err}") from err
     stray = sorted(k for k in tensors if k.split(".", 1)[0] not in components)
     if stray:
         raise BundleError(f"{path}: tensors {stray[:5]} belong to no component of the bundle")
@@ -350,19 +356,62 @@ def build_deadline(what: str, seconds: float | None = None) -> Iterator[None]:
             signal.setitimer(signal.ITIMER_REAL, max(outer - (time.monotonic() - start), 1e-3))
 
 
-def expected_state(cls: type, config: Mapping[str, Any], *, what: str) -> dict[str, Tensor]:
+def expected_state(
+    cls: type, config: Mapping[str, Any], *, what: str, held: int | None = None
+) -> dict[str, Tensor]:
     """The state a component of ``config`` holds, learnt without allocating: built on ``meta``.
 
-    A component that cannot be built on ``meta`` is built on the CPU instead.
+    A component that cannot be built on ``meta`` (a storage size that overflows, an integer too
+    large for torch) is refused, never built on the CPU instead: its config asks for more than any
+    file holds. ``held`` is how many bytes of tensors the file holds for it: parameters and buffers
+    beyond that plus :data:`SLACK_BYTES` are refused, naming the config fields that ask for them.
     """
     try:
         with build_deadline(what), torch.device("meta"):
-            state: dict[str, Tensor] = cls(**config).state_dict()
-            return state
+            module: nn.Module = cls(**config)
     except BundleError:
         raise
-    except Exception:
-        return construct(cls, config, what=what).state_dict()
+    except VQToolkitError as err:
+        raise BundleError(f"cannot rebuild the {what} from its config: {_one_line(err)}") from err
+    except Exception as err:
+        sizes = [int(n) for n in re.findall(r"\d+", str(err))]
+        raise BundleError(
+            f"cannot size the {what} from its config without allocating ({type(err).__name__}: "
+            f"{_one_line(err)}){_suspects(config, sizes)}"
+        ) from err
+    tensors = [*module.parameters(), *module.buffers()]
+    implied = sum(t.numel() * t.element_size() for t in tensors)
+    if held is not None and implied > held + SLACK_BYTES:
+        largest = max(tensors, key=lambda t: t.numel() * t.element_size())
+        raise BundleError(
+            f"the config of the {what} implies {implied:,} bytes of tensors but the file holds "
+            f"{held:,} for it{_suspects(config, list(largest.shape))}"
+        )
+    state: dict[str, Tensor] = module.state_dict()
+    return state
+
+
+def _one_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [""])[0]
+
+
+def _suspects(config: Mapping[str, Any], sizes: list[int]) -> str:
+    """``"; check FIELD=VALUE"`` for config fields that hold one of ``sizes`` (else the largest numbers)."""
+
+    def numbers(value: Any) -> list[int]:
+        if isinstance(value, bool):
+            return []
+        if isinstance(value, (int, float)) and abs(value) < float("inf"):
+            return [int(value)]
+        return [n for v in value for n in numbers(v)] if isinstance(value, list) else []
+
+    fields = {key: numbers(value) for key, value in config.items()}
+    big = {s for s in sizes if s > 1 and s * 1000 >= max(sizes)}  # not the kernel sizes beside them
+    named = [key for key, found in fields.items() if big & set(found)]
+    if not named:
+        ranked = sorted((max(found), key) for key, found in fields.items() if found)
+        named = [key for _, key in ranked[-2:]]
+    return "; check " + ", ".join(f"{key}={config[key]!r}" for key in named) if named else ""
 
 
 def restore(
@@ -374,7 +423,8 @@ def restore(
 ) -> nn.Module:
     """Rebuild ``cls(**config)`` and load ``state`` into it, after checking every name, shape and dtype."""
     check_config_types(cls, config, what=what)
-    expected = expected_state(cls, config, what=what)
+    held = sum(t.numel() * t.element_size() for t in state.values())
+    expected = expected_state(cls, config, what=what, held=held)
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     if missing or unexpected:
         raise BundleError(
@@ -421,9 +471,11 @@ def load(path: str | Path) -> Any:
             role: _build_component(role, entry, tensors) for role, entry in document["components"].items()
         }
         check_wiring(parts["encoder"], parts["quantizer"], parts["decoder"])  # type: ignore[arg-type]
+        model = VQVAE(parts["encoder"], parts["quantizer"], parts["decoder"]).eval()  # type: ignore[arg-type]
+        if "prior" in parts:
+            check_prior_shapes(model, parts["prior"], document.get("info", {}))  # type: ignore[arg-type]
     except VQToolkitError as err:
         raise BundleError(f"{path}: {err}") from err
-    model = VQVAE(parts["encoder"], parts["quantizer"], parts["decoder"]).eval()  # type: ignore[arg-type]
     return Pipeline(model, parts.get("prior"), document.get("info", {}))  # type: ignore[arg-type]
 
 

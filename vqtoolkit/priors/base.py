@@ -50,6 +50,11 @@ class Prior(Component):
         """Whether ``fit`` has run (or fitted state was loaded)."""
         return bool(self.fitted)
 
+    @property
+    def sample_shape(self) -> tuple[int, ...] | None:
+        """Shape of one sample, without the batch (``None`` while unknown); bundles check it on load."""
+        return None
+
     def fit(self, data: Tensor, labels: Tensor | None = None, *, progress: bool = True) -> Prior:
         """Learn the distribution of ``data``; returns ``self``."""
         raise NotImplementedError
@@ -142,6 +147,12 @@ class IndexPrior(Prior):
         if self._config["grid_shape"] is None:
             raise ConfigError(f"{type(self).__name__} is not fitted; call fit() first")
         return tuple(self._config["grid_shape"])
+
+    @property
+    def sample_shape(self) -> tuple[int, ...] | None:
+        """``grid_shape`` once known."""
+        grid = self._config["grid_shape"]
+        return None if grid is None else tuple(grid)
 
     # -- validation --------------------------------------------------------------------------
     def check_indices(self, indices: Tensor) -> None:
