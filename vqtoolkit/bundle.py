@@ -231,8 +231,18 @@ def _check_entry(path: Path, role: str, entry: Any) -> None:
 
 
 # -- building --------------------------------------------------------------------------------------
-def resolve_class(role: str, entry: Mapping[str, Any]) -> type:
-    """The installed class for a bundle entry; a missing plugin names the package to install."""
+def _canonical(distribution: str) -> str:
+    """PEP 503 normal form, so ``Foo_Bar`` and ``foo-bar`` name the same distribution."""
+    return re.sub(r"[-_.]+", "-", distribution).lower()
+
+
+def resolve_class(role: str, entry: Mapping[str, Any], *, trust_provider: bool = False) -> type:
+    """The installed class for a bundle entry, from the distribution the bundle declares.
+
+    A name provided here by another distribution is refused unless ``trust_provider``: anyone can
+    write a bundle, so its declared distribution must not silently pick, or be swapped for, code.
+    A missing plugin names the package, as the bundle declares it, with a word of caution.
+    """
     name, distribution = entry["name"], entry["distribution"]
     providers = [s for s in registry.specs(role) if s.name == name]
     if not providers and distribution == "vqtoolkit":
@@ -243,13 +253,17 @@ def resolve_class(role: str, entry: Mapping[str, Any]) -> type:
     if not providers:
         raise BundleError(
             f"this bundle needs the {role} {name!r} from the package {distribution!r}, which is not "
-            f"installed; run `pip install {distribution}`"
+            f"installed; that package name comes from the bundle, so install it only from a source you "
+            f"trust (`pip install {distribution}`)"
         )
-    chosen = [s for s in providers if s.distribution == distribution]
-    if not chosen and len(providers) > 1:
+    chosen = [s for s in providers if _canonical(s.distribution) == _canonical(distribution)]
+    if not chosen and (not trust_provider or len(providers) > 1):
+        here = " and ".join(s.distribution for s in providers)
         raise BundleError(
-            f"this bundle's {role} {name!r} came from {distribution!r}, but here it is provided by "
-            f"{' and '.join(s.distribution for s in providers)}; run `pip install {distribution}`"
+            f"this bundle declares its {role} {name!r} as coming from {distribution!r}, but here "
+            f"{name!r} is provided by {here}; if you trust that it builds the same component, load "
+            f"with trust_provider=True (--trust-provider), else install {distribution!r} from a source "
+            f"you trust"
         )
     try:
         return registry.get_class(role, name, (chosen or providers)[0].distribution)
@@ -446,8 +460,10 @@ def restore(
     return component
 
 
-def _build_component(role: str, entry: Mapping[str, Any], tensors: Mapping[str, Tensor]) -> nn.Module:
-    cls = resolve_class(role, entry)
+def _build_component(
+    role: str, entry: Mapping[str, Any], tensors: Mapping[str, Tensor], *, trust_provider: bool
+) -> nn.Module:
+    cls = resolve_class(role, entry, trust_provider=trust_provider)
     what = f"{role} {entry['name']!r} ({entry['distribution']} {entry['version']})"
     prefix = f"{role}."
     state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
@@ -456,10 +472,11 @@ def _build_component(role: str, entry: Mapping[str, Any], tensors: Mapping[str, 
     return component
 
 
-def load(path: str | Path) -> Any:
+def load(path: str | Path, *, trust_provider: bool = False) -> Any:
     """Rebuild the :class:`~vqtoolkit.pipeline.Pipeline` saved at ``path`` (validated first).
 
-    Every problem, from a truncated file to a plugin that is not installed, raises a
+    ``trust_provider=True`` accepts a component whose name is installed from another distribution
+    than the one the bundle declares (a fork or a renamed package you trust). Every problem, from a truncated file to a plugin that is not installed, raises a
     :class:`~vqtoolkit.errors.BundleError` that says what is wrong and what to do.
     """
     from vqtoolkit.pipeline import Pipeline, check_wiring
@@ -468,7 +485,8 @@ def load(path: str | Path) -> Any:
     document, tensors = read(path)
     try:
         parts = {
-            role: _build_component(role, entry, tensors) for role, entry in document["components"].items()
+            role: _build_component(role, entry, tensors, trust_provider=trust_provider)
+            for role, entry in document["components"].items()
         }
         check_wiring(parts["encoder"], parts["quantizer"], parts["decoder"])  # type: ignore[arg-type]
         model = VQVAE(parts["encoder"], parts["quantizer"], parts["decoder"]).eval()  # type: ignore[arg-type]

@@ -185,6 +185,15 @@ def beside(output: Path, suffix: str) -> Path:
     return output.with_name(f"{output.stem}-{suffix}")
 
 
+def trust_option(command: F) -> F:
+    """``--trust-provider``, for commands that load a bundle (see :func:`vqtoolkit.bundle.load`)."""
+    return click.option(
+        "--trust-provider",
+        is_flag=True,
+        help="Load components installed from another distribution than the bundle declares.",
+    )(command)
+
+
 def resume_hint() -> str:
     """The command line that was run, with ``--resume`` added (under torchrun, with torchrun in front)."""
     import os
@@ -447,9 +456,16 @@ def train(output: Path, num_codes: int | None, as_json: bool, **options: Any) ->
     show_default=True,
     help="A .png grid, or .npy for the raw images (N, C, H, W) in [0, 1].",
 )
+@trust_option
 @friendly_errors
 def sample(
-    bundle: Path, num_samples: int, seed: int, temperature: float, label: int | None, output: Path
+    bundle: Path,
+    num_samples: int,
+    seed: int,
+    temperature: float,
+    label: int | None,
+    output: Path,
+    trust_provider: bool,
 ) -> None:
     """Draw new images from a bundle's prior.
 
@@ -458,7 +474,7 @@ def sample(
       vqtool sample vqtool-out/model.safetensors -n 64 -o grid.png
       vqtool sample cond.safetensors -n 16 --label 3 --temperature 0.8 --seed 1 -o threes.npy
     """
-    pipe = vqtoolkit.load(bundle)
+    pipe = vqtoolkit.load(bundle, trust_provider=trust_provider)
     images = pipe.sample(
         num_samples, label=label, temperature=temperature, generator=torch.Generator().manual_seed(seed)
     )
@@ -532,6 +548,7 @@ def data_options(command: F) -> F:
     help="New bundle path (the input bundle is never modified).",
 )
 @click.option("--quiet", is_flag=True, help="No progress bars or per-epoch lines.")
+@trust_option
 @friendly_errors
 def fit_prior(
     bundle: Path,
@@ -542,6 +559,7 @@ def fit_prior(
     data_root: Path | None,
     output: Path,
     quiet: bool,
+    trust_provider: bool,
 ) -> None:
     """Fit a new stage-2 prior on a trained bundle's frozen stage 1 and write it to a new bundle.
 
@@ -553,7 +571,7 @@ def fit_prior(
     """
     if output.resolve() == bundle.resolve():
         raise ConfigError(f"-o {output} is the input bundle; write the new prior to another file")
-    pipe = vqtoolkit.load(bundle)
+    pipe = vqtoolkit.load(bundle, trust_provider=trust_provider)
     data = _bundle_dataset(pipe, dataset, data_root)
     options = _parse_options(prior_options)
     if conditional:
@@ -573,8 +591,11 @@ def fit_prior(
 @click.argument("bundle", type=click.Path(dir_okay=False, path_type=Path))
 @data_options
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@trust_option
 @friendly_errors
-def evaluate(bundle: Path, dataset: str | None, data_root: Path | None, as_json: bool) -> None:
+def evaluate(
+    bundle: Path, dataset: str | None, data_root: Path | None, as_json: bool, trust_provider: bool
+) -> None:
     """Score a bundle on held-out images: recon MSE/PSNR, perplexity, codes used, prior bits per code.
 
     The prior's NLL is in bits per code position, marginal over classes for a conditional prior
@@ -584,7 +605,7 @@ def evaluate(bundle: Path, dataset: str | None, data_root: Path | None, as_json:
     Example:
       vqtool eval vqtool-out/model.safetensors --json
     """
-    pipe = vqtoolkit.load(bundle)
+    pipe = vqtoolkit.load(bundle, trust_provider=trust_provider)
     data = _bundle_dataset(pipe, dataset, data_root)
     result = {
         "dataset": data.name,
@@ -619,9 +640,15 @@ def evaluate(bundle: Path, dataset: str | None, data_root: Path | None, as_json:
     show_default=True,
     help="A .png grid (originals above, reconstructions below), or .npy.",
 )
+@trust_option
 @friendly_errors
 def reconstruct(
-    bundle: Path, num_images: int, dataset: str | None, data_root: Path | None, output: Path
+    bundle: Path,
+    num_images: int,
+    dataset: str | None,
+    data_root: Path | None,
+    output: Path,
+    trust_provider: bool,
 ) -> None:
     """Encode and decode held-out images through a bundle's stage 1, to see what it keeps.
 
@@ -629,7 +656,7 @@ def reconstruct(
     Example:
       vqtool reconstruct vqtool-out/model.safetensors -n 16 -o recon.png
     """
-    pipe = vqtoolkit.load(bundle)
+    pipe = vqtoolkit.load(bundle, trust_provider=trust_provider)
     from vqtoolkit.streaming import as_tensor
 
     originals = as_tensor(_bundle_dataset(pipe, dataset, data_root).test_images[:num_images])
