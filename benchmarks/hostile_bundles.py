@@ -17,11 +17,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from bundle_edit import HOSTILE_EDITS, TINY_PRIORS, rewrite, tiny_pipeline  # noqa: E402
-from forked import run_forked  # noqa: E402
+from bundle_edit import HOSTILE_EDITS, TINY_PRIORS, rewrite, tiny_pipeline
+from forked import run_forked
 
-import vqtoolkit  # noqa: E402
-from vqtoolkit.errors import BundleError  # noqa: E402
+import vqtoolkit
+from vqtoolkit.errors import BundleError
 
 MAX_SECONDS = 1.0
 MAX_EXTRA_BYTES = 100 << 20
@@ -56,10 +56,12 @@ def main() -> int:
         failures += not ok
         answer = out.result.replace(str(path) + ": ", "")
         print(
-            f"{case:<42} {out.seconds:>8.3f} {out.extra_bytes / 2**20:>9.1f}  {'ok  ' if ok else 'FAIL'} {answer}"
+            f"{case:<42} {out.seconds:>8.3f} {out.extra_bytes / 2**20:>9.1f}  "
+            f"{'ok  ' if ok else 'FAIL'} {answer}"
         )
     print(
-        f"{len(HOSTILE_EDITS) - failures}/{len(HOSTILE_EDITS)} refused within {MAX_SECONDS:g} s and {MAX_EXTRA_BYTES >> 20} MB"
+        f"{len(HOSTILE_EDITS) - failures}/{len(HOSTILE_EDITS)} refused within {MAX_SECONDS:g} s "
+        f"and {MAX_EXTRA_BYTES >> 20} MB"
     )
     return 1 if failures else 0
 

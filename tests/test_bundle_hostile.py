@@ -69,5 +69,5 @@ def test_class_count_must_match_the_tensors(folder: Path) -> None:
     path = rewrite(
         valid_bundle("pixelcnn", folder), folder / "classes.safetensors", edit_document=more_classes
     )
-    with pytest.raises(BundleError, match="do not match|expected"):
+    with pytest.raises(BundleError, match=r"do not match|expected"):
         vqtoolkit.load(path)

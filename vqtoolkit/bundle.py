@@ -476,7 +476,8 @@ def load(path: str | Path, *, trust_provider: bool = False) -> Any:
     """Rebuild the :class:`~vqtoolkit.pipeline.Pipeline` saved at ``path`` (validated first).
 
     ``trust_provider=True`` accepts a component whose name is installed from another distribution
-    than the one the bundle declares (a fork or a renamed package you trust). Every problem, from a truncated file to a plugin that is not installed, raises a
+    than the one the bundle declares (a fork or a renamed package you trust). Every problem, from a
+    truncated file to a plugin that is not installed, raises a
     :class:`~vqtoolkit.errors.BundleError` that says what is wrong and what to do.
     """
     from vqtoolkit.pipeline import Pipeline, check_wiring
