@@ -156,6 +156,11 @@ def stage1_options(command: F) -> F:
             "--resume", is_flag=True, help="Continue from --checkpoint (same options; --epochs may grow)."
         ),
         click.option(
+            "--allow-divergence",
+            is_flag=True,
+            help="Keep a run whose loss diverged (worse than predicting the mean) instead of failing.",
+        ),
+        click.option(
             "-o",
             "--output",
             type=click.Path(dir_okay=False, path_type=Path),
@@ -233,6 +238,7 @@ def train_stage1(
     quiet: bool,
     as_json: bool,
     log: tuple[str, Path] | None = None,
+    allow_divergence: bool = False,
     prior_config: dict[str, Any] | None = None,
 ) -> tuple[vqtoolkit.Pipeline, ImageDataset, dict[str, Path]]:
     """Load data, build, check everything, train stage 1 (checkpointed), then write the run's pictures.
@@ -290,6 +296,7 @@ def train_stage1(
             resume=resume,
             log_path=files["metrics"],
             log_dir=None if log is None else log[1],
+            allow_divergence=allow_divergence,
         )
     except TrainingInterrupted as err:
         if not main:  # every rank stopped at the same step; rank 0 says how to resume
