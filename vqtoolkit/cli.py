@@ -199,6 +199,13 @@ def trust_option(command: F) -> F:
     )(command)
 
 
+def hold_output(output: Path) -> None:
+    """Lock ``output`` until the command ends: a second run writing it is refused (:mod:`vqtoolkit.lock`)."""
+    from vqtoolkit.lock import output_lock
+
+    click.get_current_context().with_resource(output_lock(output))
+
+
 def resume_hint() -> str:
     """The command line that was run, with ``--resume`` added (under torchrun, with torchrun in front)."""
     import os
@@ -255,6 +262,8 @@ def train_stage1(
     torch_device = distributed.init_from_env(torch_device)  # torchrun: join the group, GPU per LOCAL_RANK
     main = distributed.is_main()
     quiet = quiet or not main
+    if main:  # one lock per run: rank 0 holds it for all processes
+        hold_output(output)
     torch.manual_seed(seed)
     data = load_dataset(dataset, data_root, seed=seed, image_size=image_size, stream=stream)
     num_codes = data.default_num_codes if num_codes is None else num_codes
@@ -578,6 +587,7 @@ def fit_prior(
     """
     if output.resolve() == bundle.resolve():
         raise ConfigError(f"-o {output} is the input bundle; write the new prior to another file")
+    hold_output(output)
     pipe = vqtoolkit.load(bundle, trust_provider=trust_provider)
     data = _bundle_dataset(pipe, dataset, data_root)
     options = _parse_options(prior_options)
