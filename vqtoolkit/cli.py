@@ -410,7 +410,18 @@ def build(
     )
     from vqtoolkit import distributed
 
-    pipe.fit_prior(data, progress=not quiet and not as_json)  # every process: pixelcnn trains with DDP
+    prior_checkpoint = beside(output, "prior-checkpoint.safetensors")
+    try:  # every process: pixelcnn trains with DDP
+        pipe.fit_prior(
+            data,
+            progress=not quiet and not as_json,
+            checkpoint_path=prior_checkpoint,
+            resume=options["resume"],
+        )
+    except TrainingInterrupted as err:
+        raise click.ClickException(f"{err}\n  {resume_hint()}") from err
+    if prior_checkpoint.exists():  # priors trained in epochs (pixelcnn) write one
+        files["prior_checkpoint"] = prior_checkpoint
     if "tensorboard" in files and distributed.is_main():
         pipe.log_samples(files["tensorboard"], seed=seed)
     files = {"bundle": pipe.save(output), **files}

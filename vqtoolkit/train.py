@@ -168,10 +168,10 @@ def train_autoencoder(
         position = checkpoint.load(
             Path(checkpoint_path), model=model, optimizer=optimizer, scaler=scaler, settings=settings
         )
-        if position.epoch > epochs:
+        if position.epoch - 1 > epochs:  # == epochs: stage 1 is done, the loop below is skipped
             raise TrainingError(
-                f"{checkpoint_path} already holds {position.epoch - 1} trained epochs; ask for more than "
-                f"{epochs} (--epochs) to train further"
+                f"{checkpoint_path} already holds {position.epoch - 1} trained epochs; ask for at least "
+                f"{position.epoch - 1} (--epochs) to resume it"
             )
         generator.set_state(position.shuffle_state)
     else:

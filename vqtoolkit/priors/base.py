@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
 
 from vqtoolkit.component import Component, check_positive
 from vqtoolkit.errors import ConfigError, ShapeError
+
+if TYPE_CHECKING:
+    from vqtoolkit.fit_checkpoint import FitCheckpoint
 
 Space = Literal["indices", "latents"]
 
@@ -31,6 +34,9 @@ class Prior(Component):
     """
 
     kind = "prior"
+    #: Set by :meth:`~vqtoolkit.pipeline.Pipeline.fit_prior` for a checkpointed fit; priors trained
+    #: in epochs save and resume through it (:mod:`vqtoolkit.fit_checkpoint`), others ignore it.
+    fit_checkpoint: FitCheckpoint | None = None
     space: ClassVar[Space] = "indices"
     has_likelihood: ClassVar[bool] = False
     #: Under torch.distributed: ``True`` for priors trained by gradient steps, which ``fit`` on every

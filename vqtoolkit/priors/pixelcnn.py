@@ -226,8 +226,23 @@ class PixelCNNPrior(IndexPrior):
         schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=c["lr"], total_steps=steps)
         best = (math.inf, copy.deepcopy(self.net.state_dict()))
         self.history = []
+        saver, first = self.fit_checkpoint, 1
+        state: dict[str, Any] = {
+            "net": self.net,
+            "optimizer": optimizer,
+            "schedule": schedule,
+            "generator": generator,
+        }
+        settings = {"config": self.config, "data": list(data.shape)}
+        if saver is not None:  # resume from the last finished epoch, if asked and there is one
+            done = saver.restore(**state, settings=settings)
+            best, self.history, first = (
+                (done.best_score, done.best_weights or best[1]),
+                done.history or [],
+                done.epoch,
+            )
         net = distributed.wrap(self.net, device)  # DDP across processes: gradients averaged
-        for epoch in range(1, epochs + 1):
+        for epoch in range(first, epochs + 1):
             self.net.train()
             order = train[torch.randperm(len(train), generator=generator).to(device)]
             batches = distributed.shard_batches(order, c["batch_size"])  # this process's share
@@ -251,6 +266,8 @@ class PixelCNNPrior(IndexPrior):
                 optimizer.step()
                 schedule.step()
                 total += float(loss.detach()) * len(batch)
+                if saver is not None and saver.stop_requested:
+                    raise saver.interrupted(epoch)
             seen = sum(len(b) for b in batches) * distributed.world_size()  # len(train) in one process
             record = {
                 "epoch": epoch,
@@ -260,6 +277,15 @@ class PixelCNNPrior(IndexPrior):
             self.history.append(record)
             if record["val_bits_per_code"] < best[0]:
                 best = (record["val_bits_per_code"], copy.deepcopy(self.net.state_dict()))
+            if saver is not None:
+                saver.save(
+                    **state,
+                    epoch=epoch,
+                    best_score=best[0],
+                    best_weights=best[1],
+                    history=self.history,
+                    settings=settings,
+                )
             if progress:
                 tqdm.write(
                     f"prior epoch {epoch}/{epochs}  train {record['train_bits_per_code']:.4f} bits/code"
