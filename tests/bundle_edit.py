@@ -42,7 +42,7 @@ def rewrite(path: Path, out: Path, *, sign: bool = True, edit_document=None, edi
     return out
 
 
-def tiny_pipeline(prior: str | None = "gmm", **prior_config: Any):
+def tiny_pipeline(prior: str | None = "gmm", quantizer: str = "vq", **prior_config: Any):
     """An untrained, small pipeline with a fitted prior: a bundle of ~20 kB, built in well under a second."""
     import vqtoolkit
     from vqtoolkit.data import ImageDataset
@@ -50,7 +50,7 @@ def tiny_pipeline(prior: str | None = "gmm", **prior_config: Any):
     torch.manual_seed(0)
     pipe = vqtoolkit.build(
         "conv",
-        "vq",
+        quantizer,
         "conv",
         None,
         dim=4,
