@@ -36,7 +36,7 @@ from hypothesis import strategies as st
 import vqtoolkit
 from vqtoolkit.errors import BundleError
 
-EXAMPLES = int(os.environ.get("VQTOOLKIT_FUZZ_EXAMPLES", "80"))
+EXAMPLES = int(os.environ.get("VQTOOLKIT_FUZZ_EXAMPLES", "30"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 WORKDIR = Path(tempfile.mkdtemp(prefix="vqtoolkit-fuzz-"))
 atexit.register(shutil.rmtree, WORKDIR, ignore_errors=True)
