@@ -71,3 +71,14 @@ def test_class_count_must_match_the_tensors(folder: Path) -> None:
     )
     with pytest.raises(BundleError, match=r"do not match|expected"):
         vqtoolkit.load(path)
+
+
+def test_a_codebook_no_tensor_bounds_is_refused(tmp_path: Path) -> None:
+    saved = tiny_pipeline(None, "fsq").save(tmp_path / "fsq.safetensors")
+
+    def huge_levels(document: dict) -> None:
+        document["components"]["quantizer"]["config"]["levels"] = [10**18, 5, 5, 5]
+
+    path = rewrite(saved, tmp_path / "levels.safetensors", edit_document=huge_levels)
+    with pytest.raises(BundleError, match="implies 125000000000000000000 codes"):
+        vqtoolkit.load(path)

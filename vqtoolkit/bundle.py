@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from vqtoolkit import __version__, registry
 from vqtoolkit.atomic import atomic_write
-from vqtoolkit.bundle_checks import check_info, check_prior_shapes
+from vqtoolkit.bundle_checks import check_codebook, check_info, check_prior_shapes
 from vqtoolkit.errors import BundleError, VQToolkitError
 from vqtoolkit.model import VQVAE
 
@@ -491,6 +491,7 @@ def load(path: str | Path, *, trust_provider: bool = False) -> Any:
         }
         check_wiring(parts["encoder"], parts["quantizer"], parts["decoder"])  # type: ignore[arg-type]
         model = VQVAE(parts["encoder"], parts["quantizer"], parts["decoder"]).eval()  # type: ignore[arg-type]
+        check_codebook(model)
         if "prior" in parts:
             check_prior_shapes(model, parts["prior"], document.get("info", {}))  # type: ignore[arg-type]
     except VQToolkitError as err:

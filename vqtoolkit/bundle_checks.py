@@ -18,6 +18,8 @@ from vqtoolkit.priors.base import Prior
 
 #: Most latent positions a prior may sample per image (a 128×128 grid, e.g. 512×512 images at /4).
 MAX_POSITIONS = 128 * 128
+#: Most codes (and prior tokens) a quantizer may have: per-code counts are allocated on every step.
+MAX_CODES = 2**31
 #: Largest image side ``info.image_shape`` may record.
 MAX_IMAGE_SIDE = 1 << 14
 
@@ -109,3 +111,14 @@ def check_prior_shapes(model: VQVAE, prior: Prior, info: Mapping[str, Any]) -> N
         raise BundleError(
             f"the prior's {field} {list(shape)} asks for more than {MAX_POSITIONS} positions per sample"
         )
+
+
+def check_codebook(model: VQVAE) -> None:
+    """Refuse a quantizer whose codebook size (e.g. fsq's product of ``levels``) no tensor bounds."""
+    quantizer = model.quantizer
+    for what, size in (("codes", quantizer.num_codes), ("prior tokens", quantizer.num_tokens)):
+        if size > MAX_CODES:
+            raise BundleError(
+                f"the quantizer's config implies {size} {what} (more than {MAX_CODES}); check its levels "
+                f"or num_codes"
+            )
