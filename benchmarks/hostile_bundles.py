@@ -17,23 +17,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from bundle_edit import HOSTILE_EDITS, TINY_PRIORS, rewrite, tiny_pipeline
+from bundle_edit import HOSTILE_EDITS, TINY_PRIORS, load_message, rewrite, tiny_pipeline
 from forked import run_forked
-
-import vqtoolkit
-from vqtoolkit.errors import BundleError
 
 MAX_SECONDS = 1.0
 MAX_EXTRA_BYTES = 100 << 20
 ADDRESS_SPACE = 1 << 30
-
-
-def load(path: Path) -> str:
-    try:
-        vqtoolkit.load(path)
-    except BundleError as err:
-        return f"BundleError: {err}"
-    return "loaded"
 
 
 def main() -> int:
@@ -46,7 +35,7 @@ def main() -> int:
     failures = 0
     for case, (prior, edit, field) in HOSTILE_EDITS.items():
         path = rewrite(valid[prior], folder / "crafted.safetensors", edit_document=edit)
-        out = run_forked(lambda path=path: load(path), timeout=60, address_space=ADDRESS_SPACE)
+        out = run_forked(lambda path=path: load_message(path), timeout=60, address_space=ADDRESS_SPACE)
         ok = (
             out.result.startswith("BundleError")
             and field in out.result

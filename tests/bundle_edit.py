@@ -72,6 +72,17 @@ def tiny_pipeline(prior: str | None = "gmm", quantizer: str = "vq", **prior_conf
     return pipe
 
 
+def load_message(path: Path) -> str:
+    """``"loaded"``, or ``"BundleError: MESSAGE"`` when loading the bundle at ``path`` is refused."""
+    import vqtoolkit
+
+    try:
+        vqtoolkit.load(path)
+    except bundle.BundleError as err:
+        return f"BundleError: {err}"
+    return "loaded"
+
+
 def _config(role: str, **changes: Any) -> Callable[[dict[str, Any]], None]:
     return lambda document: document["components"][role]["config"].update(changes)
 

@@ -10,7 +10,7 @@ import functools
 from pathlib import Path
 
 import pytest
-from bundle_edit import HOSTILE_EDITS, TINY_PRIORS, rewrite, tiny_pipeline
+from bundle_edit import HOSTILE_EDITS, TINY_PRIORS, load_message, rewrite, tiny_pipeline
 from click.testing import CliRunner
 from forked import run_forked
 
@@ -29,14 +29,6 @@ def valid_bundle(prior: str, folder: Path) -> Path:
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("hostile")
-
-
-def load_message(path: Path) -> str:
-    try:
-        vqtoolkit.load(path)
-    except BundleError as err:
-        return f"BundleError: {err}"
-    return "loaded"
 
 
 @pytest.mark.parametrize("case", sorted(HOSTILE_EDITS))
