@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ def rewrite(path: Path, out: Path, *, sign: bool = True, edit_document=None, edi
     return out
 
 
-def tiny_pipeline(prior: str | None = "gmm", **prior_config: Any):
+def tiny_pipeline(prior: str | None = "gmm", quantizer: str = "vq", **prior_config: Any):
     """An untrained, small pipeline with a fitted prior: a bundle of ~20 kB, built in well under a second."""
     import vqtoolkit
     from vqtoolkit.data import ImageDataset
@@ -49,7 +50,7 @@ def tiny_pipeline(prior: str | None = "gmm", **prior_config: Any):
     torch.manual_seed(0)
     pipe = vqtoolkit.build(
         "conv",
-        "vq",
+        quantizer,
         "conv",
         None,
         dim=4,
@@ -60,7 +61,63 @@ def tiny_pipeline(prior: str | None = "gmm", **prior_config: Any):
     images = torch.rand(48, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     labels = torch.arange(48) % 3
     data = ImageDataset("tiny", images[:32], labels[:32], images[32:], labels[32:], 3, 1)
-    pipe.info.update(dataset="tiny", epochs=0, metrics={"test_mse": 0.25, "test_psnr": float("inf")})
+    pipe.info.update(
+        dataset="tiny",
+        image_shape=[1, 28, 28],
+        epochs=0,
+        metrics={"test_mse": 0.25, "test_psnr": float("inf")},
+    )
     if prior is not None:
         pipe.fit_prior(data, prior, progress=False, **prior_config)
     return pipe
+
+
+def load_message(path: Path) -> str:
+    """``"loaded"``, or ``"BundleError: MESSAGE"`` when loading the bundle at ``path`` is refused."""
+    import vqtoolkit
+
+    try:
+        vqtoolkit.load(path)
+    except bundle.BundleError as err:
+        return f"BundleError: {err}"
+    return "loaded"
+
+
+def _config(role: str, **changes: Any) -> Callable[[dict[str, Any]], None]:
+    return lambda document: document["components"][role]["config"].update(changes)
+
+
+#: Crafted headers of issue 13, defects 1-4: name -> (prior of the bundle, edit, field the refusal names).
+#: Each once made the loader allocate gigabytes, or loaded and then failed at sampling or evaluation.
+HOSTILE_EDITS: dict[str, tuple[str, Callable[[dict[str, Any]], None], str]] = {
+    "gmm pca_dim=1e10 over latent_shape=[1e9]": (
+        "gmm",
+        _config("prior", latent_shape=[10**9], pca_dim=10**10),
+        "pca_dim",
+    ),
+    "gmm latent_shape=[3e9]": ("gmm", _config("prior", latent_shape=[3 * 10**9]), "latent_shape"),
+    "quantizer code_dim=1e9, dim=1e10": (
+        "gmm",
+        _config("quantizer", num_codes=1, code_dim=10**9, dim=10**10),
+        "code_dim",
+    ),
+    "encoder hidden_channels=[6.25e7, 1e11]": (
+        "gmm",
+        _config("encoder", hidden_channels=[62_500_000, 10**11]),
+        "hidden_channels",
+    ),
+    "pixelcnn grid_shape=[300, 300]": ("pixelcnn", _config("prior", grid_shape=[300, 300]), "grid_shape"),
+    "pixelcnn grid_shape=[1e5, 1e5]": (
+        "pixelcnn",
+        _config("prior", grid_shape=[100_000, 100_000]),
+        "grid_shape",
+    ),
+    "gmm latent_shape=[4, 49] for [4, 7, 7]": ("gmm", _config("prior", latent_shape=[4, 49]), "latent_shape"),
+    "info seed='abc'": ("gmm", lambda document: document["info"].update(seed="abc"), "seed"),
+}
+
+#: Prior options that keep the tiny pipelines of HOSTILE_EDITS small and quick to fit.
+TINY_PRIORS: dict[str, dict[str, Any]] = {
+    "gmm": {"n_components": 2, "pca_dim": 3},
+    "pixelcnn": {"channels": 4, "layers": 2, "epochs": 1},
+}

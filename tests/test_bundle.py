@@ -105,7 +105,7 @@ def _edit(saved: Path, tmp_path: Path, **kwargs) -> Path:
         (lambda d: d["components"]["quantizer"]["config"].update(num_codes=-3), "num_codes.*must be >= 1"),
         (
             lambda d: d["components"]["quantizer"]["config"].update(num_codes=10**12),
-            "expected \\(1000000000000, 4\\)",
+            "implies 16,000,000,000,000 bytes .* check num_codes=1000000000000",
         ),
         (lambda d: d["components"]["encoder"]["config"].update(hidden_channels=[8, "x"]), "hidden_channels"),
         (lambda d: d["components"]["encoder"]["config"].update(dim=5), "do not match|tensor"),
@@ -122,9 +122,26 @@ def test_missing_plugin_names_the_package_to_install(saved: Path, tmp_path: Path
         d["components"]["prior"].update(name="bigram", distribution="vqtoolkit-bigram")
 
     with pytest.raises(
-        BundleError, match=r"prior 'bigram' from the package 'vqtoolkit-bigram'.*pip install vqtoolkit-bigram"
+        BundleError,
+        match=r"prior 'bigram' from the package 'vqtoolkit-bigram'.*comes from the bundle.*source you trust"
+        r".*pip install vqtoolkit-bigram",
     ):
         vqtoolkit.load(_edit(saved, tmp_path, edit_document=edit))
+
+
+def test_a_declared_provider_other_than_the_installed_one_needs_trust(saved: Path, tmp_path: Path) -> None:
+    def edit(d):
+        d["components"]["encoder"]["distribution"] = "evil-typosquat"
+
+    crafted = _edit(saved, tmp_path, edit_document=edit)
+    with pytest.raises(BundleError, match=r"'evil-typosquat'.*provided by vqtoolkit.*--trust-provider"):
+        vqtoolkit.load(crafted)
+    assert vqtoolkit.load(crafted, trust_provider=True).model.encoder.registered_name == "conv"
+    runner = CliRunner()
+    refused = runner.invoke(main, ["sample", str(crafted), "-n", "2", "-o", str(tmp_path / "no.png")])
+    assert refused.exit_code == 1 and "--trust-provider" in refused.output
+    args = ["sample", str(crafted), "-n", "2", "--trust-provider", "-o", str(tmp_path / "ok.png")]
+    assert runner.invoke(main, args).exit_code == 0
 
 
 def test_a_config_asking_for_absurd_work_is_stopped(saved: Path, tmp_path: Path, monkeypatch) -> None:

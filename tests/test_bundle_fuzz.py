@@ -1,35 +1,42 @@
 """Fuzzing bundles: whatever happens to the bytes, loading succeeds identically or raises BundleError.
 
 Mutations: truncation, flipped bytes, edited metadata JSON (with the checksum left stale, as
-corruption would, or recomputed, as a deliberate edit would), raw edits of the JSON text, and
-missing, extra, reshaped or retyped tensors. Never another exception, never a hang (each load
-runs under an alarm). ``VQTOOLKIT_FUZZ_EXAMPLES`` sets the examples per mutation kind.
+corruption would, or recomputed, as a deliberate edit would), raw edits of the JSON text,
+missing, extra, reshaped or retyped tensors, and structured edits of every component's config
+fields (huge, negative, zero, wrong type, wrong length; re-signed as an attacker would). Never
+another exception, never a hang, never more than a few hundred MB: each load runs in a forked
+child of this process (torch already imported: milliseconds per case instead of seconds) under an
+address-space cap and a timeout. A loaded bundle must also reconstruct and sample. The
+``VQTOOLKIT_FUZZ_EXAMPLES`` variable sets the examples per Hypothesis mutation kind; the ``slow``
+test runs 10 000 mutants and prints the tally.
 """
 
 from __future__ import annotations
 
 import atexit
-import contextlib
 import copy
 import functools
 import json
 import os
+import random
 import shutil
-import signal
 import tempfile
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 from bundle_edit import join, split, tiny_pipeline
+from forked import run_forked
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import vqtoolkit
 from vqtoolkit.errors import BundleError
 
-EXAMPLES = int(os.environ.get("VQTOOLKIT_FUZZ_EXAMPLES", "80"))
+EXAMPLES = int(os.environ.get("VQTOOLKIT_FUZZ_EXAMPLES", "30"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 WORKDIR = Path(tempfile.mkdtemp(prefix="vqtoolkit-fuzz-"))
 atexit.register(shutil.rmtree, WORKDIR, ignore_errors=True)
@@ -43,33 +50,51 @@ def original() -> tuple[Any, bytes]:
     return pipe, path.read_bytes()
 
 
-@contextlib.contextmanager
-def no_hang(seconds: int = 20) -> Iterator[None]:
-    def timeout(signum: int, frame: Any) -> None:
-        raise TimeoutError(f"loading took more than {seconds} s")
+#: Extra address space a load may map, and how long it may take, before the case counts as a failure.
+ADDRESS_SPACE = 1 << 30
+TIMEOUT = 20.0
 
-    previous = signal.signal(signal.SIGALRM, timeout)
-    signal.alarm(seconds)
+
+def try_load(path: Path, check: Callable[[Any], None]) -> str:
+    """In the child: ``refused: KIND``, ``loaded``, or ``other: ...`` for anything that is a bug."""
     try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
+        loaded = vqtoolkit.load(path)
+    except BundleError as err:
+        if not str(err) or "\n" in str(err):
+            return f"other: a bundle error is one line; got {str(err)!r}"
+        return "refused: " + outcome(str(err))
+    try:
+        check(loaded)
+        use(loaded)
+    except Exception as err:
+        return f"other: loaded, then {type(err).__name__}: {(str(err).splitlines() or [''])[0]}"
+    return "loaded"
 
 
-def load_bytes(data: bytes) -> Any | None:
-    """Load ``data`` as a bundle: the pipeline, or ``None`` on BundleError (anything else escapes)."""
+def use(pipe: Any) -> None:
+    """What a user does next with a loaded bundle: reconstruct, and sample from its prior."""
+    shape = pipe.info.get("image_shape", [1, 28, 28])
+    pipe.reconstruct(torch.rand(1, *shape))
+    if pipe.prior is not None and pipe.prior.is_fitted:
+        pipe.sample(1)
+
+
+def run_case(data: bytes, check: Callable[[Any], None]) -> str:
+    """Load ``data`` as a bundle in a forked child; its one-line answer (``other: ...`` for failures)."""
     path = WORKDIR / "mutated.safetensors"
     path.write_bytes(data)
-    with no_hang():
-        try:
-            loaded = vqtoolkit.load(path)
-        except BundleError as err:
-            assert str(err) and "\n" not in str(err), "a bundle error is one line"
-            event("BundleError: " + outcome(str(err)))
-            return None
-    event("loaded")
-    return loaded
+    answer = run_forked(lambda: try_load(path, check), timeout=TIMEOUT, address_space=ADDRESS_SPACE).result
+    if answer == "loaded" or answer.startswith(("refused: ", "other: ")):
+        return answer
+    return f"other: {answer}"  # timeout, crash, or an exception escaping the child's own handling
+
+
+def load_bytes(data: bytes, check: Callable[[Any], None] | None = None) -> bool:
+    """Whether ``data`` loaded (and passed ``check``); a refusal is ``False``; anything else fails."""
+    answer = run_case(data, check or (lambda loaded: None))
+    event(answer)
+    assert not answer.startswith("other: "), answer
+    return answer == "loaded"
 
 
 def outcome(message: str) -> str:
@@ -135,14 +160,9 @@ def assert_matches_file(loaded: Any, tensors: dict[str, torch.Tensor]) -> None:
     assert all(torch.equal(state[k], tensors[k]) for k in state)
 
 
-def assert_edit_outcome(loaded: Any | None, tensors: dict[str, torch.Tensor], *, signed: bool) -> None:
-    """An edit was refused (``None``), or it loads: re-signed edits as written, unsigned ones unchanged."""
-    if loaded is None:
-        return
-    if signed:
-        assert_matches_file(loaded, tensors)
-    else:
-        assert_identical(loaded)
+def edit_check(tensors: dict[str, torch.Tensor], *, signed: bool) -> Callable[[Any], None]:
+    """What a loaded edit must be: re-signed edits exactly the file's tensors, unsigned ones unchanged."""
+    return functools.partial(assert_matches_file, tensors=tensors) if signed else assert_identical
 
 
 @FUZZ
@@ -150,7 +170,7 @@ def assert_edit_outcome(loaded: Any | None, tensors: dict[str, torch.Tensor], *,
 def test_truncated(data: st.DataObject) -> None:
     raw = original()[1]
     cut = data.draw(st.integers(0, len(raw) - 1), label="length")
-    assert load_bytes(raw[:cut]) is None
+    assert not load_bytes(raw[:cut])
 
 
 @FUZZ
@@ -169,9 +189,7 @@ def test_flipped_bytes(data: st.DataObject) -> None:
     )
     for position, mask in flips:
         raw[position] ^= mask
-    loaded = load_bytes(bytes(raw))
-    if loaded is not None:
-        assert_identical(loaded)
+    load_bytes(bytes(raw), assert_identical)
 
 
 JSON_VALUES = st.recursive(
@@ -205,8 +223,7 @@ def test_edited_metadata(data: st.DataObject, sign: bool) -> None:
         parent[data.draw(st.text(max_size=8), label="key")] = data.draw(JSON_VALUES, label="value")
     else:
         parent.append(data.draw(JSON_VALUES, label="value"))
-    loaded = load_bytes(join(document, tensors, sign=sign))
-    assert_edit_outcome(loaded, tensors, signed=sign)
+    load_bytes(join(document, tensors, sign=sign), edit_check(tensors, signed=sign))
 
 
 @FUZZ
@@ -217,8 +234,7 @@ def test_edited_metadata_text(data: st.DataObject, sign: bool) -> None:
     start = data.draw(st.integers(0, len(text)), label="start")
     end = data.draw(st.integers(start, min(len(text), start + 20)), label="end")
     text = text[:start] + data.draw(st.text(max_size=10), label="insert") + text[end:]
-    loaded = load_bytes(join(None, tensors, sign=sign, text=text))
-    assert_edit_outcome(loaded, tensors, signed=sign)
+    load_bytes(join(None, tensors, sign=sign, text=text), edit_check(tensors, signed=sign))
 
 
 @FUZZ
@@ -240,5 +256,133 @@ def test_edited_tensors(data: st.DataObject, sign: bool) -> None:
     else:
         dtype = data.draw(st.sampled_from(DTYPES), label="dtype")
         tensors[name] = tensors[name].to(dtype)
-    loaded = load_bytes(join(document, tensors, sign=sign))
-    assert_edit_outcome(loaded, tensors, signed=sign)
+    load_bytes(join(document, tensors, sign=sign), edit_check(tensors, signed=sign))
+
+
+# -- structured header mutations, and the tally -----------------------------------------------------
+#: Pipelines whose bundles the structured fuzzer mutates: every built-in quantizer and prior.
+ORIGINALS = {
+    "vq+gmm": {"prior": "gmm", "quantizer": "vq", "n_components": 2, "pca_dim": 3},
+    "ema+pixelcnn": {"prior": "pixelcnn", "quantizer": "ema", "channels": 4, "layers": 2, "epochs": 1},
+    "fsq+categorical": {"prior": "categorical", "quantizer": "fsq"},
+    "residual+categorical": {"prior": "categorical", "quantizer": "residual", "conditional": True},
+}
+HUGE = [10**6, 10**9, 3 * 10**9, 10**12, 10**18, 10**30]
+ODD = [
+    None,
+    True,
+    False,
+    "x",
+    "",
+    0,
+    -1,
+    -(10**9),
+    0.5,
+    -2.5,
+    float("inf"),
+    float("nan"),
+    [],
+    {},
+    [1, 2],
+    {"a": 1},
+]
+
+
+@functools.cache
+def original_bytes(name: str) -> bytes:
+    options = dict(ORIGINALS[name])
+    pipe = tiny_pipeline(options.pop("prior"), options.pop("quantizer"), **options)
+    return pipe.save(WORKDIR / f"{name}.safetensors").read_bytes()
+
+
+def field_values(value: Any) -> list[Any]:
+    """Values to put in place of a config field: huge, negative, zero, wrong type, wrong length."""
+    values = [*HUGE, *ODD]
+    if isinstance(value, list) and value:
+        values += [
+            value[:-1],
+            [*value, value[-1]],
+            [*value, 10**9],
+            [10**9] * len(value),
+            [-1] * len(value),
+            [0] * len(value),
+            [str(v) for v in value],
+            [[v] for v in value],
+            value[::-1],
+        ]
+    if isinstance(value, int) and not isinstance(value, bool):
+        values += [value + 1, value - 1, 2 * value, 1000 * value, -value]
+    if isinstance(value, float):
+        values += [value * 1e9, -value, 0.0, 1e308]
+    return values
+
+
+def structured_mutant(rng: random.Random, document: dict[str, Any]) -> None:
+    """Edit one to three config (or info) fields of ``document`` in place."""
+    for _ in range(rng.choice([1, 1, 1, 2, 3])):
+        role = rng.choice([*document["components"], "info"])
+        table = document["info"] if role == "info" else document["components"][role]["config"]
+        key = rng.choice([*table, "unknown_option"]) if table else "unknown_option"
+        if rng.random() < 0.05 and key in table:
+            del table[key]
+        else:
+            table[key] = rng.choice(field_values(table.get(key)))
+
+
+def random_mutant(rng: random.Random) -> tuple[bytes, Callable[[Any], None], str]:
+    """One mutant of one of :data:`ORIGINALS`: its bytes, what a load must equal, and its kind."""
+    raw = original_bytes(rng.choice(sorted(ORIGINALS)))
+    kind = rng.choices(["config", "truncate", "flip", "tensor"], weights=[70, 10, 10, 10])[0]
+    document, tensors = split(raw)
+    if kind == "truncate":
+        return raw[: rng.randrange(len(raw))], lambda loaded: None, kind
+    if kind == "flip":
+        flipped = bytearray(raw)
+        for _ in range(rng.randint(1, 4)):
+            flipped[rng.randrange(len(flipped))] ^= rng.randint(1, 255)
+        return bytes(flipped), lambda loaded: None, kind  # a flip that loads must be harmless padding
+    if kind == "tensor":
+        name = rng.choice(sorted(tensors))
+        shape = [rng.choice([0, 1, 2, 7, 49, 10**3]) for _ in range(rng.randint(0, 3))]
+        tensors[name] = torch.zeros(shape, dtype=tensors[name].dtype)
+    else:
+        structured_mutant(rng, document)
+    sign = rng.random() < 0.9
+    return join(document, tensors, sign=sign), edit_check(tensors, signed=sign), kind
+
+
+def fuzz(cases: int, seed: int) -> Counter[str]:
+    """Run ``cases`` random mutants; the tally of answers (``other: ...`` answers kept verbatim)."""
+    rng = random.Random(seed)
+    tally: Counter[str] = Counter()
+    for _ in range(cases):
+        data, check, kind = random_mutant(rng)
+        answer = run_case(data, check)
+        tally[answer if answer.startswith("other: ") else f"{kind} {answer.split(':')[0]}"] += 1
+    return tally
+
+
+def report(tally: Counter[str]) -> str:
+    refused = sum(n for k, n in tally.items() if k.endswith(" refused"))
+    loaded = sum(n for k, n in tally.items() if k.endswith(" loaded"))
+    other = sum(n for k, n in tally.items() if k.startswith("other: "))
+    by_kind = ", ".join(f"{k} {n}" for k, n in sorted(tally.items()) if not k.startswith("other: "))
+    return (
+        f"fuzz tally: {sum(tally.values())} cases, {refused} refused, {loaded} loaded, {other} anything else "
+        f"({by_kind})"
+    )
+
+
+def check_tally(tally: Counter[str]) -> None:
+    print(report(tally))
+    others = [k for k in tally if k.startswith("other: ")]
+    assert not others, others[:10]
+
+
+def test_structured_header_mutations() -> None:
+    check_tally(fuzz(int(os.environ.get("VQTOOLKIT_FUZZ_CASES", "150")), seed=13))
+
+
+@pytest.mark.slow
+def test_ten_thousand_mutants() -> None:
+    check_tally(fuzz(10_000, seed=2026))

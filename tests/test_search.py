@@ -116,3 +116,53 @@ def test_empty_inputs() -> None:
         nearest_codes(torch.randn(3, 4), torch.empty(0, 4))
     with pytest.raises(ShapeError, match="same D"):
         nearest_codes(torch.randn(3, 4), torch.randn(5, 3))
+
+
+@st.composite
+def duplicated_float_problem(draw: st.DrawFn) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Float rows and a codebook whose second half copies its first (the issue-13 shape and others)."""
+    n, half, d = draw(st.integers(1, 80)), draw(st.integers(1, 70)), draw(st.integers(1, 12))
+    g = torch.Generator().manual_seed(draw(st.integers(0, 2**31 - 1)))
+    first = torch.randn(half, d, generator=g) * 10 ** draw(st.integers(-3, 3))
+    copies = draw(st.integers(1, half))
+    codebook = torch.cat([first, first[:copies]])
+    flat = codebook[torch.randint(0, len(codebook), (n,), generator=g)] + 1e-3 * torch.randn(
+        n, d, generator=g
+    )
+    return flat, codebook, half
+
+
+def unround(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make every distance GEMM round odd columns one step down, as blocked BLAS kernels may."""
+    addmm = torch.addmm
+
+    def rounding_addmm(*args, out: torch.Tensor, **kwargs):  # type: ignore[no-untyped-def]
+        addmm(*args, out=out, **kwargs)
+        out[:, 1::2] = torch.nextafter(out[:, 1::2], torch.tensor(-float("inf")))
+        return out
+
+    monkeypatch.setattr(torch, "addmm", rounding_addmm)
+
+
+@pytest.mark.parametrize("rounding", ["native", "uneven"])
+@given(duplicated_float_problem(), st.one_of(st.integers(8, 600), st.sampled_from([4096, 8 * 2**20])))
+@settings(max_examples=25, deadline=None)
+def test_copies_of_a_code_tie_to_the_first_on_float_data(
+    rounding: str, problem: tuple[torch.Tensor, torch.Tensor, int], chunk_bytes: int
+) -> None:
+    flat, codebook, half = problem
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        if rounding == "uneven":
+            unround(monkeypatch)
+        found = nearest_codes(flat, codebook, chunk_bytes=chunk_bytes)
+    assert int(found.max()) < half, "a later copy of a code won"
+    exact = ((flat.double()[:, None] - codebook.double()[None]) ** 2).sum(-1)
+    assert torch.allclose(
+        exact.gather(1, found[:, None]).squeeze(1), exact.min(1).values, rtol=1e-4, atol=1e-6
+    )
+
+
+def test_first_copies_groups_identical_codes_only() -> None:
+    codebook = torch.tensor([[1.0, 2.0], [0.0, -0.0], [1.0, 2.0], [-0.0, 0.0], [2.0, 1.0]])
+    assert search.first_copies(codebook).tolist() == [0, 1, 0, 1, 4]
+    assert search.first_copies(torch.eye(3)) is None

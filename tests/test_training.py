@@ -113,7 +113,10 @@ def test_resume_can_extend_training(images: Any, tmp_path: Path) -> None:
     history = run(tiny_model(), images, epochs=3, checkpoint_path=ckpt, resume=True, lr_schedule="constant")
     assert metrics_only(history) == metrics_only(expected)
     with pytest.raises(TrainingError, match="already holds 3 trained epochs"):
-        run(tiny_model(), images, epochs=3, checkpoint_path=ckpt, resume=True, lr_schedule="constant")
+        run(tiny_model(), images, epochs=2, checkpoint_path=ckpt, resume=True, lr_schedule="constant")
+    finished = tiny_model()  # resuming a finished run trains nothing and restores its weights
+    again = run(finished, images, epochs=3, checkpoint_path=ckpt, resume=True, lr_schedule="constant")
+    assert metrics_only(again) == metrics_only(expected)
 
 
 @pytest.mark.parametrize("schedule", SCHEDULES)

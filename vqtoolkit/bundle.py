@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from vqtoolkit import __version__, registry
 from vqtoolkit.atomic import atomic_write
+from vqtoolkit.bundle_checks import check_codebook, check_info, check_prior_shapes
 from vqtoolkit.errors import BundleError, VQToolkitError
 from vqtoolkit.model import VQVAE
 
@@ -47,6 +48,9 @@ REQUIRED_ROLES = ("encoder", "quantizer", "decoder")
 DISTRIBUTION_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
 #: Longest a component may take to build on the meta device from a bundle's config (seconds).
 BUILD_SECONDS = 10.0
+#: Bytes a component's implied parameters and buffers may exceed its tensors in the file by (buffers
+#: that are not saved, such as fsq's levels); anything beyond is refused before it is allocated.
+SLACK_BYTES = 1 << 20
 COMPONENT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,99}$")
 
 
@@ -197,8 +201,10 @@ def _check_document(path: Path, document: dict[str, Any], tensors: Mapping[str, 
         if role not in ROLES:
             raise BundleError(f"{path}: unknown component role {role!r}; roles are {', '.join(ROLES)}")
         _check_entry(path, role, entry)
-    if not isinstance(document.get("info", {}), dict):
-        raise BundleError(f"{path}: the bundle's 'info' must be a JSON object")
+    try:
+        check_info(document.get("info", {}))
+    except BundleError as err:
+        raise BundleError(f"{path}: {err}") from err
     stray = sorted(k for k in tensors if k.split(".", 1)[0] not in components)
     if stray:
         raise BundleError(f"{path}: tensors {stray[:5]} belong to no component of the bundle")
@@ -225,8 +231,18 @@ def _check_entry(path: Path, role: str, entry: Any) -> None:
 
 
 # -- building --------------------------------------------------------------------------------------
-def resolve_class(role: str, entry: Mapping[str, Any]) -> type:
-    """The installed class for a bundle entry; a missing plugin names the package to install."""
+def _canonical(distribution: str) -> str:
+    """PEP 503 normal form, so ``Foo_Bar`` and ``foo-bar`` name the same distribution."""
+    return re.sub(r"[-_.]+", "-", distribution).lower()
+
+
+def resolve_class(role: str, entry: Mapping[str, Any], *, trust_provider: bool = False) -> type:
+    """The installed class for a bundle entry, from the distribution the bundle declares.
+
+    A name provided here by another distribution is refused unless ``trust_provider``: anyone can
+    write a bundle, so its declared distribution must not silently pick, or be swapped for, code.
+    A missing plugin names the package, as the bundle declares it, with a word of caution.
+    """
     name, distribution = entry["name"], entry["distribution"]
     providers = [s for s in registry.specs(role) if s.name == name]
     if not providers and distribution == "vqtoolkit":
@@ -237,13 +253,17 @@ def resolve_class(role: str, entry: Mapping[str, Any]) -> type:
     if not providers:
         raise BundleError(
             f"this bundle needs the {role} {name!r} from the package {distribution!r}, which is not "
-            f"installed; run `pip install {distribution}`"
+            f"installed; that package name comes from the bundle, so install it only from a source you "
+            f"trust (`pip install {distribution}`)"
         )
-    chosen = [s for s in providers if s.distribution == distribution]
-    if not chosen and len(providers) > 1:
+    chosen = [s for s in providers if _canonical(s.distribution) == _canonical(distribution)]
+    if not chosen and (not trust_provider or len(providers) > 1):
+        here = " and ".join(s.distribution for s in providers)
         raise BundleError(
-            f"this bundle's {role} {name!r} came from {distribution!r}, but here it is provided by "
-            f"{' and '.join(s.distribution for s in providers)}; run `pip install {distribution}`"
+            f"this bundle declares its {role} {name!r} as coming from {distribution!r}, but here "
+            f"{name!r} is provided by {here}; if you trust that it builds the same component, load "
+            f"with trust_provider=True (--trust-provider), else install {distribution!r} from a source "
+            f"you trust"
         )
     try:
         return registry.get_class(role, name, (chosen or providers)[0].distribution)
@@ -350,19 +370,62 @@ def build_deadline(what: str, seconds: float | None = None) -> Iterator[None]:
             signal.setitimer(signal.ITIMER_REAL, max(outer - (time.monotonic() - start), 1e-3))
 
 
-def expected_state(cls: type, config: Mapping[str, Any], *, what: str) -> dict[str, Tensor]:
+def expected_state(
+    cls: type, config: Mapping[str, Any], *, what: str, held: int | None = None
+) -> dict[str, Tensor]:
     """The state a component of ``config`` holds, learnt without allocating: built on ``meta``.
 
-    A component that cannot be built on ``meta`` is built on the CPU instead.
+    A component that cannot be built on ``meta`` (a storage size that overflows, an integer too
+    large for torch) is refused, never built on the CPU instead: its config asks for more than any
+    file holds. ``held`` is how many bytes of tensors the file holds for it: parameters and buffers
+    beyond that plus :data:`SLACK_BYTES` are refused, naming the config fields that ask for them.
     """
     try:
         with build_deadline(what), torch.device("meta"):
-            state: dict[str, Tensor] = cls(**config).state_dict()
-            return state
+            module: nn.Module = cls(**config)
     except BundleError:
         raise
-    except Exception:
-        return construct(cls, config, what=what).state_dict()
+    except VQToolkitError as err:
+        raise BundleError(f"cannot rebuild the {what} from its config: {_one_line(err)}") from err
+    except Exception as err:
+        sizes = [int(n) for n in re.findall(r"\d+", str(err))]
+        raise BundleError(
+            f"cannot size the {what} from its config without allocating ({type(err).__name__}: "
+            f"{_one_line(err)}){_suspects(config, sizes)}"
+        ) from err
+    tensors = [*module.parameters(), *module.buffers()]
+    implied = sum(t.numel() * t.element_size() for t in tensors)
+    if held is not None and implied > held + SLACK_BYTES:
+        largest = max(tensors, key=lambda t: t.numel() * t.element_size())
+        raise BundleError(
+            f"the config of the {what} implies {implied:,} bytes of tensors but the file holds "
+            f"{held:,} for it{_suspects(config, list(largest.shape))}"
+        )
+    state: dict[str, Tensor] = module.state_dict()
+    return state
+
+
+def _one_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [""])[0]
+
+
+def _suspects(config: Mapping[str, Any], sizes: list[int]) -> str:
+    """``"; check FIELD=VALUE"`` for config fields that hold one of ``sizes`` (else the largest numbers)."""
+
+    def numbers(value: Any) -> list[int]:
+        if isinstance(value, bool):
+            return []
+        if isinstance(value, (int, float)) and abs(value) < float("inf"):
+            return [int(value)]
+        return [n for v in value for n in numbers(v)] if isinstance(value, list) else []
+
+    fields = {key: numbers(value) for key, value in config.items()}
+    big = {s for s in sizes if s > 1 and s * 1000 >= max(sizes)}  # not the kernel sizes beside them
+    named = [key for key, found in fields.items() if big & set(found)]
+    if not named:
+        ranked = sorted((max(found), key) for key, found in fields.items() if found)
+        named = [key for _, key in ranked[-2:]]
+    return "; check " + ", ".join(f"{key}={config[key]!r}" for key in named) if named else ""
 
 
 def restore(
@@ -374,7 +437,8 @@ def restore(
 ) -> nn.Module:
     """Rebuild ``cls(**config)`` and load ``state`` into it, after checking every name, shape and dtype."""
     check_config_types(cls, config, what=what)
-    expected = expected_state(cls, config, what=what)
+    held = sum(t.numel() * t.element_size() for t in state.values())
+    expected = expected_state(cls, config, what=what, held=held)
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     if missing or unexpected:
         raise BundleError(
@@ -396,8 +460,10 @@ def restore(
     return component
 
 
-def _build_component(role: str, entry: Mapping[str, Any], tensors: Mapping[str, Tensor]) -> nn.Module:
-    cls = resolve_class(role, entry)
+def _build_component(
+    role: str, entry: Mapping[str, Any], tensors: Mapping[str, Tensor], *, trust_provider: bool
+) -> nn.Module:
+    cls = resolve_class(role, entry, trust_provider=trust_provider)
     what = f"{role} {entry['name']!r} ({entry['distribution']} {entry['version']})"
     prefix = f"{role}."
     state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
@@ -406,10 +472,12 @@ def _build_component(role: str, entry: Mapping[str, Any], tensors: Mapping[str, 
     return component
 
 
-def load(path: str | Path) -> Any:
+def load(path: str | Path, *, trust_provider: bool = False) -> Any:
     """Rebuild the :class:`~vqtoolkit.pipeline.Pipeline` saved at ``path`` (validated first).
 
-    Every problem, from a truncated file to a plugin that is not installed, raises a
+    ``trust_provider=True`` accepts a component whose name is installed from another distribution
+    than the one the bundle declares (a fork or a renamed package you trust). Every problem, from a
+    truncated file to a plugin that is not installed, raises a
     :class:`~vqtoolkit.errors.BundleError` that says what is wrong and what to do.
     """
     from vqtoolkit.pipeline import Pipeline, check_wiring
@@ -418,12 +486,16 @@ def load(path: str | Path) -> Any:
     document, tensors = read(path)
     try:
         parts = {
-            role: _build_component(role, entry, tensors) for role, entry in document["components"].items()
+            role: _build_component(role, entry, tensors, trust_provider=trust_provider)
+            for role, entry in document["components"].items()
         }
         check_wiring(parts["encoder"], parts["quantizer"], parts["decoder"])  # type: ignore[arg-type]
+        model = VQVAE(parts["encoder"], parts["quantizer"], parts["decoder"]).eval()  # type: ignore[arg-type]
+        check_codebook(model)
+        if "prior" in parts:
+            check_prior_shapes(model, parts["prior"], document.get("info", {}))  # type: ignore[arg-type]
     except VQToolkitError as err:
         raise BundleError(f"{path}: {err}") from err
-    model = VQVAE(parts["encoder"], parts["quantizer"], parts["decoder"]).eval()  # type: ignore[arg-type]
     return Pipeline(model, parts.get("prior"), document.get("info", {}))  # type: ignore[arg-type]
 
 

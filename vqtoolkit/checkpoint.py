@@ -48,6 +48,35 @@ class Position:
     counts: Tensor | None = None
 
 
+def optimizer_state(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """An optimiser's state as CPU tensors named ``optimizer.INDEX.KEY`` and a JSON document of the rest."""
+    state = optimizer.state_dict()
+    tensors: dict[str, Tensor] = {}
+    scalars: dict[str, Any] = {}
+    for index, entries in state["state"].items():
+        for key, value in entries.items():
+            if torch.is_tensor(value):
+                tensors[f"optimizer.{index}.{key}"] = value.detach().cpu().contiguous().clone()
+            else:
+                scalars[f"{index}.{key}"] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def load_optimizer_state(
+    optimizer: torch.optim.Optimizer, tensors: dict[str, Tensor], document: dict[str, Any]
+) -> None:
+    """Restore what :func:`optimizer_state` saved."""
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optimizer."):
+            _, index, name = key.split(".", 2)
+            state.setdefault(int(index), {})[name] = value
+    for key, value in document["scalars"].items():
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": document["param_groups"]})
+
+
 def describe_model(model: nn.Module) -> dict[str, Any]:
     """Registered name and config of each component: what a checkpoint must match to be resumed."""
     parts = {"encoder": model.encoder, "quantizer": model.quantizer, "decoder": model.decoder}
@@ -68,14 +97,8 @@ def save(
 ) -> Path:
     """Write a checkpoint of the run at ``position`` to ``path`` (atomically)."""
     tensors = {f"model.{k}": v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    optim_state = optimizer.state_dict()
-    optim_scalars: dict[str, Any] = {}
-    for index, state in optim_state["state"].items():
-        for key, value in state.items():
-            if torch.is_tensor(value):
-                tensors[f"optimizer.{index}.{key}"] = value.detach().cpu().contiguous().clone()
-            else:
-                optim_scalars[f"{index}.{key}"] = value
+    optim_tensors, optim_document = optimizer_state(optimizer)
+    tensors.update(optim_tensors)
     tensors["rng.shuffle"] = position.shuffle_state.clone()
     tensors["rng.torch"] = torch.get_rng_state()
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -90,7 +113,7 @@ def save(
         "position": {"epoch": position.epoch, "batches_done": position.batches_done, "step": position.step},
         "history": position.history,
         "partial": position.partial,
-        "optimizer": {"param_groups": optim_state["param_groups"], "scalars": optim_scalars},
+        "optimizer": optim_document,
         "scaler": scaler.state_dict() if scaler.is_enabled() else None,
     }
     metadata = {METADATA_KEY: json.dumps(document, allow_nan=True)}
@@ -161,15 +184,7 @@ def load(
         )
     device = next(model.parameters()).device
     model.load_state_dict(model_state)
-    optim_state: dict[int, dict[str, Any]] = {}
-    for key, value in tensors.items():
-        if key.startswith("optimizer."):
-            _, index, name = key.split(".", 2)
-            optim_state.setdefault(int(index), {})[name] = value
-    for key, value in document["optimizer"]["scalars"].items():
-        index, name = key.split(".", 1)
-        optim_state.setdefault(int(index), {})[name] = value
-    optimizer.load_state_dict({"state": optim_state, "param_groups": document["optimizer"]["param_groups"]})
+    load_optimizer_state(optimizer, tensors, document["optimizer"])
     if document["scaler"] is not None:
         scaler.load_state_dict(document["scaler"])
     torch.set_rng_state(tensors["rng.torch"])

@@ -29,6 +29,7 @@ from vqtoolkit.cli_options import (
     quiet_option,
     reset_logging,
     seed_option,
+    trust_option,
 )
 from vqtoolkit.errors import ConfigError, TrainingInterrupted, VQToolkitError
 from vqtoolkit.schedule import DEFAULT_LR, DEFAULT_SCHEDULE, SCHEDULES
@@ -178,6 +179,11 @@ def stage1_options(command: F) -> F:
         click.option(
             "--resume", is_flag=True, help="Continue from --checkpoint (same options; --epochs may grow)."
         ),
+        click.option(
+            "--allow-divergence",
+            is_flag=True,
+            help="Keep a run whose loss diverged (worse than predicting the mean) instead of failing.",
+        ),
         output_option(
             Path("vqtool-out/model.safetensors"),
             "Bundle path; checkpoint, metrics log, plots and grids go beside it.",
@@ -199,6 +205,13 @@ def stage1_options(command: F) -> F:
 def beside(output: Path, suffix: str) -> Path:
     """A file next to the bundle: ``runs/m.safetensors`` → ``runs/m-<suffix>``."""
     return output.with_name(f"{output.stem}-{suffix}")
+
+
+def hold_output(output: Path) -> None:
+    """Lock ``output`` until the command ends: a second run writing it is refused (:mod:`vqtoolkit.lock`)."""
+    from vqtoolkit.lock import output_lock
+
+    click.get_current_context().with_resource(output_lock(output))
 
 
 def resume_hint() -> str:
@@ -240,6 +253,7 @@ def train_stage1(
     quiet: bool,
     as_json: bool,
     log_to: tuple[str, Path] | None = None,
+    allow_divergence: bool = False,
     prior_config: dict[str, Any] | None = None,
     num_samples: int = 0,
 ) -> tuple[Pipeline, ImageDataset, dict[str, Path]]:
@@ -270,6 +284,8 @@ def train_stage1(
     torch_device = distributed.init_from_env(torch_device)  # torchrun: join the group, GPU per LOCAL_RANK
     main = distributed.is_main()
     quiet = quiet or not main
+    if main:  # one lock per run: rank 0 holds it for all processes
+        hold_output(output)
     data = load_dataset(dataset, data_root, seed=seed, image_size=image_size, stream=stream)
     check_sample_memory(num_samples, data.image_shape)
     num_codes = data.default_num_codes if num_codes is None else num_codes
@@ -307,6 +323,7 @@ def train_stage1(
             resume=resume,
             log_path=files["metrics"],
             log_dir=None if log_to is None else log_to[1],
+            allow_divergence=allow_divergence,
         )
     except TrainingInterrupted as err:
         if not main:  # every rank stopped at the same step; rank 0 says how to resume
@@ -450,7 +467,18 @@ def build(
     )
     from vqtoolkit import distributed
 
-    pipe.fit_prior(data, progress=not quiet and not as_json)  # every process: pixelcnn trains with DDP
+    prior_checkpoint = beside(output, "prior-checkpoint.safetensors")
+    try:  # every process: pixelcnn trains with DDP
+        pipe.fit_prior(
+            data,
+            progress=not quiet and not as_json,
+            checkpoint_path=prior_checkpoint,
+            resume=options["resume"],
+        )
+    except TrainingInterrupted as err:
+        raise click.ClickException(f"{err}\n  {resume_hint()}") from err
+    if prior_checkpoint.exists():  # priors trained in epochs (pixelcnn) write one
+        files["prior_checkpoint"] = prior_checkpoint
     if "tensorboard" in files and distributed.is_main():
         pipe.log_samples(files["tensorboard"], seed=seed)
     files = {"bundle": pipe.save(output), **files}
@@ -490,11 +518,11 @@ def train(output: Path, num_codes: int | None, as_json: bool, **options: Any) ->
         report(pipe, files, as_json)
 
 
-def _load_on(bundle: Path, device: str) -> Pipeline:
-    """The bundle's pipeline, moved to ``device``."""
+def _load_on(bundle: Path, device: str, trust_provider: bool = False) -> Pipeline:
+    """The bundle's pipeline, moved to ``device`` (``trust_provider``: see :func:`vqtoolkit.load`)."""
     import vqtoolkit
 
-    return vqtoolkit.load(bundle).to(device)
+    return vqtoolkit.load(bundle, trust_provider=trust_provider).to(device)
 
 
 @main.command()
@@ -512,6 +540,7 @@ def _load_on(bundle: Path, device: str) -> Pipeline:
 @output_option(Path("samples.png"), "A .png or .jpg grid, or .npy for the raw images (N, C, H, W) in [0, 1].")
 @device_option("cpu")
 @json_option()
+@trust_option
 @friendly_errors
 def sample(
     bundle: Path,
@@ -522,6 +551,7 @@ def sample(
     output: Path,
     device: str,
     as_json: bool,
+    trust_provider: bool,
 ) -> None:
     """Draw new images from a bundle's prior.
 
@@ -537,7 +567,7 @@ def sample(
 
     check_image_path(output)
     check_writable(output)
-    pipe = _load_on(bundle, device)
+    pipe = _load_on(bundle, device, trust_provider)
     check_sample_memory(num_samples, pipe.info.get("image_shape") or (1, 28, 28))
     images = pipe.sample(
         num_samples, label=label, temperature=temperature, generator=torch.Generator().manual_seed(seed)
@@ -592,6 +622,7 @@ def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
 @device_option("cpu")
 @quiet_option()
 @json_option()
+@trust_option
 @friendly_errors
 def fit_prior(
     bundle: Path,
@@ -605,6 +636,7 @@ def fit_prior(
     device: str,
     quiet: bool,
     as_json: bool,
+    trust_provider: bool,
 ) -> None:
     """Fit a new stage-2 prior on a trained bundle's frozen stage 1 and write it to a new bundle.
 
@@ -622,7 +654,8 @@ def fit_prior(
     if output.resolve() == bundle.resolve():
         raise ConfigError(f"-o {output} is the input bundle; write the new prior to another file")
     check_writable(output)
-    pipe = _load_on(bundle, device)
+    hold_output(output)
+    pipe = _load_on(bundle, device, trust_provider)
     data = _bundle_dataset(pipe, dataset, data_root)
     options = {**_prior_seed(prior, seed), **_parse_options(prior_options)}
     if conditional:
@@ -665,6 +698,7 @@ def fit_prior(
 @seed_option("Seed for --num-samples.")
 @device_option("cpu")
 @json_option()
+@trust_option
 @friendly_errors
 def evaluate(
     bundle: Path,
@@ -676,6 +710,7 @@ def evaluate(
     seed: int,
     device: str,
     as_json: bool,
+    trust_provider: bool,
 ) -> None:
     """Score a bundle on held-out images: recon MSE/PSNR, perplexity, codes used, prior bits per code.
 
@@ -693,7 +728,7 @@ def evaluate(
     """
     from vqtoolkit import registry
 
-    pipe = _load_on(bundle, device)
+    pipe = _load_on(bundle, device, trust_provider)
     data = _bundle_dataset(pipe, dataset, data_root)
     result: dict[str, Any] = {
         "dataset": data.name,
@@ -738,6 +773,7 @@ def evaluate(
 )
 @device_option("cpu")
 @json_option()
+@trust_option
 @friendly_errors
 def reconstruct(
     bundle: Path,
@@ -747,6 +783,7 @@ def reconstruct(
     output: Path,
     device: str,
     as_json: bool,
+    trust_provider: bool,
 ) -> None:
     """Encode and decode held-out images through a bundle's stage 1, to see what it keeps.
 
@@ -762,7 +799,7 @@ def reconstruct(
 
     check_image_path(output)
     check_writable(output)
-    pipe = _load_on(bundle, device)
+    pipe = _load_on(bundle, device, trust_provider)
     originals = as_tensor(_bundle_dataset(pipe, dataset, data_root).test_images[:num_images])
     recon = pipe.reconstruct(originals).cpu()
     images = recon if output.suffix == ".npy" else torch.cat([originals, recon])
@@ -815,6 +852,7 @@ def _pick_image(spec: str, pipe: Pipeline, data: Callable[[], ImageDataset]) -> 
     Path("strip.png"), "A .png or .jpg strip, or .npy for the raw images (STEPS, C, H, W) in [0, 1]."
 )
 @device_option("cpu")
+@trust_option
 @friendly_errors
 def interpolate(
     bundle: Path,
@@ -825,6 +863,7 @@ def interpolate(
     data_root: Path | None,
     output: Path,
     device: str,
+    trust_provider: bool,
 ) -> None:
     """Walk from one image to another through the latent space, snapped to codes at every step.
 
@@ -841,7 +880,7 @@ def interpolate(
 
     check_image_path(output)
     check_writable(output)
-    pipe = _load_on(bundle, device)
+    pipe = _load_on(bundle, device, trust_provider)
     data = functools.cache(lambda: _bundle_dataset(pipe, dataset, data_root))
     strip = pipe.interpolate(_pick_image(start, pipe, data), _pick_image(end, pipe, data), steps)
     save_grid(strip.cpu(), output, nrow=steps)
@@ -859,9 +898,15 @@ def interpolate(
     default=None,
     help="The .html page [default: BUNDLE-report.html beside the bundle].",
 )
+@trust_option
 @friendly_errors
 def report_page(
-    bundle: Path, dataset: str | None, data_root: Path | None, seed: int, output: Path | None
+    bundle: Path,
+    dataset: str | None,
+    data_root: Path | None,
+    seed: int,
+    output: Path | None,
+    trust_provider: bool,
 ) -> None:
     """Write one self-contained HTML page showing what a bundle's model learned.
 
@@ -876,7 +921,7 @@ def report_page(
     """
     from vqtoolkit.report import write_report
 
-    pipe = _load_on(bundle, "cpu")
+    pipe = _load_on(bundle, "cpu", trust_provider)
     try:
         data = _bundle_dataset(pipe, dataset, data_root)
     except VQToolkitError as err:  # the page still shows what the bundle alone holds

@@ -166,3 +166,12 @@ def reset_logging() -> logging.Logger:
         logger.removeHandler(handler)
     logger.setLevel(logging.NOTSET)
     return logger
+
+
+def trust_option(command: F) -> F:
+    """``--trust-provider``, for commands that load a bundle (see :func:`vqtoolkit.bundle.load`)."""
+    return click.option(
+        "--trust-provider",
+        is_flag=True,
+        help="Load components installed from another distribution than the bundle declares.",
+    )(command)

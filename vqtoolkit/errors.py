@@ -38,5 +38,9 @@ class TrainingInterrupted(TrainingError):
     """Training stopped by Ctrl-C after saving a checkpoint; the message says how to resume."""
 
 
+class TrainingDiverged(TrainingError):
+    """Training whose loss or reconstructions show it diverged (finite, but no better than the mean)."""
+
+
 class CheckpointError(VQToolkitError, ValueError):
     """A training checkpoint that is missing, unreadable, or from a different configuration."""

@@ -19,6 +19,7 @@ from vqtoolkit.data import ImageDataset
 from vqtoolkit.decoders.base import Decoder
 from vqtoolkit.encoders.base import Encoder
 from vqtoolkit.errors import ConfigError, ShapeError, VQToolkitError
+from vqtoolkit.fit_checkpoint import FitCheckpoint
 from vqtoolkit.memory import check_fits
 from vqtoolkit.metrics import bits_per_code
 from vqtoolkit.model import VQVAE
@@ -26,7 +27,7 @@ from vqtoolkit.priors.base import Prior
 from vqtoolkit.quantize.base import Quantizer
 from vqtoolkit.schedule import DEFAULT_LR, DEFAULT_SCHEDULE
 from vqtoolkit.streaming import Images
-from vqtoolkit.train import evaluate_autoencoder, train_autoencoder
+from vqtoolkit.train import evaluate_autoencoder, stop_requests, train_autoencoder
 
 #: The ``Pipeline.info`` keys that describe how stage 1 was trained (what ``inspect`` and reports show).
 TRAINING_FACTS = (
@@ -376,6 +377,8 @@ class Pipeline:
         prior: str | Prior | None = None,
         *,
         progress: bool = True,
+        checkpoint_path: str | Path | None = None,
+        resume: bool = False,
         **prior_config: Any,
     ) -> Prior:
         """Stage 2: fit ``prior`` (a name, an instance, or the pipeline's own) on the frozen model's codes.
@@ -387,6 +390,9 @@ class Pipeline:
         Across processes (torchrun) each one encodes its share of the images; a prior that
         :attr:`~vqtoolkit.priors.base.Prior.fits_on_every_rank` (pixelcnn) gets all the codes on
         every process and trains with DDP, any other (gmm) is fitted on rank 0 and copied to the rest.
+        ``checkpoint_path`` gets a prior trained in epochs (pixelcnn) checkpointed after each one, and
+        Ctrl-C stops it with :class:`~vqtoolkit.errors.TrainingInterrupted`; ``resume=True``
+        continues from that checkpoint (:mod:`vqtoolkit.fit_checkpoint`).
         """
         distributed.init_from_env(self.device)
         progress = progress and distributed.is_main()
@@ -411,7 +417,16 @@ class Pipeline:
         if inputs is not None:  # None on the ranks that leave the fit to rank 0
             shape = tuple(inputs.shape)
             log.info(f"stage 2 · fitting {_display_name(self.prior)} prior on {shape} {self.prior.space}")
-            self.prior.fit(inputs, labels=labels, progress=progress)
+            if checkpoint_path is None:
+                self.prior.fit(inputs, labels=labels, progress=progress)
+            else:
+                saver = FitCheckpoint(Path(checkpoint_path), resume=resume)
+                self.prior.fit_checkpoint = saver
+                try:
+                    with stop_requests(enabled=True) as saver.stop:
+                        self.prior.fit(inputs, labels=labels, progress=progress)
+                finally:
+                    self.prior.fit_checkpoint = None
         if not every_rank:
             prior_class = type(self.prior)
             self.prior = distributed.broadcast_module(self.prior, lambda config: prior_class(**config))

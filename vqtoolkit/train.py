@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from vqtoolkit import checkpoint, distributed, metrics
 from vqtoolkit.atomic import atomic_write
 from vqtoolkit.devices import autocast, check_precision, resolve_device
+from vqtoolkit.divergence import DivergenceGuard
 from vqtoolkit.errors import TrainingError, TrainingInterrupted
 from vqtoolkit.model import VQVAE
 from vqtoolkit.schedule import DEFAULT_LR, DEFAULT_SCHEDULE, check_schedule, lr_at
@@ -111,6 +112,7 @@ def train_autoencoder(
     checkpoint_path: str | Path | None = None,
     resume: bool = False,
     log_path: str | Path | None = None,
+    allow_divergence: bool = False,
 ) -> list[dict[str, Any]]:
     """Train ``model`` in place; returns one metrics dict per epoch (also passed to ``on_epoch_end``).
 
@@ -129,6 +131,8 @@ def train_autoencoder(
     share of every batch (:func:`vqtoolkit.distributed.shard_batches`), metrics are summed over
     processes, and only rank 0 writes the checkpoint and log (every rank reads the checkpoint to
     resume). Ctrl-C or SIGTERM on any rank stops all of them after the same step. See docs/distributed.md.
+    An epoch that diverged (:mod:`vqtoolkit.divergence`) raises
+    :class:`~vqtoolkit.errors.TrainingDiverged` unless ``allow_divergence``.
     """
     # -- settle everything that can be wrong before the first step -----------------------------------
     if epochs < 1 or batch_size < 1 or not 0 < lr < float("inf"):  # written so that NaN fails too
@@ -167,10 +171,10 @@ def train_autoencoder(
         position = checkpoint.load(
             Path(checkpoint_path), model=model, optimizer=optimizer, scaler=scaler, settings=settings
         )
-        if position.epoch > epochs:
+        if position.epoch - 1 > epochs:  # == epochs: stage 1 is done, the loop below is skipped
             raise TrainingError(
-                f"{checkpoint_path} already holds {position.epoch - 1} trained epochs; ask for more than "
-                f"{epochs} (--epochs) to train further"
+                f"{checkpoint_path} already holds {position.epoch - 1} trained epochs; ask for at least "
+                f"{position.epoch - 1} (--epochs) to resume it"
             )
         generator.set_state(position.shuffle_state)
     else:
@@ -178,6 +182,7 @@ def train_autoencoder(
         if start_at_mean:
             calibrate_output_mean(model, as_tensor(train_images[:CALIBRATION_IMAGES]).to(device))
     history = position.history
+    guard = DivergenceGuard(train_images, test_images, lr=lr, allow=allow_divergence)
     step = position.step
     total_steps = epochs * distributed.batches_per_epoch(len(train_images), batch_size)
     sum_dtype = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
@@ -274,6 +279,7 @@ def train_autoencoder(
             if test_images is not None:
                 scores = evaluate_autoencoder(model, test_images, across_ranks=True)
                 record.update({f"test_{k}": v for k, v in scores.items()})
+            guard.check(record, history)
             history.append(record)
             save_checkpoint(checkpoint.Position(epoch + 1, 0, step, generator.get_state(), history))
             write_log(log_path, history)

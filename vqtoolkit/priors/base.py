@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
 
 from vqtoolkit.component import Component, check_positive
 from vqtoolkit.errors import ConfigError, ShapeError
+
+if TYPE_CHECKING:
+    from vqtoolkit.fit_checkpoint import FitCheckpoint
 
 Space = Literal["indices", "latents"]
 
@@ -31,6 +34,9 @@ class Prior(Component):
     """
 
     kind = "prior"
+    #: Set by :meth:`~vqtoolkit.pipeline.Pipeline.fit_prior` for a checkpointed fit; priors trained
+    #: in epochs save and resume through it (:mod:`vqtoolkit.fit_checkpoint`), others ignore it.
+    fit_checkpoint: FitCheckpoint | None = None
     space: ClassVar[Space] = "indices"
     has_likelihood: ClassVar[bool] = False
     #: Under torch.distributed: ``True`` for priors trained by gradient steps, which ``fit`` on every
@@ -49,6 +55,11 @@ class Prior(Component):
     def is_fitted(self) -> bool:
         """Whether ``fit`` has run (or fitted state was loaded)."""
         return bool(self.fitted)
+
+    @property
+    def sample_shape(self) -> tuple[int, ...] | None:
+        """Shape of one sample, without the batch (``None`` while unknown); bundles check it on load."""
+        return None
 
     def fit(self, data: Tensor, labels: Tensor | None = None, *, progress: bool = True) -> Prior:
         """Learn the distribution of ``data``; returns ``self``."""
@@ -142,6 +153,12 @@ class IndexPrior(Prior):
         if self._config["grid_shape"] is None:
             raise ConfigError(f"{type(self).__name__} is not fitted; call fit() first")
         return tuple(self._config["grid_shape"])
+
+    @property
+    def sample_shape(self) -> tuple[int, ...] | None:
+        """``grid_shape`` once known."""
+        grid = self._config["grid_shape"]
+        return None if grid is None else tuple(grid)
 
     # -- validation --------------------------------------------------------------------------
     def check_indices(self, indices: Tensor) -> None:

@@ -18,6 +18,7 @@ docs/priors.md for the grids.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -67,6 +68,8 @@ class GMMPrior(Prior):
                 f"covariance_type must be one of {', '.join(COVARIANCE_TYPES)}; got {covariance_type!r}"
             )
         shape = None if latent_shape is None else [int(s) for s in latent_shape]
+        if shape is not None and (not shape or min(shape) < 1):
+            raise ConfigError(f"latent_shape must be positive sizes [D, *spatial]; got {shape}")
         super().__init__(
             n_components=n_components,
             pca_dim=pca_dim,
@@ -79,7 +82,7 @@ class GMMPrior(Prior):
         self._allocate(shape or [1], n_components, pca_dim)
 
     def _allocate(self, latent_shape: list[int], components: int, dims: int) -> None:
-        features = int(np.prod(latent_shape))
+        features = math.prod(latent_shape)  # Python ints: a crafted shape cannot wrap around
         self.register_buffer("pca_mean", torch.zeros(features))
         self.register_buffer("pca_basis", torch.zeros(dims, features))
         self.register_buffer("weights", torch.full((components,), 1.0 / components))
@@ -136,6 +139,12 @@ class GMMPrior(Prior):
         if n <= limit:
             return None
         return torch.from_numpy(np.random.default_rng(self._config["seed"]).choice(n, limit, replace=False))
+
+    @property
+    def sample_shape(self) -> tuple[int, ...] | None:
+        """``latent_shape`` once fitted."""
+        shape = self._config["latent_shape"]
+        return None if shape is None else tuple(shape)
 
     @torch.no_grad()
     def sample(

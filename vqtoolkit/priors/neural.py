@@ -115,6 +115,9 @@ class NeuralIndexPrior(IndexPrior):
         data = data.to(device, torch.long, copy=True)
         labels = None if labels is None else labels.to(device, torch.long, copy=True)
         name = getattr(self, "registered_name", None) or type(self).__name__
+        hooks = self.hooks
+        if self.fit_checkpoint is not None:  # stage 2 of a resumable build: save every epoch
+            hooks = self.fit_checkpoint.hooks(hooks, {"config": self.config, "data": list(data.shape)})
         # seeded initialisation and dropout, without touching the caller's random state
         with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
             torch.manual_seed(self.settings.seed)
@@ -127,7 +130,7 @@ class NeuralIndexPrior(IndexPrior):
                 self.settings,
                 name=name,
                 progress=progress,
-                hooks=self.hooks,
+                hooks=hooks,
             )
         self.history = state.history
 

@@ -76,6 +76,8 @@ class FitState:
 
     net: nn.Module
     optimizer: torch.optim.Optimizer
+    #: Shuffles the training rows every epoch (seeded; restored on resume).
+    generator: torch.Generator
     epochs: int
     steps_per_epoch: int
     epoch: int = 0
@@ -109,7 +111,8 @@ class FitHooks:
     * ``batches(train_rows, generator, batch_size)`` yields this process's batches of row indices;
     * ``reduce(total_nats, codes)`` combines held-out sums across processes;
     * ``on_start(state)`` runs before the first epoch (restore a checkpoint: set ``epoch``,
-      ``step``, weights and optimizer state); ``on_epoch_end(state)`` after each scored epoch.
+      ``step``, weights and optimizer state); ``on_epoch_end(state)`` after each scored epoch;
+      ``after_step(state)`` after every optimizer step (e.g. stop on Ctrl-C by raising).
     """
 
     wrap: Callable[[nn.Module], nn.Module] | None = None
@@ -117,6 +120,7 @@ class FitHooks:
     reduce: Callable[[float, int], tuple[float, int]] = lambda nats, codes: (nats, codes)
     on_start: Callable[[FitState], None] | None = None
     on_epoch_end: Callable[[FitState], None] | None = None
+    after_step: Callable[[FitState], None] | None = None
 
 
 @contextmanager
@@ -175,7 +179,7 @@ def fit_network(
     val, train = (rows.to(data.device) for rows in split_rows(len(data), settings.val_fraction, generator))
     steps_per_epoch = distributed.batches_per_epoch(len(train), settings.batch_size)
     optimizer = torch.optim.Adam(net.parameters(), lr=settings.lr)
-    state = FitState(net, optimizer, settings.budget(steps_per_epoch), steps_per_epoch)
+    state = FitState(net, optimizer, generator, settings.budget(steps_per_epoch), steps_per_epoch)
     if hooks.on_start:
         hooks.on_start(state)
     model = hooks.wrap(net) if hooks.wrap else distributed.wrap(net, data.device)
@@ -210,6 +214,8 @@ def fit_network(
                 state.step += 1
                 nats += float(value.detach()) * len(batch)
                 seen += len(batch)
+                if hooks.after_step:
+                    hooks.after_step(state)
             record = {
                 "epoch": state.epoch,
                 "train_bits_per_code": distributed.sum_over_ranks(nats)

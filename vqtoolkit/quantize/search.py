@@ -134,12 +134,37 @@ def _tile_min(
     return value, index + start
 
 
+def first_copies(codebook: Tensor) -> Tensor | None:
+    """For each code, the lowest index of a code with the very same vector (``None``: all differ).
+
+    Two copies of a code have equal distances in exact arithmetic, but a GEMM may round them
+    differently (another tile, another column of a blocked kernel, another memory alignment), so the
+    search alone cannot promise the lowest copy. An integer hash of the bits (exact and
+    order-free, unlike float sums) groups identical rows; a collision is caught by comparing the
+    rows and only leaves a code as its own first copy.
+    """
+    k = codebook.shape[0]
+    values = (codebook + 0.0).contiguous()  # -0.0 + 0.0 is +0.0: equal values, equal bits
+    bits = values.view(torch.int32).reshape(k, -1).long()
+    width = max(1, 31 - math.ceil(math.log2(bits.shape[1] + 1)))  # no int64 overflow in the sum
+    weights = torch.randint(1, 2**width, (bits.shape[1],), generator=torch.Generator().manual_seed(0))
+    hashes = (bits * weights.to(bits.device)).sum(1)
+    _, group = torch.unique(hashes, return_inverse=True)
+    codes = torch.arange(k, device=codebook.device)
+    first = torch.full((k,), k, device=codebook.device).scatter_reduce(0, group, codes, "amin")[group]
+    first = torch.where((values[first] == values).all(1), first, codes)
+    return None if bool((first == codes).all()) else first
+
+
 @torch.no_grad()
 def nearest_codes(flat: Tensor, codebook: Tensor, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Tensor:
     """Indices ``(N,)`` of the nearest row of ``codebook`` ``(K, D)`` for each row of ``flat`` ``(N, D)``.
 
     Exact (the same answer as ``argmin`` over the full distance matrix, ties to the lowest index)
-    with extra memory bounded by ``chunk_bytes`` whatever N and K.
+    with extra memory bounded by ``chunk_bytes`` whatever N and K. Ties go to the lowest index
+    exactly for copies of a code, on any data (:func:`first_copies`), and between different codes
+    wherever the distances are exact (e.g. integer-valued data); distinct codes whose distances
+    differ only in rounding may go either way, as between any two GEMM implementations.
     """
     if flat.ndim != 2 or codebook.ndim != 2 or flat.shape[1] != codebook.shape[1]:
         raise ShapeError(
@@ -166,4 +191,5 @@ def nearest_codes(flat: Tensor, codebook: Tensor, *, chunk_bytes: int = DEFAULT_
             best_value = torch.where(better, value, best_value)
             best_index = torch.where(better, index, best_index)
         out[row : row + rows] = best_index
-    return out
+    copies = first_copies(codebook.to(dtype))
+    return out if copies is None else copies[out]

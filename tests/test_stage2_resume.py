@@ -1,0 +1,79 @@
+"""Stage 2 is resumable: the PixelCNN fit checkpoints every epoch, Ctrl-C saves and says how to go on."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import vqtoolkit
+from vqtoolkit.cli import main
+from vqtoolkit.data import ImageDataset
+from vqtoolkit.errors import TrainingInterrupted
+from vqtoolkit.priors import pixelcnn
+from vqtoolkit.priors.pixelcnn import PixelCNNPrior
+
+PRIOR = {"channels": 4, "layers": 2, "epochs": 3, "batch_size": 8}
+
+
+def ctrl_c_at_step(monkeypatch: pytest.MonkeyPatch, step: int) -> None:
+    """Press Ctrl-C (a real SIGINT) during the ``step``-th PixelCNN training step."""
+    original = PixelCNNPrior._nats_per_code
+    calls = {"n": 0}
+
+    def counting(self, indices, labels, *args):  # type: ignore[no-untyped-def]
+        if torch.is_grad_enabled():
+            calls["n"] += 1
+            if calls["n"] == step:
+                os.kill(os.getpid(), signal.SIGINT)
+        return original(self, indices, labels, *args)
+
+    monkeypatch.setattr(PixelCNNPrior, "_nats_per_code", counting)
+
+
+@pytest.fixture(scope="module")
+def stage1() -> tuple[vqtoolkit.Pipeline, ImageDataset]:
+    torch.manual_seed(0)
+    pipe = vqtoolkit.build("conv", "vq", "conv", None, dim=4, num_codes=8)
+    images = torch.rand(48, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    labels = torch.arange(48) % 3
+    return pipe, ImageDataset("tiny", images[:40], labels[:40], images[40:], labels[40:], 3, 1)
+
+
+def test_an_interrupted_prior_fit_resumes_exactly(stage1, tmp_path: Path, monkeypatch) -> None:
+    pipe, data = stage1
+    reference = pipe.fit_prior(data, "pixelcnn", progress=False, **PRIOR).state_dict()
+    ckpt = tmp_path / "prior.safetensors"
+    with monkeypatch.context() as patch:
+        ctrl_c_at_step(patch, 7)  # epoch 2 of 3 (5 steps per epoch)
+        with pytest.raises(TrainingInterrupted, match=r"interrupted in epoch 2.*holds the 1 finished"):
+            pipe.fit_prior(data, "pixelcnn", progress=False, checkpoint_path=ckpt, **PRIOR)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    resumed = pipe.fit_prior(data, "pixelcnn", progress=False, checkpoint_path=ckpt, resume=True, **PRIOR)
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+    state = resumed.state_dict()
+    assert all(torch.equal(state[k], reference[k]) for k in reference)
+
+
+@pytest.mark.slow  # two `vqtool build` runs on digits: about a minute on 2 cores
+def test_build_resumes_in_stage_2_without_retraining_stage_1(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(pixelcnn, "AUTO_STEPS", 20)  # 2 short prior epochs on digits
+    out = tmp_path / "m.safetensors"
+    args = ["build", "--prior", "pixelcnn", "--epochs", "1", "--num-codes", "8", "--dim", "4"]
+    args += ["--samples", "4", "--quiet", "-o", str(out)]
+    runner = CliRunner()
+    with monkeypatch.context() as patch:
+        ctrl_c_at_step(patch, 16)  # in the prior's second epoch
+        interrupted = runner.invoke(main, args)
+    assert interrupted.exit_code == 1 and not out.exists()
+    assert "prior fit interrupted in epoch 2" in interrupted.output and "--resume" in interrupted.output
+    stage1 = out.with_name("m-checkpoint.safetensors")
+    before = stage1.stat().st_mtime_ns, stage1.read_bytes()
+    resumed = runner.invoke(main, [*args, "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert (stage1.stat().st_mtime_ns, stage1.read_bytes()) == before  # stage 1 was not trained again
+    assert [h["epoch"] for h in vqtoolkit.load(out).info["prior_history"]] == [1, 2]
