@@ -119,5 +119,5 @@ HOSTILE_EDITS: dict[str, tuple[str, Callable[[dict[str, Any]], None], str]] = {
 #: Prior options that keep the tiny pipelines of HOSTILE_EDITS small and quick to fit.
 TINY_PRIORS: dict[str, dict[str, Any]] = {
     "gmm": {"n_components": 2, "pca_dim": 3},
-    "pixelcnn": {"channels": 4, "layers": 2, "epochs": 1},
+    "pixelcnn": {"channels": 4, "layers": 3, "epochs": 1},
 }

@@ -263,7 +263,7 @@ def test_edited_tensors(data: st.DataObject, sign: bool) -> None:
 #: Pipelines whose bundles the structured fuzzer mutates: every built-in quantizer and prior.
 ORIGINALS = {
     "vq+gmm": {"prior": "gmm", "quantizer": "vq", "n_components": 2, "pca_dim": 3},
-    "ema+pixelcnn": {"prior": "pixelcnn", "quantizer": "ema", "channels": 4, "layers": 2, "epochs": 1},
+    "ema+pixelcnn": {"prior": "pixelcnn", "quantizer": "ema", "channels": 4, "layers": 3, "epochs": 1},
     "fsq+categorical": {"prior": "categorical", "quantizer": "fsq"},
     "residual+categorical": {"prior": "categorical", "quantizer": "residual", "conditional": True},
 }

@@ -14,25 +14,24 @@ import vqtoolkit
 from vqtoolkit.cli import main
 from vqtoolkit.data import ImageDataset
 from vqtoolkit.errors import TrainingInterrupted
-from vqtoolkit.priors import pixelcnn
-from vqtoolkit.priors.pixelcnn import PixelCNNPrior
+from vqtoolkit.priors import neural, training
 
-PRIOR = {"channels": 4, "layers": 2, "epochs": 3, "batch_size": 8}
+PRIOR = {"channels": 4, "layers": 3, "epochs": 3, "batch_size": 8}
 
 
 def ctrl_c_at_step(monkeypatch: pytest.MonkeyPatch, step: int) -> None:
-    """Press Ctrl-C (a real SIGINT) during the ``step``-th PixelCNN training step."""
-    original = PixelCNNPrior._nats_per_code
+    """Press Ctrl-C (a real SIGINT) during the ``step``-th training step of a network prior."""
+    original = neural.cross_entropy_loss
     calls = {"n": 0}
 
-    def counting(self, indices, labels, *args):  # type: ignore[no-untyped-def]
+    def counting(net, indices, labels):  # type: ignore[no-untyped-def]
         if torch.is_grad_enabled():
             calls["n"] += 1
             if calls["n"] == step:
                 os.kill(os.getpid(), signal.SIGINT)
-        return original(self, indices, labels, *args)
+        return original(net, indices, labels)
 
-    monkeypatch.setattr(PixelCNNPrior, "_nats_per_code", counting)
+    monkeypatch.setattr(neural, "cross_entropy_loss", counting)
 
 
 @pytest.fixture(scope="module")
@@ -61,10 +60,10 @@ def test_an_interrupted_prior_fit_resumes_exactly(stage1, tmp_path: Path, monkey
 
 @pytest.mark.slow  # two `vqtool build` runs on digits: about a minute on 2 cores
 def test_build_resumes_in_stage_2_without_retraining_stage_1(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(pixelcnn, "AUTO_STEPS", 20)  # 2 short prior epochs on digits
+    monkeypatch.setattr(training, "AUTO_STEPS", 20)  # 2 short prior epochs on digits
     out = tmp_path / "m.safetensors"
     args = ["build", "--prior", "pixelcnn", "--epochs", "1", "--num-codes", "8", "--dim", "4"]
-    args += ["--samples", "4", "--quiet", "-o", str(out)]
+    args += ["-n", "4", "--quiet", "-o", str(out)]
     runner = CliRunner()
     with monkeypatch.context() as patch:
         ctrl_c_at_step(patch, 16)  # in the prior's second epoch

@@ -47,8 +47,8 @@ def dilations(grid_shape: Sequence[int], layers: int, kernel_size: int = 3) -> l
         cycle.append(cycle[-1] * (reach + 1))
     if layers < len(cycle):
         raise ConfigError(
-            f"{layers} layers of kernel_size {kernel_size} cannot see every earlier position of a "
-            f"{grid_shape[0]}×{grid_shape[1]} grid; use layers >= {len(cycle)} or a larger kernel_size"
+            f"{layers} layers of kernel_size {kernel_size} cannot see every earlier position of "
+            f"grid_shape {list(grid_shape)}; use layers >= {len(cycle)} or a larger kernel_size"
         )
     return [cycle[i % len(cycle)] for i in range(layers)]
 
