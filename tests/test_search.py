@@ -157,9 +157,10 @@ def test_copies_of_a_code_tie_to_the_first_on_float_data(
         found = nearest_codes(flat, codebook, chunk_bytes=chunk_bytes)
     assert int(found.max()) < half, "a later copy of a code won"
     exact = ((flat.double()[:, None] - codebook.double()[None]) ** 2).sum(-1)
-    assert torch.allclose(
-        exact.gather(1, found[:, None]).squeeze(1), exact.min(1).values, rtol=1e-4, atol=1e-6
-    )
+    # float32 ‖z‖² − 2 z·e + ‖e‖² is exact only to a few ulps of its largest term
+    scale = flat.double().pow(2).sum(1) + codebook.double().pow(2).sum(1).max()
+    gap = exact.gather(1, found[:, None]).squeeze(1) - exact.min(1).values
+    assert bool((gap <= 1e-5 * scale + 1e-6).all())
 
 
 def test_first_copies_groups_identical_codes_only() -> None:
