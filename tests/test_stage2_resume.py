@@ -1,4 +1,4 @@
-"""Stage 2 is resumable: the PixelCNN fit checkpoints every epoch, Ctrl-C saves and says how to go on."""
+"""Stage 2 is resumable: a network prior's fit checkpoints every epoch, Ctrl-C saves and says how to go on."""
 
 from __future__ import annotations
 
@@ -17,6 +17,11 @@ from vqtoolkit.errors import TrainingInterrupted
 from vqtoolkit.priors import neural, training
 
 PRIOR = {"channels": 4, "layers": 3, "epochs": 3, "batch_size": 8}
+#: Every network prior trains in the shared loop, so every one checkpoints and resumes the same way.
+PRIORS = {
+    "pixelcnn": PRIOR,
+    "transformer": {"dim": 16, "layers": 1, "heads": 2, "epochs": 3, "batch_size": 8, "patience": 5},
+}
 
 
 def ctrl_c_at_step(monkeypatch: pytest.MonkeyPatch, step: int) -> None:
@@ -43,16 +48,18 @@ def stage1() -> tuple[vqtoolkit.Pipeline, ImageDataset]:
     return pipe, ImageDataset("tiny", images[:40], labels[:40], images[40:], labels[40:], 3, 1)
 
 
-def test_an_interrupted_prior_fit_resumes_exactly(stage1, tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.parametrize("name", sorted(PRIORS))
+def test_an_interrupted_prior_fit_resumes_exactly(name: str, stage1, tmp_path: Path, monkeypatch) -> None:
     pipe, data = stage1
-    reference = pipe.fit_prior(data, "pixelcnn", progress=False, **PRIOR).state_dict()
+    options = PRIORS[name]
+    reference = pipe.fit_prior(data, name, progress=False, **options).state_dict()
     ckpt = tmp_path / "prior.safetensors"
     with monkeypatch.context() as patch:
         ctrl_c_at_step(patch, 7)  # epoch 2 of 3 (5 steps per epoch)
         with pytest.raises(TrainingInterrupted, match=r"interrupted in epoch 2.*holds the 1 finished"):
-            pipe.fit_prior(data, "pixelcnn", progress=False, checkpoint_path=ckpt, **PRIOR)
+            pipe.fit_prior(data, name, progress=False, checkpoint_path=ckpt, **options)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    resumed = pipe.fit_prior(data, "pixelcnn", progress=False, checkpoint_path=ckpt, resume=True, **PRIOR)
+    resumed = pipe.fit_prior(data, name, progress=False, checkpoint_path=ckpt, resume=True, **options)
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
     state = resumed.state_dict()
     assert all(torch.equal(state[k], reference[k]) for k in reference)
