@@ -518,6 +518,15 @@ def train(output: Path, num_codes: int | None, as_json: bool, **options: Any) ->
         report(pipe, files, as_json)
 
 
+def check_image_output(output: Path) -> None:
+    """Fail before any work on an image ``-o`` whose suffix is unknown or whose place is unwritable."""
+    from vqtoolkit.atomic import check_writable
+    from vqtoolkit.images import check_image_path
+
+    check_image_path(output)
+    check_writable(output)
+
+
 def _load_on(bundle: Path, device: str, trust_provider: bool = False) -> Pipeline:
     """The bundle's pipeline, moved to ``device`` (``trust_provider``: see :func:`vqtoolkit.load`)."""
     import vqtoolkit
@@ -562,11 +571,9 @@ def sample(
     """
     import torch
 
-    from vqtoolkit.atomic import check_writable
-    from vqtoolkit.images import check_image_path, save_grid
+    from vqtoolkit.images import save_grid
 
-    check_image_path(output)
-    check_writable(output)
+    check_image_output(output)
     pipe = _load_on(bundle, device, trust_provider)
     check_sample_memory(num_samples, pipe.info.get("image_shape") or (1, 28, 28))
     images = pipe.sample(
@@ -793,12 +800,10 @@ def reconstruct(
     """
     import torch
 
-    from vqtoolkit.atomic import check_writable
-    from vqtoolkit.images import check_image_path, save_grid
+    from vqtoolkit.images import save_grid
     from vqtoolkit.streaming import as_tensor
 
-    check_image_path(output)
-    check_writable(output)
+    check_image_output(output)
     pipe = _load_on(bundle, device, trust_provider)
     originals = as_tensor(_bundle_dataset(pipe, dataset, data_root).test_images[:num_images])
     recon = pipe.reconstruct(originals).cpu()
@@ -875,11 +880,9 @@ def interpolate(
       vqtool interpolate vqtool-out/model.safetensors --from 0 --to 7 -o strip.png
       vqtool interpolate mnist.safetensors --from three.png --to 12 --steps 8 --data-root ../shared/data
     """
-    from vqtoolkit.atomic import check_writable
-    from vqtoolkit.images import check_image_path, save_grid
+    from vqtoolkit.images import save_grid
 
-    check_image_path(output)
-    check_writable(output)
+    check_image_output(output)
     pipe = _load_on(bundle, device, trust_provider)
     data = functools.cache(lambda: _bundle_dataset(pipe, dataset, data_root))
     strip = pipe.interpolate(_pick_image(start, pipe, data), _pick_image(end, pipe, data), steps)
