@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from vqtoolkit.model import VQVAE, VQVAEOutput
     from vqtoolkit.pipeline import Pipeline, build
     from vqtoolkit.registry import available, create
+    from vqtoolkit.train_config import TrainConfig
 
 #: Where each public name is defined. They are imported on first use, so ``import vqtoolkit`` (and
 #: ``vqtool --version``/``--help``) stays cheap until something needs torch.
@@ -60,6 +61,7 @@ _EXPORTS = {
     "build": "vqtoolkit.pipeline",
     "available": "vqtoolkit.registry",
     "create": "vqtoolkit.registry",
+    "TrainConfig": "vqtoolkit.train_config",
 }
 
 
@@ -85,6 +87,7 @@ __all__ = [
     "ImageDataset",
     "Pipeline",
     "ShapeError",
+    "TrainConfig",
     "TrainingError",
     "VQToolkitError",
     "VQVAEOutput",

@@ -21,7 +21,6 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as save_bytes
 from torch import Tensor, nn
 
-from vqtoolkit import registry
 from vqtoolkit.atomic import atomic_write
 from vqtoolkit.errors import CheckpointError
 
@@ -78,12 +77,23 @@ def load_optimizer_state(
 
 
 def describe_model(model: nn.Module) -> dict[str, Any]:
-    """Registered name and config of each component: what a checkpoint must match to be resumed."""
+    """Name and config of each component: what a checkpoint must match to be resumed.
+
+    The name is the one the component was created under, or its class's import path for a
+    component built without the registry (a checkpoint is only ever resumed by the same code).
+    """
     parts = {"encoder": model.encoder, "quantizer": model.quantizer, "decoder": model.decoder}
     return {
-        role: {"name": registry.name_of(part), "config": getattr(part, "config", None)}
+        role: {"name": component_name(part), "config": getattr(part, "config", None)}
         for role, part in parts.items()
     }
+
+
+def component_name(component: Any) -> str:
+    """The name it was created under or its class's ``name``, else ``module:QualName``: no registry lookup."""
+    cls = type(component)
+    name = getattr(component, "registered_name", None) or getattr(cls, "name", None)
+    return name or f"{cls.__module__}:{cls.__qualname__}"
 
 
 def save(

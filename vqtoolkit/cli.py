@@ -270,7 +270,7 @@ def train_stage1(
     from vqtoolkit.devices import check_precision, resolve_device
     from vqtoolkit.images import save_grid
     from vqtoolkit.streaming import as_tensor
-    from vqtoolkit.train import code_counts
+    from vqtoolkit.evaluation import code_counts
 
     configure_logging(quiet=quiet or as_json)
     files = {

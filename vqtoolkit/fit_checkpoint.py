@@ -38,7 +38,7 @@ class FitCheckpoint:
 
     path: Path
     resume: bool = False
-    #: The Ctrl-C flag of :func:`vqtoolkit.train.stop_requests` while the fit runs.
+    #: The Ctrl-C flag of :func:`vqtoolkit.stopping.stop_requests` while the fit runs.
     stop: Any = None
 
     def hooks(self, base: FitHooks | None, settings: dict[str, Any]) -> FitHooks:

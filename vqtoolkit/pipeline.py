@@ -15,19 +15,20 @@ import torch
 from torch import Tensor
 
 from vqtoolkit import distributed, registry
-from vqtoolkit.data import ImageDataset
+from vqtoolkit.data import ImageDataset, load_dataset
 from vqtoolkit.decoders.base import Decoder
 from vqtoolkit.encoders.base import Encoder
 from vqtoolkit.errors import ConfigError, ShapeError, VQToolkitError
-from vqtoolkit.fit_checkpoint import FitCheckpoint
+from vqtoolkit.evaluation import evaluate_autoencoder
+from vqtoolkit.fitting import TwoStageFitting
 from vqtoolkit.memory import check_fits
-from vqtoolkit.metrics import bits_per_code
 from vqtoolkit.model import VQVAE
+from vqtoolkit.modes import eval_mode
 from vqtoolkit.priors.base import Prior
 from vqtoolkit.quantize.base import Quantizer
-from vqtoolkit.schedule import DEFAULT_LR, DEFAULT_SCHEDULE
 from vqtoolkit.streaming import Images
-from vqtoolkit.train import evaluate_autoencoder, stop_requests, train_autoencoder
+from vqtoolkit.train import EpochCallback
+from vqtoolkit.train_config import TrainConfig
 
 #: The ``Pipeline.info`` keys that describe how stage 1 was trained (what ``inspect`` and reports show).
 TRAINING_FACTS = (
@@ -149,14 +150,6 @@ def _components(
     return enc, quant, dec, pri
 
 
-def _display_name(component: Any) -> str:
-    """The registered name, or the class name of a component not registered (yet): for messages only."""
-    try:
-        return registry.name_of(component)
-    except ConfigError:
-        return type(component).__name__
-
-
 def _check_model_fits(make: Callable[[], tuple[Any, ...]]) -> None:
     """Refuse components whose training state (weights, gradients, Adam's two moments) cannot fit.
 
@@ -181,18 +174,7 @@ def _check_model_fits(make: Callable[[], tuple[Any, ...]]) -> None:
     )
 
 
-def chain(*callbacks: Callable[[dict[str, Any]], None] | None) -> Callable[[dict[str, Any]], None]:
-    """One epoch callback calling each given one in turn (``None`` entries are skipped)."""
-    present = [c for c in callbacks if c is not None]
-
-    def call(record: dict[str, Any]) -> None:
-        for callback in present:
-            callback(record)
-
-    return call
-
-
-class Pipeline:
+class Pipeline(TwoStageFitting):
     """A stage-1 :class:`VQVAE` plus an optional stage-2 :class:`Prior`.
 
     ``info`` records training facts (dataset, image shape, epochs, per-epoch history, metrics)
@@ -250,38 +232,32 @@ class Pipeline:
             self.prior.to(target)
         return self
 
-    # -- training ---------------------------------------------------------------------------
+    def new_prior(self, prior: str | Prior, shared: dict[str, Any], config: dict[str, Any]) -> Prior:
+        """A prior from a name (with the ``shared`` options it takes) or an instance, as in :func:`build`."""
+        created: Prior = _component("prior", prior, shared, config)
+        return created
+
+    # -- training: the stages live in vqtoolkit.fitting ------------------------------------------
     def fit(
         self,
         data: ImageDataset,
+        config: TrainConfig | None = None,
         *,
-        epochs: int | None = None,
-        batch_size: int = 128,
-        lr: float = DEFAULT_LR,
-        lr_schedule: str = DEFAULT_SCHEDULE,
-        seed: int = 0,
-        progress: bool = True,
-        **train_options: Any,
+        on_epoch_end: EpochCallback | None = None,
+        **options: Any,
     ) -> Pipeline:
         """Both stages: train the autoencoder on ``data``, then fit the prior on its codes.
 
-        ``train_options`` (device, precision, checkpoint_path, resume, log_path, log_dir, ...) go to
-        :meth:`fit_autoencoder`; with ``log_dir``, prior samples are logged there too.
+        ``config`` (or its :class:`~vqtoolkit.train_config.TrainConfig` fields as keywords: epochs,
+        batch_size, lr, seed, device, precision, checkpoint_path, resume, log_path, log_dir, ...)
+        goes to :meth:`fit_autoencoder`; with ``log_dir``, prior samples are logged there too.
         """
-        self.fit_autoencoder(
-            data,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            lr_schedule=lr_schedule,
-            seed=seed,
-            progress=progress,
-            **train_options,
-        )
+        config = TrainConfig.of(config, **options)
+        self.fit_autoencoder(data, config, on_epoch_end=on_epoch_end)
         if self.prior is not None:
-            self.fit_prior(data, progress=progress)
-            if train_options.get("log_dir") is not None and distributed.is_main():
-                self.log_samples(train_options["log_dir"], seed=seed)
+            self.fit_prior(data, progress=config.progress)
+            if config.log_dir is not None and distributed.is_main():
+                self.log_samples(config.log_dir, seed=config.seed)
         return self
 
     def log_samples(self, log_dir: str | Path, *, n: int = 32, seed: int = 0) -> None:
@@ -290,171 +266,6 @@ class Pipeline:
 
         samples = self.sample(n, generator=torch.Generator().manual_seed(seed))
         log_samples(log_dir, samples, int(self.info.get("epochs", 0)))
-
-    def fit_autoencoder(
-        self,
-        data: ImageDataset,
-        *,
-        epochs: int | None = None,
-        batch_size: int = 128,
-        lr: float = DEFAULT_LR,
-        lr_schedule: str = DEFAULT_SCHEDULE,
-        seed: int = 0,
-        progress: bool = True,
-        **train_options: Any,
-    ) -> list[dict[str, Any]]:
-        """Stage 1: train encoder, quantizer and decoder; returns the per-epoch history.
-
-        ``seed`` fixes the shuffling and every random draw during training (k-means initialisation,
-        revived codes), from a private random stream: with :func:`build`'s ``seed``, the same calls
-        give the same weights and metrics bit for bit (same machine, torch version and threads).
-        ``train_options`` go to :func:`~vqtoolkit.train.train_autoencoder` (device, precision, ...).
-        ``log_dir`` (optional) also writes TensorBoard scalars, grids and the code-usage histogram there
-        (:mod:`vqtoolkit.tensorboard`); the JSON-lines ``log_path`` stays the default record.
-        """
-        epochs = data.default_epochs if epochs is None else epochs
-        log_dir = train_options.pop("log_dir", None)
-        board = None
-        if log_dir is not None and distributed.is_main():  # under torchrun, rank 0 alone logs
-            from vqtoolkit.streaming import as_tensor
-            from vqtoolkit.tensorboard import USAGE_IMAGES, TensorBoardLogger
-
-            board = TensorBoardLogger(log_dir, self.model, as_tensor(data.test_images[:USAGE_IMAGES]))
-            train_options["on_step"] = board.on_step
-            train_options["on_epoch_end"] = chain(train_options.get("on_epoch_end"), board.on_epoch_end)
-        try:
-            with torch.random.fork_rng():
-                torch.manual_seed(seed)
-                history = train_autoencoder(
-                    self.model,
-                    data.train_images,
-                    data.test_images,
-                    epochs=epochs,
-                    batch_size=batch_size,
-                    lr=lr,
-                    lr_schedule=lr_schedule,
-                    seed=seed,
-                    progress=progress,
-                    **train_options,
-                )
-        finally:
-            if board is not None:
-                board.close()
-        self.info.update(
-            dataset=data.name,
-            image_shape=list(data.image_shape),
-            num_classes=data.num_classes,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            lr_schedule=lr_schedule,
-            seed=seed,
-            history=history,
-        )
-        self.info["metrics"] = {k: v for k, v in history[-1].items() if k.startswith("test_")}
-        return history
-
-    @torch.inference_mode()
-    def prior_inputs(self, images: Images, *, space: str, batch_size: int = 1024) -> Tensor:
-        """What a prior of ``space`` fits on: encoder latents or code indices of ``images``."""
-        self.model.eval()
-        encode = self.model.encode_latents if space == "latents" else self.model.encode_tokens
-        return torch.cat([encode(batch.to(self.device)) for batch in images.split(batch_size)])
-
-    def gathered_prior_inputs(self, images: Images, *, space: str, to_all: bool) -> Tensor | None:
-        """:meth:`prior_inputs` of ``images``, each process encoding its share; see ``gather_rows``.
-
-        In one process, simply :meth:`prior_inputs`; across processes the whole comes together on
-        rank 0 (``None`` elsewhere) or, with ``to_all``, on every process.
-        """
-        world = distributed.world_size()
-        share = images if world == 1 else images[distributed.rank() :: world]
-        return distributed.gather_rows(self.prior_inputs(share, space=space), len(images), to_all=to_all)
-
-    def fit_prior(
-        self,
-        data: ImageDataset,
-        prior: str | Prior | None = None,
-        *,
-        progress: bool = True,
-        checkpoint_path: str | Path | None = None,
-        resume: bool = False,
-        **prior_config: Any,
-    ) -> Prior:
-        """Stage 2: fit ``prior`` (a name, an instance, or the pipeline's own) on the frozen model's codes.
-
-        ``prior_config`` goes to a prior given by name, e.g.
-        ``fit_prior(data, "pixelcnn", conditional=True, epochs=5)``; a conditional prior learns
-        ``p(codes | label)`` from ``data``'s labels so :meth:`sample` can take ``label=``.
-
-        Across processes (torchrun) each one encodes its share of the images; a prior that
-        :attr:`~vqtoolkit.priors.base.Prior.fits_on_every_rank` (pixelcnn) gets all the codes on
-        every process and trains with DDP, any other (gmm) is fitted on rank 0 and copied to the rest.
-        ``checkpoint_path`` gets a prior trained in epochs (pixelcnn) checkpointed after each one, and
-        Ctrl-C stops it with :class:`~vqtoolkit.errors.TrainingInterrupted`; ``resume=True``
-        continues from that checkpoint (:mod:`vqtoolkit.fit_checkpoint`).
-        """
-        distributed.init_from_env(self.device)
-        progress = progress and distributed.is_main()
-        if prior is not None:
-            shared = {"num_codes": self.model.quantizer.num_tokens}
-            if prior_config.get("conditional"):
-                shared["num_classes"] = data.num_classes
-            self.prior = _component("prior", prior, shared, prior_config)
-            if isinstance(prior, str):  # a new prior fits where the frozen model encodes
-                self.prior.to(self.device)
-        if self.prior is None:
-            raise ConfigError("this pipeline has no prior; pass one, e.g. fit_prior(data, 'gmm')")
-        self.check_prior_matches(self.prior)
-        for p in self.model.parameters():
-            p.requires_grad_(False)
-        images, labels = data.train_images, data.train_labels
-        rows = self.prior.fit_rows(len(images))
-        if rows is not None:  # the prior learns from a subsample: encode only those images
-            images, labels = images[rows], labels[rows]
-        every_rank = self.prior.fits_on_every_rank
-        inputs = self.gathered_prior_inputs(images, space=self.prior.space, to_all=every_rank)
-        if inputs is not None:  # None on the ranks that leave the fit to rank 0
-            shape = tuple(inputs.shape)
-            log.info(f"stage 2 · fitting {_display_name(self.prior)} prior on {shape} {self.prior.space}")
-            if checkpoint_path is None:
-                self.prior.fit(inputs, labels=labels, progress=progress)
-            else:
-                saver = FitCheckpoint(Path(checkpoint_path), resume=resume)
-                self.prior.fit_checkpoint = saver
-                try:
-                    with stop_requests(enabled=True) as saver.stop:
-                        self.prior.fit(inputs, labels=labels, progress=progress)
-                finally:
-                    self.prior.fit_checkpoint = None
-        if not every_rank:
-            prior_class = type(self.prior)
-            self.prior = distributed.broadcast_module(self.prior, lambda config: prior_class(**config))
-        for p in self.model.parameters():
-            p.requires_grad_(True)
-        self.info.pop("prior_history", None)  # facts about a replaced prior must not linger
-        if getattr(self.prior, "history", None):
-            self.info["prior_history"] = self.prior.history
-        metrics = self.info.setdefault("metrics", {})
-        for key in ("test_prior_bits_per_code", "test_prior_bits_per_code_given_label"):
-            metrics.pop(key, None)
-        for key, value in self.prior_metrics(data.test_images, data.test_labels).items():
-            if value is not None:
-                metrics[f"test_{key}"] = value
-        return self.prior
-
-    def check_prior_matches(self, prior: Prior) -> None:
-        """Refuse an index prior fitted for a codebook of another size."""
-        prior_codes = prior.config.get("num_codes")
-        if (
-            prior.space == "indices"
-            and prior_codes is not None
-            and prior_codes != self.model.quantizer.num_tokens
-        ):
-            raise ConfigError(
-                f"the {registry.name_of(prior)} prior models {prior_codes} codes but the quantizer has "
-                f"{self.model.quantizer.num_tokens}; refit it with `vqtool fit-prior`"
-            )
 
     # -- using a trained pipeline -----------------------------------------------------------
     def _require_prior(self) -> Prior:
@@ -493,14 +304,14 @@ class Pipeline:
         generator: torch.Generator | None = None,
     ) -> Tensor:
         """``n`` new images ``(n, C, H, W)`` in [0, 1]: prior sample → codes → decoder."""
-        self.model.eval()
-        indices = self.sample_indices(n, label=label, temperature=temperature, generator=generator)
-        return self.model.decode_indices(indices).clamp(0, 1)
+        with eval_mode(self.model):
+            indices = self.sample_indices(n, label=label, temperature=temperature, generator=generator)
+            return self.model.decode_indices(indices).clamp(0, 1)
 
     def reconstruct(self, images: Tensor) -> Tensor:
         """Images passed through encoder, quantizer and decoder."""
-        self.model.eval()
-        return self.model.reconstruct(images.to(self.device))
+        with eval_mode(self.model):
+            return self.model.reconstruct(images.to(self.device))
 
     # -- exploring the code space: encode and decode are a pair -------------------------------
     @torch.inference_mode()
@@ -510,20 +321,20 @@ class Pipeline:
         :meth:`decode` turns them back into images, so a grid can be edited in between (copy a
         region of one grid into another) and decoded.
         """
-        self.model.eval()
-        return self.model.encode(images.to(self.device))
+        with eval_mode(self.model):
+            return self.model.encode(images.to(self.device))
 
     @torch.inference_mode()
     def decode(self, indices: Tensor) -> Tensor:
         """Images ``(B, C, H, W)`` in [0, 1] from code grids shaped like :meth:`encode`'s output."""
-        self.model.eval()
         expected = self.grid_shape()
         if expected is not None and tuple(indices.shape[1:]) != expected:
             raise ShapeError(
                 f"expected code grids (B, {', '.join(map(str, expected))}) as pipe.encode returns; "
                 f"got shape {tuple(indices.shape)}"
             )
-        return self.model.decode_indices(indices.to(self.device)).clamp(0, 1)
+        with eval_mode(self.model):
+            return self.model.decode_indices(indices.to(self.device)).clamp(0, 1)
 
     def grid_shape(self) -> tuple[int, ...] | None:
         """Shape of one image's code grid (``(h, w)`` for one codebook), or ``None`` if unrecorded."""
@@ -549,46 +360,27 @@ class Pipeline:
             if batch.ndim != 4 or len(batch) != 1:
                 raise ShapeError(f"{name} must be one image (C, H, W); got shape {tuple(image.shape)}")
             ends.append(batch.to(self.device))
-        self.model.eval()
-        za, zb = (self.model.encode_latents(x) for x in ends)
-        t = torch.linspace(0, 1, steps, device=za.device).view(-1, 1, 1, 1)
-        indices = self.model.quantizer.quantize_indices((1 - t) * za + t * zb)
-        return self.model.decode_indices(indices).clamp(0, 1)
+        with eval_mode(self.model):
+            za, zb = (self.model.encode_latents(x) for x in ends)
+            t = torch.linspace(0, 1, steps, device=za.device).view(-1, 1, 1, 1)
+            indices = self.model.quantizer.quantize_indices((1 - t) * za + t * zb)
+            return self.model.decode_indices(indices).clamp(0, 1)
 
-    @torch.inference_mode()
-    def prior_nll(
-        self, images: Images, labels: Tensor | None = None, *, batch_size: int = 1024
-    ) -> float | None:
-        """Held-out NLL of the prior in bits per code, or ``None`` where it has no index likelihood.
+    def dataset(self, root: str | Path | None = None, *, name: str | None = None) -> ImageDataset:
+        """The dataset this pipeline was trained on, loaded again with the same held-out split.
 
-        Without ``labels`` a conditional prior is scored by its marginal ``p(codes)``, the number
-        comparable across priors; with them, by ``p(codes | label)``. Unconditional priors ignore labels.
+        Name, split seed and image size come from what :meth:`fit_autoencoder` recorded; ``name``
+        picks another dataset instead (e.g. to score on a different one), ``root`` is where its
+        files are (see :func:`~vqtoolkit.data.load_dataset`).
         """
-        if self.prior is None or not self.prior.has_likelihood or not self.prior.is_fitted:
-            return None
-        indices = self.prior_inputs(images, space="indices")
-        if not self.prior.conditional:
-            labels = None
-        label_batches = (
-            [None] * len(indices.split(batch_size)) if labels is None else labels.split(batch_size)
-        )
-        total = sum(
-            float(-self.prior.log_prob(batch, batch_labels).sum())
-            for batch, batch_labels in zip(indices.split(batch_size), label_batches, strict=True)
-        )
-        return bits_per_code(total, indices.numel())
-
-    def prior_metrics(self, images: Images, labels: Tensor | None = None) -> dict[str, float | None]:
-        """The prior's held-out bits per code, marginal and (when labels are given) per label.
-
-        ``prior_bits_per_code`` is marginal, comparable across priors (``None`` for latent priors
-        such as gmm, whose density is over continuous latents); for a conditional prior given
-        ``labels``, ``prior_bits_per_code_given_label`` adds the label.
-        """
-        result = {"prior_bits_per_code": self.prior_nll(images)}
-        if self.prior is not None and self.prior.conditional and labels is not None:
-            result["prior_bits_per_code_given_label"] = self.prior_nll(images, labels)
-        return result
+        name = name or self.info.get("dataset")
+        if name is None:
+            raise ConfigError(
+                "the bundle does not record its dataset; pass --data (and --data-root if needed)"
+            )
+        shape = self.info.get("image_shape")
+        size = shape[-1] if name == self.info.get("dataset") and shape and shape[-1] == shape[-2] else None
+        return load_dataset(name, root, seed=int(self.info.get("seed", 0)), image_size=size)
 
     def evaluate(self, images: Images, labels: Tensor | None = None) -> dict[str, Any]:
         """Held-out reconstruction MSE/PSNR, perplexity, codes used and the prior's bits per code."""

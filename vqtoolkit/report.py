@@ -30,7 +30,7 @@ from vqtoolkit.errors import VQToolkitError
 from vqtoolkit.images import grid_bytes
 from vqtoolkit.pipeline import TRAINING_FACTS, Pipeline
 from vqtoolkit.streaming import as_tensor
-from vqtoolkit.train import code_counts
+from vqtoolkit.evaluation import code_counts
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ from torch import Tensor
 from torchvision.utils import make_grid
 
 from vqtoolkit.errors import ConfigError
+from vqtoolkit.evaluation import code_counts
 from vqtoolkit.model import VQVAE
-from vqtoolkit.train import code_counts
 
 log = logging.getLogger(__name__)
 
