@@ -24,6 +24,8 @@ from typing import Any, TypeVar
 
 import click
 
+from vqtoolkit.schedule import DEFAULT_LR, DEFAULT_SCHEDULE, SCHEDULES
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: ``vqtoolkit.data.DATASETS`` and ``vqtoolkit.devices.PRECISIONS`` without importing torch
@@ -109,30 +111,155 @@ def device_option(default: str = "auto") -> Callable[[F], F]:
     )
 
 
-def dataset_option(default: str | None, help: str) -> Callable[[F], F]:
-    """``--data NAME``, passed to the command as ``dataset``."""
-    return click.option(
-        "--data",
-        "dataset",
-        type=click.Choice(DATASET_NAMES),
-        default=default,
-        show_default=default is not None,
-        help=help,
-    )
+def data_options(default: str | None) -> Callable[[F], F]:
+    """``--data NAME`` (passed as ``dataset``) and ``--data-root DIR``, declared once for every command.
 
-
-def data_root_option(help: str) -> Callable[[F], F]:
-    """``--data-root DIR``."""
-    return click.option(
-        "--data-root", type=click.Path(file_okay=False, path_type=Path), default=None, help=help
-    )
-
-
-def data_options(command: F) -> F:
-    """``--data`` and ``--data-root`` for commands that read a bundle's dataset again."""
+    ``default`` is the dataset a training command uses; ``None`` for commands that read a bundle,
+    whose default is the dataset the bundle was trained on.
+    """
+    fallback = "" if default is not None else " [default: the one the bundle was trained on]"
     return compose(
-        dataset_option(None, "Dataset [default: the one the bundle was trained on]."),
-        data_root_option("Folder holding the dataset in torchvision's layout (needed for mnist)."),
+        click.option(
+            "--data",
+            "dataset",
+            type=click.Choice(DATASET_NAMES),
+            default=default,
+            show_default=default is not None,
+            help=f"Dataset; `digits` is embedded and works offline{fallback}.",
+        ),
+        click.option(
+            "--data-root",
+            type=click.Path(file_okay=False, path_type=Path),
+            default=None,
+            help="Folder holding the dataset (ROOT/MNIST/raw, ROOT/FashionMNIST/raw, "
+            "ROOT/cifar-10-batches-py, or a folder of images for --data folder).",
+        ),
+    )
+
+
+def optional_count(*names: str, help: str) -> Callable[[F], F]:
+    """An option taking a whole number >= 1 whose default (``None``) the library decides."""
+    return click.option(*names, type=click.IntRange(min=1), default=None, help=help)
+
+
+def component_options(command: F) -> F:
+    """``--encoder``, ``--quantizer``, ``--decoder`` and the model sizes ``build`` shares with them."""
+    return compose(
+        click.option(
+            "--encoder",
+            default="conv",
+            show_default=True,
+            help="Registered encoder name (see `vqtool plugins`).",
+        ),
+        click.option(
+            "--quantizer",
+            default="ema",
+            show_default=True,
+            help="Registered quantizer name (`vq` is the classic tutorial layer).",
+        ),
+        click.option("--decoder", default="conv", show_default=True, help="Registered decoder name."),
+        optional_count(
+            "--num-codes",
+            "--codes",
+            help="Codebook size K [default: per dataset: 64 for digits, 512 otherwise].",
+        ),
+        optional_count(
+            "--dim", help="Code dimension D [default: the quantizer's: 64, or len(levels) = 4 for fsq]."
+        ),
+        click.option(
+            "--beta",
+            type=FiniteFloat(min=0),
+            default=0.25,
+            show_default=True,
+            help="Commitment weight β.",
+        ),
+    )(command)
+
+
+def image_options(command: F) -> F:
+    """``--image-size`` and ``--stream``: how a training command reads its dataset's images."""
+    return compose(
+        optional_count(
+            "--image-size",
+            help="Resize images to this square size [default: as stored; 32 for --data folder].",
+        ),
+        click.option(
+            "--stream/--no-stream",
+            default=None,
+            help="--data folder: read images from disk batch by batch (DataLoader workers) instead of "
+            "into memory [default: stream when they would not fit comfortably in RAM].",
+        ),
+    )(command)
+
+
+def training_options(command: F) -> F:
+    """The stage-1 training options; their names are :class:`vqtoolkit.TrainConfig`'s fields."""
+    return compose(
+        optional_count("--epochs", help="Stage-1 epochs [default: per dataset; the total when resuming]."),
+        click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True),
+        click.option(
+            "--lr",
+            type=FiniteFloat(min=0, min_open=True),
+            default=DEFAULT_LR,
+            show_default=True,
+            help="Adam's peak learning rate.",
+        ),
+        click.option(
+            "--lr-schedule",
+            type=click.Choice(SCHEDULES),
+            default=DEFAULT_SCHEDULE,
+            show_default=True,
+            help="cosine: 5% warm-up, then down to zero at the last epoch; constant: --lr throughout.",
+        ),
+        seed_option("Seed for weights, shuffling, the prior's fit and sampling."),
+        device_option(),
+        click.option(
+            "--precision",
+            type=click.Choice(PRECISIONS),
+            default="32",
+            show_default=True,
+            help="Mixed precision for training: 32, bf16 (CPU/CUDA) or 16 (CUDA/MPS).",
+        ),
+        click.option(
+            "--checkpoint",
+            "checkpoint_path",
+            type=click.Path(dir_okay=False, path_type=Path),
+            default=None,
+            help="Checkpoint written each epoch [default: OUTPUT-checkpoint.safetensors].",
+        ),
+        click.option(
+            "--resume", is_flag=True, help="Continue from --checkpoint (same options; --epochs may grow)."
+        ),
+        click.option(
+            "--allow-divergence",
+            is_flag=True,
+            help="Keep a run whose loss diverged (worse than predicting the mean) instead of failing.",
+        ),
+        click.option(
+            "--log",
+            "log_to",
+            type=(click.Choice(["tensorboard"]), click.Path(file_okay=False, path_type=Path)),
+            default=None,
+            metavar="tensorboard DIR",
+            help="Also log scalars, image grids and code usage for TensorBoard in DIR "
+            '(pip install "vqtoolkit[tensorboard]"); the JSON-lines metrics log is always written.',
+        ),
+    )(command)
+
+
+def stage1_options(command: F) -> F:
+    """Everything ``build`` and ``train`` share: components, data, training, device and outputs."""
+    return compose(
+        component_options,
+        data_options("digits"),
+        image_options,
+        training_options,
+        output_option(
+            Path("vqtool-out/model.safetensors"),
+            "Bundle path; checkpoint, metrics log, plots and grids go beside it.",
+        ),
+        quiet_option(),
+        json_option("Print only a final machine-readable summary on stdout."),
     )(command)
 
 

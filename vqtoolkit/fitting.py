@@ -33,6 +33,19 @@ from vqtoolkit.train_config import TrainConfig
 
 log = logging.getLogger(__name__)
 
+#: The ``Pipeline.info`` keys that describe how stage 1 was trained (what ``inspect`` and reports show).
+TRAINING_FACTS = (
+    "dataset",
+    "image_shape",
+    "epochs",
+    "batch_size",
+    "lr",
+    "lr_schedule",
+    "seed",
+    "device",
+    "precision",
+)
+
 
 def chain(*callbacks: EpochCallback | None) -> Callable[[dict[str, Any]], None]:
     """One epoch callback calling each given one in turn (``None`` entries are skipped)."""

@@ -6,10 +6,9 @@ evaluates and saves.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import torch
 from torch import Tensor
@@ -30,20 +29,8 @@ from vqtoolkit.streaming import Images
 from vqtoolkit.train import EpochCallback
 from vqtoolkit.train_config import TrainConfig
 
-#: The ``Pipeline.info`` keys that describe how stage 1 was trained (what ``inspect`` and reports show).
-TRAINING_FACTS = (
-    "dataset",
-    "image_shape",
-    "epochs",
-    "batch_size",
-    "lr",
-    "lr_schedule",
-    "seed",
-    "device",
-    "precision",
-)
-
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 #: build()'s shared options, and the constructor option each component receives them as.
 SHARED_OPTIONS: dict[str, dict[str, str]] = {
@@ -174,6 +161,14 @@ def _check_model_fits(make: Callable[[], tuple[Any, ...]]) -> None:
     )
 
 
+class SampleOptions(TypedDict, total=False):
+    """How :meth:`Pipeline.sample` draws: a conditional prior's ``label``, ``temperature``, ``generator``."""
+
+    label: int | None
+    temperature: float
+    generator: torch.Generator | None
+
+
 class Pipeline(TwoStageFitting):
     """A stage-1 :class:`VQVAE` plus an optional stage-2 :class:`Prior`.
 
@@ -278,34 +273,24 @@ class Pipeline(TwoStageFitting):
         return self.prior
 
     @torch.inference_mode()
-    def sample_indices(
-        self,
-        n: int,
-        *,
-        label: int | None = None,
-        temperature: float = 1.0,
-        generator: torch.Generator | None = None,
-    ) -> Tensor:
+    def sample_indices(self, n: int, **options: Unpack[SampleOptions]) -> Tensor:
         """Code indices of ``n`` new images drawn from the prior (latent samples snapped to codes)."""
         prior = self._require_prior()
         self.check_prior_matches(prior)
-        drawn = prior.sample(n, label=label, temperature=temperature, generator=generator)
+        drawn = prior.sample(n, **options)
         if prior.space == "latents":
             return self.model.quantizer.quantize_indices(drawn)
         return self.model.quantizer.from_tokens(drawn)
 
     @torch.inference_mode()
-    def sample(
-        self,
-        n: int,
-        *,
-        label: int | None = None,
-        temperature: float = 1.0,
-        generator: torch.Generator | None = None,
-    ) -> Tensor:
-        """``n`` new images ``(n, C, H, W)`` in [0, 1]: prior sample → codes → decoder."""
+    def sample(self, n: int, **options: Unpack[SampleOptions]) -> Tensor:
+        """``n`` new images ``(n, C, H, W)`` in [0, 1]: prior sample → codes → decoder.
+
+        ``options`` (:class:`SampleOptions`): ``label`` for a conditional prior, ``temperature``
+        (below 1: cleaner, less varied samples) and a ``generator`` (same generator state, same images).
+        """
         with eval_mode(self.model):
-            indices = self.sample_indices(n, label=label, temperature=temperature, generator=generator)
+            indices = self.sample_indices(n, **options)
             return self.model.decode_indices(indices).clamp(0, 1)
 
     def reconstruct(self, images: Tensor) -> Tensor:
