@@ -15,16 +15,21 @@ logger (:func:`configure_logging`). This module imports no torch, so ``vqtool --
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from vqtoolkit.schedule import DEFAULT_LR, DEFAULT_SCHEDULE, SCHEDULES
+
+if TYPE_CHECKING:
+    from vqtoolkit.pipeline import Pipeline
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -75,14 +80,13 @@ def num_samples_option(
     default: int = 64, help: str = "How many images to draw from the prior."
 ) -> Callable[[F], F]:
     """``-n/--num-samples N``."""
+    return count_option("-n", "--num-samples", "num_samples", default=default, help=help)
+
+
+def temperature_option(help: str) -> Callable[[F], F]:
+    """``--temperature T`` (> 0, default 1) for drawing from a prior."""
     return click.option(
-        "-n",
-        "--num-samples",
-        "num_samples",
-        type=click.IntRange(min=1),
-        default=default,
-        show_default=True,
-        help=help,
+        "--temperature", type=FiniteFloat(min=0, min_open=True), default=1.0, show_default=True, help=help
     )
 
 
@@ -137,9 +141,15 @@ def data_options(default: str | None) -> Callable[[F], F]:
     )
 
 
-def optional_count(*names: str, help: str) -> Callable[[F], F]:
-    """An option taking a whole number >= 1 whose default (``None``) the library decides."""
-    return click.option(*names, type=click.IntRange(min=1), default=None, help=help)
+def count_option(*names: str, help: str, default: int | None = None, minimum: int = 1) -> Callable[[F], F]:
+    """An option taking a whole number >= ``minimum``; ``default=None`` lets the library decide."""
+    return click.option(
+        *names,
+        type=click.IntRange(min=minimum),
+        default=default,
+        show_default=default is not None,
+        help=help,
+    )
 
 
 def component_options(command: F) -> F:
@@ -158,12 +168,12 @@ def component_options(command: F) -> F:
             help="Registered quantizer name (`vq` is the classic tutorial layer).",
         ),
         click.option("--decoder", default="conv", show_default=True, help="Registered decoder name."),
-        optional_count(
+        count_option(
             "--num-codes",
             "--codes",
             help="Codebook size K [default: per dataset: 64 for digits, 512 otherwise].",
         ),
-        optional_count(
+        count_option(
             "--dim", help="Code dimension D [default: the quantizer's: 64, or len(levels) = 4 for fsq]."
         ),
         click.option(
@@ -179,7 +189,7 @@ def component_options(command: F) -> F:
 def image_options(command: F) -> F:
     """``--image-size`` and ``--stream``: how a training command reads its dataset's images."""
     return compose(
-        optional_count(
+        count_option(
             "--image-size",
             help="Resize images to this square size [default: as stored; 32 for --data folder].",
         ),
@@ -195,8 +205,8 @@ def image_options(command: F) -> F:
 def training_options(command: F) -> F:
     """The stage-1 training options; their names are :class:`vqtoolkit.TrainConfig`'s fields."""
     return compose(
-        optional_count("--epochs", help="Stage-1 epochs [default: per dataset; the total when resuming]."),
-        click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True),
+        count_option("--epochs", help="Stage-1 epochs [default: per dataset; the total when resuming]."),
+        count_option("--batch-size", default=128, help="Images per optimizer step (over all processes)."),
         click.option(
             "--lr",
             type=FiniteFloat(min=0, min_open=True),
@@ -293,6 +303,41 @@ def reset_logging() -> logging.Logger:
         logger.removeHandler(handler)
     logger.setLevel(logging.NOTSET)
     return logger
+
+
+@dataclass(frozen=True)
+class BundleSource:
+    """The bundle a command reads: its path, the device to load it on, whether to trust its provider."""
+
+    path: Path
+    device: str = "cpu"
+    trust_provider: bool = False
+
+    def load(self) -> Pipeline:
+        """The bundle's pipeline on :attr:`device` (see :func:`vqtoolkit.load` for ``trust_provider``)."""
+        import vqtoolkit
+
+        return vqtoolkit.load(self.path, trust_provider=self.trust_provider).to(self.device)
+
+
+def bundle_source(*, device: bool = True) -> Callable[[F], F]:
+    """``BUNDLE``, ``--device`` (unless ``device=False``) and ``--trust-provider`` as one argument.
+
+    The command receives them as ``bundle``, a :class:`BundleSource`; put this decorator below the
+    command's other options, so these come last in ``--help``.
+    """
+
+    def decorate(command: F) -> F:
+        @functools.wraps(command)
+        def wrapper(*args: Any, bundle: Path, trust_provider: bool, **kwargs: Any) -> Any:
+            source = BundleSource(bundle, kwargs.pop("device", "cpu"), trust_provider)
+            return command(*args, bundle=source, **kwargs)
+
+        options = [click.argument("bundle", type=click.Path(dir_okay=False, path_type=Path))]
+        options += [device_option("cpu")] if device else []
+        return compose(*options, trust_option)(wrapper)  # type: ignore[return-value]
+
+    return decorate
 
 
 def trust_option(command: F) -> F:

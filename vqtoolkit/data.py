@@ -74,22 +74,26 @@ def load_digits(root: str | Path | None = None, *, test_fraction: float = 0.2, s
     return ImageDataset("digits", images[train], labels[train], images[test], labels[test], 10, 40, 64)
 
 
+def _open_splits(
+    cls: Any, name: str, root: str | Path | None, folder: Path, expected: str
+) -> tuple[Any, Any]:
+    """The train and test splits of torchvision dataset ``cls`` under ``root/folder``; never downloads."""
+    if root is None:
+        raise DataError(f"the {name} dataset needs --data-root pointing at a folder that holds {folder}/")
+    try:
+        return cls(str(root), train=True, download=False), cls(str(root), train=False, download=False)
+    except RuntimeError as err:  # missing files, or (cifar10) a file whose checksum is wrong
+        raise DataError(
+            f"{name} not found (or a file is corrupt) under {Path(root).resolve()}: expected "
+            f"{Path(root) / folder} to hold {expected}. Nothing is downloaded; copy the files there "
+            f"or point --data-root elsewhere."
+        ) from err
+
+
 def _load_idx(cls: type[MNIST], name: str, root: str | Path | None, default_epochs: int) -> ImageDataset:
     """An MNIST-format torchvision dataset (``root/<ClassName>/raw/*-ubyte``); never downloads."""
-    if root is None:
-        raise DataError(
-            f"the {name} dataset needs --data-root pointing at a folder that holds {cls.__name__}/raw/"
-        )
-    try:
-        train = cls(str(root), train=True, download=False)
-        test = cls(str(root), train=False, download=False)
-    except RuntimeError as err:
-        expected = ", ".join(f.replace(".gz", "") for f, _ in cls.resources)
-        raise DataError(
-            f"{name} not found under {Path(root).resolve()}: expected {Path(root) / cls.__name__ / 'raw'} "
-            f"to hold {expected} (or the .gz files). Nothing is downloaded; "
-            f"copy the files there or point --data-root elsewhere."
-        ) from err
+    expected = ", ".join(f.replace(".gz", "") for f, _ in cls.resources) + " (or the .gz files)"
+    train, test = _open_splits(cls, name, root, Path(cls.__name__) / "raw", expected)
 
     def to_tensor(ds: Any) -> Tensor:
         return ds.data.float().div_(255.0).unsqueeze(1)
@@ -120,20 +124,9 @@ def load_cifar10(root: str | Path | None = None, *, seed: int = 0) -> ImageDatas
     """
     from torchvision.datasets import CIFAR10
 
-    if root is None:
-        raise DataError(
-            f"the cifar10 dataset needs --data-root pointing at a folder that holds {CIFAR10.base_folder}/"
-        )
-    try:
-        train = CIFAR10(str(root), train=True, download=False)
-        test = CIFAR10(str(root), train=False, download=False)
-    except RuntimeError as err:
-        files = [f for f, _ in CIFAR10.train_list + CIFAR10.test_list] + [CIFAR10.meta["filename"]]
-        raise DataError(
-            f"cifar10 not found (or a file is corrupt) under {Path(root).resolve()}: expected "
-            f"{Path(root) / CIFAR10.base_folder} to hold {', '.join(files)} (the 'python version' archive, "
-            f"extracted). Nothing is downloaded; copy the files there or point --data-root elsewhere."
-        ) from err
+    files = [f for f, _ in CIFAR10.train_list + CIFAR10.test_list] + [CIFAR10.meta["filename"]]
+    expected = f"{', '.join(files)} (the 'python version' archive, extracted)"
+    train, test = _open_splits(CIFAR10, "cifar10", root, Path(CIFAR10.base_folder), expected)
 
     def to_tensor(ds: Any) -> Tensor:
         return torch.from_numpy(ds.data).permute(0, 3, 1, 2).float().div_(255.0).contiguous()

@@ -6,7 +6,7 @@
 into batches, ``.to`` (stays lazy; each batch moves as it is read). Training asks for the batches
 of an epoch with :func:`image_batches`, which reads them through a ``DataLoader`` whose workers open,
 decode and resize the files in parallel and a step ahead; in memory it is one index operation per
-batch, as before. Every pixel goes through the same :func:`read_image` either way, and the batches
+batch. Every pixel goes through the same :func:`read_image` either way, and the batches
 are the same (:func:`vqtoolkit.distributed.shard_batches`), so a run trains identically streamed or
 not. :func:`vqtoolkit.data.load_dataset` streams a folder by itself when its decoded images would
 not fit comfortably in memory (:func:`should_stream`).

@@ -351,9 +351,9 @@ def calibrate_output_mean(model: VQVAE, images: Tensor) -> None:
 
     A fresh decoder outputs ~0.5 everywhere; on mostly-dark images (MNIST's mean is 0.13) the first
     Adam steps then drag every pixel down together, overshoot, and can leave the sigmoid saturated
-    near 0 where it no longer learns: seen on MNIST even at the tutorial's 1e-3 (recovered) and fatal
-    at higher rates. Starting at the mean removes that first push. On a trained model the shift is
-    ~0. Decoders without :meth:`~vqtoolkit.decoders.base.Decoder.output_logit_bias` are left alone.
+    near 0 where it no longer learns (docs/training.md). Starting at the mean removes that first
+    push. On a trained model the shift is ~0. Decoders without
+    :meth:`~vqtoolkit.decoders.base.Decoder.output_logit_bias` are left alone.
     """
     bias = model.decoder.output_logit_bias()
     if bias is None:

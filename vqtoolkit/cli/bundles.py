@@ -9,16 +9,16 @@ from typing import Any
 
 import click
 
-from vqtoolkit.cli.common import emit_json, friendly_errors, hold_output, load_on, prior_seed, text
+from vqtoolkit.cli.common import emit_json, friendly_errors, hold_output, prior_seed, text
 from vqtoolkit.cli_options import (
+    BundleSource,
+    bundle_source,
     configure_logging,
     data_options,
-    device_option,
     json_option,
     output_option,
     quiet_option,
     seed_option,
-    trust_option,
 )
 from vqtoolkit.errors import ConfigError, VQToolkitError
 
@@ -40,7 +40,6 @@ def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
 
 
 @click.command("fit-prior")
-@click.argument("bundle", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
     "--prior", required=True, help="Registered prior name: pixelcnn, transformer, categorical, gmm, ..."
 )
@@ -55,13 +54,12 @@ def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
 @data_options(None)
 @output_option(None, "New bundle path (the input bundle is never modified).")
 @seed_option("Seed of the prior's fit (for priors that take a seed).")
-@device_option("cpu")
 @quiet_option()
 @json_option()
-@trust_option
+@bundle_source()
 @friendly_errors
 def fit_prior(
-    bundle: Path,
+    bundle: BundleSource,
     prior: str,
     conditional: bool,
     prior_options: tuple[str, ...],
@@ -69,10 +67,8 @@ def fit_prior(
     data_root: Path | None,
     output: Path,
     seed: int,
-    device: str,
     quiet: bool,
     as_json: bool,
-    trust_provider: bool,
 ) -> None:
     """Fit a new stage-2 prior on a trained bundle's frozen stage 1 and write it to a new bundle.
 
@@ -87,11 +83,11 @@ def fit_prior(
     from vqtoolkit.atomic import check_writable
 
     configure_logging(quiet=quiet or as_json)
-    if output.resolve() == bundle.resolve():
+    if output.resolve() == bundle.path.resolve():
         raise ConfigError(f"-o {output} is the input bundle; write the new prior to another file")
     check_writable(output)
     hold_output(output)
-    pipe = load_on(bundle, device, trust_provider)
+    pipe = bundle.load()
     data = pipe.dataset(data_root, name=dataset)
     options = {**prior_seed(prior, seed), **_parse_options(prior_options)}
     if conditional:
@@ -112,7 +108,6 @@ def fit_prior(
 
 
 @click.command("report")
-@click.argument("bundle", type=click.Path(dir_okay=False, path_type=Path))
 @data_options(None)
 @seed_option("Seed for the prior samples shown.")
 @click.option(
@@ -122,15 +117,14 @@ def fit_prior(
     default=None,
     help="The .html page [default: BUNDLE-report.html beside the bundle].",
 )
-@trust_option
+@bundle_source(device=False)
 @friendly_errors
 def report_page(
-    bundle: Path,
+    bundle: BundleSource,
     dataset: str | None,
     data_root: Path | None,
     seed: int,
     output: Path | None,
-    trust_provider: bool,
 ) -> None:
     """Write one self-contained HTML page showing what a bundle's model learned.
 
@@ -146,13 +140,15 @@ def report_page(
     from vqtoolkit.report import write_report
     from vqtoolkit.runs import beside
 
-    pipe = load_on(bundle, "cpu", trust_provider)
+    pipe = bundle.load()
     try:
         data = pipe.dataset(data_root, name=dataset)
     except VQToolkitError as err:  # the page still shows what the bundle alone holds
         log.warning(f"note: {err}; the page leaves out the sections that need held-out images")
         data = None
-    path = write_report(pipe, output or beside(bundle, "report.html"), data, bundle=bundle, seed=seed)
+    path = write_report(
+        pipe, output or beside(bundle.path, "report.html"), data, bundle=bundle.path, seed=seed
+    )
     click.echo(str(path))
 
 

@@ -16,7 +16,7 @@ import click
 from vqtoolkit.errors import VQToolkitError
 
 if TYPE_CHECKING:  # torch and the models load inside the commands, so --help and --version stay fast
-    from vqtoolkit.pipeline import Pipeline
+    pass
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -98,13 +98,6 @@ def check_image_output(output: Path) -> None:
 
     check_image_path(output)
     check_writable(output)
-
-
-def load_on(bundle: Path, device: str, trust_provider: bool = False) -> Pipeline:
-    """The bundle's pipeline, moved to ``device`` (``trust_provider``: see :func:`vqtoolkit.load`)."""
-    import vqtoolkit
-
-    return vqtoolkit.load(bundle, trust_provider=trust_provider).to(device)
 
 
 def prior_seed(prior: str | None, seed: int) -> dict[str, Any]:

@@ -14,18 +14,18 @@ from vqtoolkit.cli.common import (
     check_sample_memory,
     emit_json,
     friendly_errors,
-    load_on,
     text,
 )
 from vqtoolkit.cli_options import (
-    FiniteFloat,
+    BundleSource,
+    bundle_source,
+    count_option,
     data_options,
-    device_option,
     json_option,
     num_samples_option,
     output_option,
     seed_option,
-    trust_option,
+    temperature_option,
 )
 from vqtoolkit.errors import ConfigError
 
@@ -37,32 +37,22 @@ if TYPE_CHECKING:
 
 
 @click.command()
-@click.argument("bundle", type=click.Path(dir_okay=False, path_type=Path))
 @num_samples_option(64, "How many images.")
 @seed_option("Same seed, same images.")
-@click.option(
-    "--temperature",
-    type=FiniteFloat(min=0, min_open=True),
-    default=1.0,
-    show_default=True,
-    help="Below 1: cleaner, less varied samples; above 1: more varied.",
-)
+@temperature_option("Below 1: cleaner, less varied samples; above 1: more varied.")
 @click.option("--label", type=int, default=None, help="Class to draw (needs a prior fitted --conditional).")
 @output_option(Path("samples.png"), "A .png or .jpg grid, or .npy for the raw images (N, C, H, W) in [0, 1].")
-@device_option("cpu")
 @json_option()
-@trust_option
+@bundle_source()
 @friendly_errors
 def sample(
-    bundle: Path,
+    bundle: BundleSource,
     num_samples: int,
     seed: int,
     temperature: float,
     label: int | None,
     output: Path,
-    device: str,
     as_json: bool,
-    trust_provider: bool,
 ) -> None:
     """Draw new images from a bundle's prior.
 
@@ -76,7 +66,7 @@ def sample(
     from vqtoolkit.images import save_grid
 
     check_image_output(output)
-    pipe = load_on(bundle, device, trust_provider)
+    pipe = bundle.load()
     check_sample_memory(num_samples, pipe.info.get("image_shape") or (1, 28, 28))
     images = pipe.sample(
         num_samples, label=label, temperature=temperature, generator=torch.Generator().manual_seed(seed)
@@ -89,34 +79,22 @@ def sample(
 
 
 @click.command()
-@click.argument("bundle", type=click.Path(dir_okay=False, path_type=Path))
-@click.option(
-    "-n",
-    "--num-images",
-    "num_images",
-    type=click.IntRange(min=1),
-    default=32,
-    show_default=True,
-    help="How many held-out images.",
-)
+@count_option("-n", "--num-images", "num_images", default=32, help="How many held-out images.")
 @data_options(None)
 @output_option(
     Path("reconstructions.png"),
     "A .png or .jpg grid (originals above, reconstructions below), or .npy.",
 )
-@device_option("cpu")
 @json_option()
-@trust_option
+@bundle_source()
 @friendly_errors
 def reconstruct(
-    bundle: Path,
+    bundle: BundleSource,
     num_images: int,
     dataset: str | None,
     data_root: Path | None,
     output: Path,
-    device: str,
     as_json: bool,
-    trust_provider: bool,
 ) -> None:
     """Encode and decode held-out images through a bundle's stage 1, to see what it keeps.
 
@@ -131,7 +109,7 @@ def reconstruct(
     from vqtoolkit.streaming import as_tensor
 
     check_image_output(output)
-    pipe = load_on(bundle, device, trust_provider)
+    pipe = bundle.load()
     originals = as_tensor(pipe.dataset(data_root, name=dataset).test_images[:num_images])
     recon = pipe.reconstruct(originals).cpu()
     images = recon if output.suffix == ".npy" else torch.cat([originals, recon])
@@ -161,7 +139,6 @@ def _pick_image(spec: str, pipe: Pipeline, data: Callable[[], ImageDataset]) -> 
 
 
 @click.command()
-@click.argument("bundle", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
     "--from",
     "start",
@@ -172,30 +149,21 @@ def _pick_image(spec: str, pipe: Pipeline, data: Callable[[], ImageDataset]) -> 
 @click.option(
     "--to", "end", required=True, metavar="IMG_OR_INDEX", help="Last image: a file or a test-split index."
 )
-@click.option(
-    "--steps",
-    type=click.IntRange(min=2),
-    default=10,
-    show_default=True,
-    help="Images in the strip, ends included.",
-)
+@count_option("--steps", default=10, minimum=2, help="Images in the strip, ends included.")
 @data_options(None)
 @output_option(
     Path("strip.png"), "A .png or .jpg strip, or .npy for the raw images (STEPS, C, H, W) in [0, 1]."
 )
-@device_option("cpu")
-@trust_option
+@bundle_source()
 @friendly_errors
 def interpolate(
-    bundle: Path,
+    bundle: BundleSource,
     start: str,
     end: str,
     steps: int,
     dataset: str | None,
     data_root: Path | None,
     output: Path,
-    device: str,
-    trust_provider: bool,
 ) -> None:
     """Walk from one image to another through the latent space, snapped to codes at every step.
 
@@ -210,7 +178,7 @@ def interpolate(
     from vqtoolkit.images import save_grid
 
     check_image_output(output)
-    pipe = load_on(bundle, device, trust_provider)
+    pipe = bundle.load()
     data = functools.cache(lambda: pipe.dataset(data_root, name=dataset))
     strip = pipe.interpolate(_pick_image(start, pipe, data), _pick_image(end, pipe, data), steps)
     save_grid(strip.cpu(), output, nrow=steps)
@@ -218,41 +186,30 @@ def interpolate(
 
 
 @click.command("eval")
-@click.argument("bundle", type=click.Path(dir_okay=False, path_type=Path))
 @data_options(None)
-@click.option(
+@count_option(
     "-n",
     "--num-samples",
     "num_samples",
-    type=click.IntRange(min=2),
-    default=None,
+    minimum=2,
     help="Also draw this many samples and score them with the dataset's classifier (trained and "
     "cached on first use) beside real images.",
 )
 @click.option("--samples", "samples_alias", type=click.IntRange(min=2), default=None, hidden=True)
-@click.option(
-    "--temperature",
-    type=FiniteFloat(min=0, min_open=True),
-    default=1.0,
-    show_default=True,
-    help="Sampling temperature for --num-samples.",
-)
+@temperature_option("Sampling temperature for --num-samples.")
 @seed_option("Seed for --num-samples.")
-@device_option("cpu")
 @json_option()
-@trust_option
+@bundle_source()
 @friendly_errors
 def evaluate(
-    bundle: Path,
+    bundle: BundleSource,
     dataset: str | None,
     data_root: Path | None,
     num_samples: int | None,
     samples_alias: int | None,
     temperature: float,
     seed: int,
-    device: str,
     as_json: bool,
-    trust_provider: bool,
 ) -> None:
     """Score a bundle on held-out images: recon MSE/PSNR, perplexity, codes used, prior bits per code.
 
@@ -270,7 +227,7 @@ def evaluate(
     """
     from vqtoolkit import registry
 
-    pipe = load_on(bundle, device, trust_provider)
+    pipe = bundle.load()
     data = pipe.dataset(data_root, name=dataset)
     result: dict[str, Any] = {
         "dataset": data.name,
