@@ -18,6 +18,7 @@ from vqtoolkit.data import ImageDataset
 from vqtoolkit.evaluation import code_counts
 from vqtoolkit.images import save_grid
 from vqtoolkit.pipeline import Pipeline, build
+from vqtoolkit.report import write_report
 from vqtoolkit.streaming import as_tensor
 
 #: Held-out images in a run's reconstruction grid (originals above, reconstructions below).
@@ -77,6 +78,4 @@ def sample_grid(pipe: Pipeline, n: int, output: Path, *, seed: int = 0) -> Path:
 
 def report_page(pipe: Pipeline, data: ImageDataset | None, output: Path, *, seed: int = 0) -> Path:
     """The run's HTML report (:mod:`vqtoolkit.report`) beside ``output``."""
-    from vqtoolkit.report import write_report
-
     return write_report(pipe, beside(output, "report.html"), data, bundle=output, seed=seed)
