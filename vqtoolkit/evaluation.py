@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from vqtoolkit import distributed, metrics
 from vqtoolkit.model import VQVAE
+from vqtoolkit.modes import eval_mode
 from vqtoolkit.streaming import Images
 
 
@@ -42,15 +43,13 @@ def evaluate_autoencoder(
 @torch.inference_mode()
 def code_counts(model: VQVAE, images: Images, *, batch_size: int = 1024, with_error: bool = False) -> Any:
     """How often each code is chosen for ``images`` (K,), and the summed squared error if asked."""
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     squared_error = 0.0
     counts = torch.zeros(model.quantizer.num_codes, dtype=torch.long, device=device)
-    for batch in images.split(batch_size):
-        batch = batch.to(device)
-        out = model(batch)
-        squared_error += float(F.mse_loss(out.reconstruction.float(), batch, reduction="sum"))
-        counts += out.quantizer.counts
-    model.train(was_training)
+    with eval_mode(model):
+        for batch in images.split(batch_size):
+            batch = batch.to(device)
+            out = model(batch)
+            squared_error += float(F.mse_loss(out.reconstruction.float(), batch, reduction="sum"))
+            counts += out.quantizer.counts
     return (counts.cpu(), squared_error) if with_error else counts.cpu()

@@ -35,6 +35,7 @@ from vqtoolkit.divergence import DivergenceGuard
 from vqtoolkit.errors import ConfigError, TrainingError, TrainingInterrupted
 from vqtoolkit.evaluation import evaluate_autoencoder
 from vqtoolkit.model import VQVAE
+from vqtoolkit.modes import eval_mode
 from vqtoolkit.schedule import lr_at
 from vqtoolkit.stopping import StopFlag, stop_requests
 from vqtoolkit.streaming import Images, as_tensor, image_batches
@@ -358,13 +359,11 @@ def calibrate_output_mean(model: VQVAE, images: Tensor) -> None:
     bias = model.decoder.output_logit_bias()
     if bias is None:
         return
-    was_training = model.training
-    model.eval()  # eval: the quantizer neither initialises nor updates its codebook here
     per_channel = (0, *range(2, images.ndim))
-    output = model(images).reconstruction.float().mean(dim=per_channel)
+    with eval_mode(model):  # eval: the quantizer neither initialises nor updates its codebook here
+        output = model(images).reconstruction.float().mean(dim=per_channel)
     target = images.float().mean(dim=per_channel)
     bias += (torch.logit(target.clamp(1e-3, 1 - 1e-3)) - torch.logit(output.clamp(1e-3, 1 - 1e-3))).to(bias)
-    model.train(was_training)
 
 
 def write_log(path: str | Path | None, records: list[dict[str, Any]]) -> None:
