@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from safetensors.torch import save as save_bytes
 
 import vqtoolkit
-from vqtoolkit import bundle
+from vqtoolkit import bundle, deadline
 from vqtoolkit.cli import main
 from vqtoolkit.errors import BundleError
 from vqtoolkit.quantize.vq import VectorQuantizer
@@ -146,7 +146,7 @@ def test_a_declared_provider_other_than_the_installed_one_needs_trust(saved: Pat
 
 def test_a_config_asking_for_absurd_work_is_stopped(saved: Path, tmp_path: Path, monkeypatch) -> None:
     """A billion residual stages would allocate nothing on meta but build modules for hours: cut short."""
-    monkeypatch.setattr(bundle, "BUILD_SECONDS", 0.5)
+    monkeypatch.setattr(deadline, "BUILD_SECONDS", 0.5)
 
     def edit(d):
         d["components"]["quantizer"].update(

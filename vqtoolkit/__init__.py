@@ -14,19 +14,14 @@ from __future__ import annotations
 
 import logging
 from importlib import import_module
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
-try:
-    __version__ = version("vqtoolkit")
-except PackageNotFoundError:  # running from a source tree that was not installed
-    __version__ = "0.0.0+unknown"
+from vqtoolkit._version import __version__
 
 # A library stays silent unless its user asks: the CLI (or an application) attaches a real handler.
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 if TYPE_CHECKING:
-    from vqtoolkit.bundle import load
     from vqtoolkit.data import ImageDataset, load_dataset
     from vqtoolkit.errors import (
         BundleError,
@@ -38,14 +33,13 @@ if TYPE_CHECKING:
         VQToolkitError,
     )
     from vqtoolkit.model import VQVAE, VQVAEOutput
-    from vqtoolkit.pipeline import Pipeline, build
+    from vqtoolkit.pipeline import Pipeline, build, load
     from vqtoolkit.registry import available, create
     from vqtoolkit.train_config import TrainConfig
 
 #: Where each public name is defined. They are imported on first use, so ``import vqtoolkit`` (and
 #: ``vqtool --version``/``--help``) stays cheap until something needs torch.
 _EXPORTS = {
-    "load": "vqtoolkit.bundle",
     "ImageDataset": "vqtoolkit.data",
     "load_dataset": "vqtoolkit.data",
     "BundleError": "vqtoolkit.errors",
@@ -59,6 +53,7 @@ _EXPORTS = {
     "VQVAEOutput": "vqtoolkit.model",
     "Pipeline": "vqtoolkit.pipeline",
     "build": "vqtoolkit.pipeline",
+    "load": "vqtoolkit.pipeline",
     "available": "vqtoolkit.registry",
     "create": "vqtoolkit.registry",
     "TrainConfig": "vqtoolkit.train_config",

@@ -341,7 +341,7 @@ def bundle_source(*, device: bool = True) -> Callable[[F], F]:
 
 
 def trust_option(command: F) -> F:
-    """``--trust-provider``, for commands that load a bundle (see :func:`vqtoolkit.bundle.load`)."""
+    """``--trust-provider``, for commands that load a bundle (see :func:`vqtoolkit.pipeline.load`)."""
     return click.option(
         "--trust-provider",
         is_flag=True,

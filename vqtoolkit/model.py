@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -21,10 +22,33 @@ class VQVAEOutput:
     quantizer: QuantizerOutput
 
 
+def check_wiring(encoder: Encoder, quantizer: Quantizer, decoder: Decoder) -> None:
+    """Raise a :class:`ShapeError` naming both sides of any mismatch between components."""
+
+    def label(c: Any) -> str:
+        return f"{c.kind} {getattr(c, 'registered_name', None) or type(c).__name__!r}"
+
+    same_dim = f"pass the quantizer's dim to every component, build(dim={getattr(quantizer, 'dim', None)})"
+    pairs = [
+        (encoder, "dim", quantizer, "dim", same_dim),
+        (quantizer, "dim", decoder, "dim", same_dim),
+        (encoder, "in_channels", decoder, "out_channels", "the decoder must output the images' channels"),
+        (encoder, "downsample", decoder, "upsample", "give them the same number of stages"),
+    ]
+    for a, a_attr, b, b_attr, fix in pairs:
+        va, vb = getattr(a, a_attr, None), getattr(b, b_attr, None)
+        if va is not None and vb is not None and va != vb:
+            raise ShapeError(f"{label(a)} has {a_attr}={va} but {label(b)} has {b_attr}={vb}: {fix}")
+
+
 class VQVAE(nn.Module):
-    """The autoencoder of stage 1. Components are any registered encoder, quantizer and decoder."""
+    """The autoencoder of stage 1. Components are any registered encoder, quantizer and decoder.
+
+    Components that do not fit together (see :func:`check_wiring`) raise a :class:`ShapeError` here.
+    """
 
     def __init__(self, encoder: Encoder, quantizer: Quantizer, decoder: Decoder) -> None:
+        check_wiring(encoder, quantizer, decoder)
         super().__init__()
         self.encoder, self.quantizer, self.decoder = encoder, quantizer, decoder
 

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from vqtoolkit import distributed, registry
+from vqtoolkit.assemble import load_parts, save_parts
 from vqtoolkit.data import ImageDataset, load_dataset
 from vqtoolkit.decoders.base import Decoder
 from vqtoolkit.encoders.base import Encoder
@@ -21,7 +22,7 @@ from vqtoolkit.errors import ConfigError, ShapeError, VQToolkitError
 from vqtoolkit.evaluation import evaluate_autoencoder
 from vqtoolkit.fitting import TwoStageFitting
 from vqtoolkit.memory import check_fits
-from vqtoolkit.model import VQVAE
+from vqtoolkit.model import VQVAE, check_wiring
 from vqtoolkit.modes import eval_mode
 from vqtoolkit.priors.base import Prior
 from vqtoolkit.quantize.base import Quantizer
@@ -55,25 +56,6 @@ def _component(kind: str, spec: Any, shared: dict[str, Any], config: dict[str, A
     }
     options.update(config or {})
     return registry.create(kind, spec, **options)
-
-
-def check_wiring(encoder: Encoder, quantizer: Quantizer, decoder: Decoder) -> None:
-    """Raise a :class:`ShapeError` naming both sides of any mismatch between components."""
-
-    def label(c: Any) -> str:
-        return f"{c.kind} {getattr(c, 'registered_name', None) or type(c).__name__!r}"
-
-    same_dim = f"pass the quantizer's dim to every component, build(dim={getattr(quantizer, 'dim', None)})"
-    pairs = [
-        (encoder, "dim", quantizer, "dim", same_dim),
-        (quantizer, "dim", decoder, "dim", same_dim),
-        (encoder, "in_channels", decoder, "out_channels", "the decoder must output the images' channels"),
-        (encoder, "downsample", decoder, "upsample", "give them the same number of stages"),
-    ]
-    for a, a_attr, b, b_attr, fix in pairs:
-        va, vb = getattr(a, a_attr, None), getattr(b, b_attr, None)
-        if va is not None and vb is not None and va != vb:
-            raise ShapeError(f"{label(a)} has {a_attr}={va} but {label(b)} has {b_attr}={vb}: {fix}")
 
 
 def build(
@@ -378,6 +360,22 @@ class Pipeline(TwoStageFitting):
 
         Across processes only rank 0 writes (the others hold the same weights and return the path).
         """
-        from vqtoolkit.bundle import save
+        if not distributed.is_main():
+            return Path(path)
+        return save_parts(path, self.model, self.prior, self.info)
 
-        return save(self, path) if distributed.is_main() else Path(path)
+    @classmethod
+    def load(cls, path: str | Path, *, trust_provider: bool = False) -> Pipeline:
+        """Rebuild the pipeline saved at ``path``, every part validated before anything is allocated.
+
+        ``trust_provider=True`` accepts a component whose name is installed from another distribution
+        than the one the bundle declares (a fork or a renamed package you trust). Every problem, from a
+        truncated file to a plugin that is not installed, raises a
+        :class:`~vqtoolkit.errors.BundleError` that says what is wrong and what to do.
+        """
+        return cls(*load_parts(path, trust_provider=trust_provider))
+
+
+def load(path: str | Path, *, trust_provider: bool = False) -> Pipeline:
+    """Rebuild the :class:`Pipeline` saved at ``path`` (validated first); see :meth:`Pipeline.load`."""
+    return Pipeline.load(path, trust_provider=trust_provider)

@@ -37,7 +37,7 @@ from safetensors.torch import load as load_bytes
 from safetensors.torch import save as save_bytes
 from torch import Tensor, nn
 
-from vqtoolkit import bundle, registry
+from vqtoolkit import bundle, bundle_restore, registry
 from vqtoolkit.errors import ComponentNotFoundError, VQToolkitError
 
 _Check = TypeVar("_Check", bound=Callable[..., None])
@@ -203,7 +203,9 @@ def bundle_round_trip(kind: str, cls: type, instance: Any) -> Any:
     )
     state = {k.split(".", 1)[1]: v for k, v in load_bytes(data).items()}
     try:
-        rebuilt: Any = bundle.restore(cls, json.loads(json.dumps(instance.config)), state, what=cls.__name__)
+        rebuilt: Any = bundle_restore.restore(
+            cls, json.loads(json.dumps(instance.config)), state, what=cls.__name__
+        )
     except VQToolkitError as err:
         raise _fail(cls, "bundle round trip", str(err)) from err
     before, after = instance.state_dict(), rebuilt.state_dict()

@@ -1,18 +1,23 @@
-"""Checks of a bundle that span its parts: training facts in ``info``, and what the prior samples.
+"""A model from a bundle's components and back: the checks that span the parts, then the parts.
 
 Tensor shapes alone do not pin down everything a bundle decides: a PixelCNN's weights fit any
 ``grid_shape``, and a GMM's ``latent_shape`` of ``[64, 49]`` holds as many numbers as ``[64, 7, 7]``.
-These fields only bite at sampling time (a hang, a 160 GB allocation, a raw reshape error), so the
-loader checks them against the stage-1 model and against a sane bound instead.
+These fields only bite at sampling time (a hang, a huge allocation, a raw reshape error), so loading
+checks them against the stage-1 model and against a sane bound. :meth:`vqtoolkit.pipeline.Pipeline.load`
+and :meth:`~vqtoolkit.pipeline.Pipeline.save` call :func:`load_parts` and :func:`save_parts`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, cast
 
-from vqtoolkit.errors import BundleError
+from torch import nn
+
+from vqtoolkit import bundle
+from vqtoolkit.errors import BundleError, VQToolkitError
 from vqtoolkit.model import VQVAE
 from vqtoolkit.priors.base import Prior
 
@@ -20,50 +25,6 @@ from vqtoolkit.priors.base import Prior
 MAX_POSITIONS = 128 * 128
 #: Most codes (and prior tokens) a quantizer may have: per-code counts are allocated on every step.
 MAX_CODES = 2**31
-#: Largest image side ``info.image_shape`` may record.
-MAX_IMAGE_SIDE = 1 << 14
-
-
-def _integer(low: int, high: int | None = None) -> Callable[[Any], bool]:
-    return lambda v: (
-        isinstance(v, int) and not isinstance(v, bool) and v >= low and (high is None or v < high)
-    )
-
-
-def _image_shape(value: Any) -> bool:
-    side = _integer(1, MAX_IMAGE_SIDE + 1)
-    return isinstance(value, list) and len(value) == 3 and all(side(v) for v in value)
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-#: The ``info`` fields vqtoolkit reads back, each with a test and what it must be. Others are kept as is.
-INFO_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "dataset": (lambda v: isinstance(v, str), "a string"),
-    "image_shape": (_image_shape, f"three sizes [C, H, W] between 1 and {MAX_IMAGE_SIDE}"),
-    "num_classes": (lambda v: v is None or _integer(1)(v), "a positive integer or null"),
-    "epochs": (_integer(0), "a non-negative integer"),
-    "batch_size": (_integer(1), "a positive integer"),
-    "lr": (_number, "a number"),
-    "lr_schedule": (lambda v: isinstance(v, str), "a string"),
-    "seed": (_integer(-(2**63), 2**64), "an integer seed"),
-    "device": (lambda v: isinstance(v, str), "a string"),
-    "precision": (lambda v: isinstance(v, str), "a string"),
-    "history": (lambda v: isinstance(v, list), "a list"),
-    "prior_history": (lambda v: isinstance(v, list), "a list"),
-    "metrics": (lambda v: isinstance(v, dict), "an object"),
-}
-
-
-def check_info(info: Any) -> None:
-    """Raise a :class:`BundleError` naming the first ``info`` field vqtoolkit reads that has a bad value."""
-    if not isinstance(info, dict):
-        raise BundleError("the bundle's 'info' must be a JSON object")
-    for key, (valid, what) in INFO_FIELDS.items():
-        if key in info and not valid(info[key]):
-            raise BundleError(f"the bundle's info.{key} is {info[key]!r}; it must be {what}")
 
 
 def latent_grid(model: VQVAE, info: Mapping[str, Any]) -> tuple[int, int] | None:
@@ -122,3 +83,31 @@ def check_codebook(model: VQVAE) -> None:
                 f"the quantizer's config implies {size} {what} (more than {MAX_CODES}); check its levels "
                 f"or num_codes"
             )
+
+
+def load_parts(
+    path: str | Path, *, trust_provider: bool = False
+) -> tuple[VQVAE, Prior | None, dict[str, Any]]:
+    """The checked model (in eval mode), prior and ``info`` of the bundle at ``path``."""
+    parts, info = bundle.load_components(path, trust_provider=trust_provider)
+    prior = cast("Prior | None", parts.get("prior"))
+    try:
+        model = VQVAE(parts["encoder"], parts["quantizer"], parts["decoder"]).eval()  # type: ignore[arg-type]
+        check_codebook(model)
+        if prior is not None:
+            check_prior_shapes(model, prior, info)
+    except VQToolkitError as err:
+        raise BundleError(f"{path}: {err}") from err
+    return model, prior, info
+
+
+def save_parts(path: str | Path, model: VQVAE, prior: Prior | None, info: Mapping[str, Any]) -> Path:
+    """Write ``model``'s three components, ``prior`` (when there is one) and ``info`` as one bundle."""
+    parts: dict[str, nn.Module] = {
+        "encoder": model.encoder,
+        "quantizer": model.quantizer,
+        "decoder": model.decoder,
+    }
+    if prior is not None:
+        parts["prior"] = prior
+    return bundle.save(parts, info, path)
