@@ -85,7 +85,7 @@ class TinyVQ(Quantizer):
     """A correct minimal quantizer on the STE core, and the base of the broken variants below."""
 
     def __init__(self, num_codes: int = 8, dim: int = 4) -> None:
-        super().__init__(num_codes=num_codes, dim=dim)
+        super().__init__()
         self.num_codes, self.dim = num_codes, dim
         self.embedding = torch.nn.Embedding(num_codes, dim)
 
@@ -197,7 +197,7 @@ class PositionPrior(Prior):
     has_likelihood = True
 
     def __init__(self, num_codes: int = 4, positions: int = 1, spatial: list[int] | None = None) -> None:
-        super().__init__(num_codes=num_codes, positions=positions, spatial=spatial)
+        super().__init__()
         self.register_buffer("counts", torch.ones(positions, num_codes))
 
     def _shape_after_fit(self, data: torch.Tensor) -> None:

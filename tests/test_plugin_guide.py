@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import vqtoolkit
+from vqtoolkit.config import Limit, bounds
 from vqtoolkit.errors import ConfigError, ShapeError
 from vqtoolkit.priors.base import Prior
 from vqtoolkit.testing import check_prior
@@ -25,11 +26,10 @@ class UnigramPrior(Prior):
 
     # "space": the default is "indices"; "has_likelihood": True because log_prob is exact.
     has_likelihood = True
+    limits = bounds(num_codes=Limit(1))  # "a number outside its bounds ... declare once"
 
     def __init__(self, num_codes: int = 4, grid_shape: list[int] | None = None) -> None:
-        if num_codes < 1:
-            raise ConfigError(f"num_codes must be >= 1; got {num_codes}")  # bad option: ConfigError
-        super().__init__(num_codes=num_codes, grid_shape=grid_shape)
+        super().__init__()  # "call super().__init__()": the base records config itself
         # "the fitted buffer": registered by Prior.__init__, so not here
         self.register_buffer("log_p", torch.full((num_codes,), -math.log(num_codes)))
 
@@ -66,6 +66,16 @@ class UnigramPrior(Prior):
 
 def test_a_prior_written_from_the_guide_passes_the_kit() -> None:
     check_prior(UnigramPrior, {"num_codes": 4})
+
+
+def test_its_options_are_recorded_and_checked_as_the_guide_says() -> None:
+    assert UnigramPrior(3).config == {"num_codes": 3, "grid_shape": None}
+    with pytest.raises(ConfigError, match="num_codes must be >= 1"):
+        UnigramPrior(0)
+    with pytest.raises(ConfigError, match="did you mean 'num_codes'"):
+        UnigramPrior(num_code=3)
+    with pytest.raises(ConfigError, match="is not of type int"):
+        UnigramPrior("3")
 
 
 def test_it_works_in_a_pipeline_as_the_guide_shows(small_digits) -> None:

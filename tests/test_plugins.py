@@ -1,6 +1,6 @@
 """Plugins end to end: the example packages under plugins/, broken plugins, and names registered twice.
 
-Installs are simulated with :func:`vqtoolkit.testing.fake_install` (a ``.dist-info`` on ``sys.path``,
+Installs are simulated with :func:`fake_plugins.fake_install` (a ``.dist-info`` on ``sys.path``,
 read from the plugin's own ``pyproject.toml``), so the suite needs no pip; "uninstalling" hides a
 distribution's entry points. Both behave as pip would for :mod:`importlib.metadata`.
 """
@@ -14,13 +14,14 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from fake_plugins import fake_distribution, fake_install
 
 import vqtoolkit
 from vqtoolkit import registry
 from vqtoolkit.cli import main
 from vqtoolkit.data import ImageDataset
 from vqtoolkit.errors import BundleError, ComponentNotFoundError
-from vqtoolkit.testing import check_decoder, check_encoder, check_prior, fake_distribution, fake_install
+from vqtoolkit.testing import check_decoder, check_encoder, check_prior
 
 PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
 
@@ -77,7 +78,7 @@ def test_plugins_command_lists_plugins_with_their_distribution(markov, resnet) -
     assert {
         "name": "markov",
         "distribution": "vqtoolkit-markov",
-        "version": "0.1.0",
+        "version": "0.2.0",
         "object": "vqtoolkit_markov:MarkovPrior",
     } in listing["components"]["prior"]
     assert "resnet" in [e["name"] for e in listing["components"]["encoder"]]
@@ -110,7 +111,7 @@ def test_done_when_build_inspect_uninstall_sample(markov, tiny_data, tmp_path: P
     )
     assert built.exit_code == 0, built.output
     inspected = runner.invoke(main, ["inspect", str(bundle)])
-    assert "markov" in inspected.output and "vqtoolkit-markov 0.1.0" in inspected.output
+    assert "markov" in inspected.output and "vqtoolkit-markov 0.2.0" in inspected.output
     assert (
         runner.invoke(main, ["sample", str(bundle), "-n", "4", "-o", str(tmp_path / "ok.png")]).exit_code == 0
     )

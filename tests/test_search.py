@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vqtoolkit.errors import ShapeError
-from vqtoolkit.quantize import search
-from vqtoolkit.quantize.search import (
+from vqtoolkit.quantize.core import search
+from vqtoolkit.quantize.core.search import (
     blocked_min,
     interleave_block,
     interleaved_order,

@@ -188,8 +188,8 @@ def read(path: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
     _check_format(path, document)
     if DIGEST_KEY not in metadata:
         raise BundleError(
-            f"{path} has no '{DIGEST_KEY}' checksum: it was written before bundles carried one (or it was "
-            f"stripped); rebuild it with this vqtoolkit"
+            f"{path} has no '{DIGEST_KEY}' checksum (it was stripped, or written by a vqtoolkit without "
+            f"checksums); rebuild it with this vqtoolkit"
         )
     if metadata[DIGEST_KEY] != digest(text, tensors):
         raise BundleError(

@@ -42,6 +42,38 @@ SHARED_OPTIONS: dict[str, dict[str, str]] = {
 }
 
 
+def _check_shared_taken(shared: dict[str, Any], chosen: dict[str, Any]) -> None:
+    """Refuse a shared option that no chosen stage-1 component takes, instead of dropping it silently.
+
+    ``chosen`` maps kinds to names or instances (an instance takes no shared option).
+    """
+    for key, value in shared.items():
+        if value is None:
+            continue
+        kinds = [kind for kind in ("encoder", "quantizer", "decoder") if key in SHARED_OPTIONS[kind]]
+        if any(_takes(kind, chosen[kind], SHARED_OPTIONS[kind][key]) for kind in kinds):
+            continue
+        takers = "; ".join(
+            f"{kind}s taking {option}: {', '.join(registry.takers(kind, option)) or 'none'}"
+            for kind in kinds
+            if (option := SHARED_OPTIONS[kind][key])
+        )
+        names = ", ".join(
+            f"{kind} {_display_name(c) if not isinstance(c, str) else c!r}" for kind, c in chosen.items()
+        )
+        raise ConfigError(
+            f"build({key}={value!r}): no chosen component takes {key} ({names}); {takers}. "
+            f"Drop {key}, or choose a component that takes it"
+        )
+
+
+def _takes(kind: str, spec: Any, option: str) -> bool:
+    if not isinstance(spec, str):
+        return False
+    accepted = registry.accepted_options(registry.get_class(kind, spec))
+    return accepted is None or option in accepted
+
+
 def _component(kind: str, spec: Any, shared: dict[str, Any], config: dict[str, Any] | None) -> Any:
     """A ready component: an instance is used as is; a name is created with shared + own options."""
     if not isinstance(spec, str):
@@ -77,7 +109,8 @@ def build(
     """Assemble a VQ-VAE and its prior from registered names (or ready instances).
 
     Shared options (``in_channels``, ``dim``, ``num_codes``, ``beta``) go to every component whose
-    constructor takes them; ``*_config`` dicts pass anything else to one component. Without ``dim``,
+    constructor takes them, and one that no chosen component takes is refused (``fsq`` has no
+    ``num_codes``); ``*_config`` dicts pass anything else to one component. Without ``dim``,
     the encoder and decoder take the quantizer's own (64 for codebook quantizers, ``len(levels)`` for
     ``fsq``). Mismatched components, and models too large for the memory available, fail here,
     before any training.
@@ -91,6 +124,7 @@ def build(
     32
     """
     shared = {"in_channels": in_channels, "dim": dim, "num_codes": num_codes, "beta": beta}
+    _check_shared_taken(shared, {"encoder": encoder, "quantizer": quantizer, "decoder": decoder})
     configs = (encoder_config, quantizer_config, decoder_config, prior_config)
     with torch.random.fork_rng(devices=[]):  # the caller's random stream is left as it was
         _check_model_fits(lambda: _components(encoder, quantizer, decoder, prior, dict(shared), configs))

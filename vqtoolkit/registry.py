@@ -7,12 +7,13 @@ would, so there is one code path for both. Entry points are read once, lazily, o
 from __future__ import annotations
 
 import difflib
-import inspect
 from dataclasses import dataclass
 from functools import cache
 from importlib import metadata
 from typing import Any
 
+from vqtoolkit.config import accepted_options as accepted_options  # what a registered class takes
+from vqtoolkit.config import check_config
 from vqtoolkit.errors import ComponentNotFoundError, ConfigError
 
 KINDS: tuple[str, ...] = ("encoder", "quantizer", "decoder", "prior")
@@ -180,40 +181,28 @@ def get_class(kind: str, name: str, distribution: str | None = None) -> type:
 def create(kind: str, name: str, *, distribution: str | None = None, **config: Any) -> Any:
     """Build the component registered as ``name``, e.g. ``create("quantizer", "vq", num_codes=512)``.
 
-    Options the constructor does not take raise a :class:`ConfigError` naming the valid ones.
+    Options are checked before anything is built (:func:`vqtoolkit.config.check_config`): one the
+    constructor does not take raises a :class:`ConfigError` naming close matches and the valid ones.
     """
     cls = get_class(kind, name, distribution)
     name = split_name(name)[0]
-    check_options(cls, config, what=f"{kind} {name!r}")
+    check_config(cls, config, what=f"{kind} {name!r}")
     component = cls(**config)
     component.registered_name = name
     return component
 
 
-def accepted_options(cls: type) -> set[str] | None:
-    """Keyword options ``cls`` accepts, or ``None`` when it takes ``**kwargs``."""
-    params = inspect.signature(cls).parameters.values()
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-        return None
-    return {p.name for p in params if p.kind is not inspect.Parameter.VAR_POSITIONAL}
-
-
-def check_options(cls: type, config: dict[str, Any], *, what: str) -> None:
-    """Raise a :class:`ConfigError` for options ``cls`` does not take, with close matches."""
-    valid = accepted_options(cls)
-    if valid is None:
-        return
-    unknown = sorted(set(config) - valid)
-    if unknown:
-        hints = [
-            f"{u!r} (did you mean {close[0]!r}?)"
-            if (close := difflib.get_close_matches(u, valid, 1))
-            else repr(u)
-            for u in unknown
-        ]
-        raise ConfigError(
-            f"{what} has no option {', '.join(hints)}; valid options: {', '.join(sorted(valid))}."
-        )
+def takers(kind: str, option: str) -> list[str]:
+    """Names registered for ``kind`` whose constructor takes ``option`` (broken plugins skipped)."""
+    found = []
+    for name in available(kind):
+        try:
+            valid = accepted_options(get_class(kind, name))
+        except ComponentNotFoundError:
+            continue
+        if valid is None or option in valid:
+            found.append(name)
+    return found
 
 
 def name_of(component: Any) -> str:

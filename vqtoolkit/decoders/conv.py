@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from vqtoolkit.component import check_positive
+from vqtoolkit.config import Limit, bounds, widths
 from vqtoolkit.decoders.base import Decoder
 
 
@@ -18,14 +18,13 @@ class ConvDecoder(Decoder):
     Sigmoid``, so 7×7 latents become 28×28 images in [0, 1].
     """
 
+    limits = bounds(out_channels=Limit(1), dim=Limit(1))
+
     def __init__(
         self, out_channels: int = 1, dim: int = 64, hidden_channels: Sequence[int] = (64, 32)
     ) -> None:
-        check_positive("out_channels", out_channels)
-        check_positive("dim", dim)
-        check_positive("number of hidden_channels", len(hidden_channels))
-        hidden = [int(c) for c in hidden_channels]
-        super().__init__(out_channels=out_channels, dim=dim, hidden_channels=hidden)
+        super().__init__()
+        hidden = widths("hidden_channels", hidden_channels)
         self.out_channels, self.dim, self.upsample = out_channels, dim, 2 ** len(hidden)
         layers: list[nn.Module] = [nn.ConvTranspose2d(dim, hidden[0], 1), nn.ReLU()]
         for c_in, c_out in itertools.pairwise(hidden):

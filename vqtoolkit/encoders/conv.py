@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from vqtoolkit.component import check_positive
+from vqtoolkit.config import Limit, bounds, widths
 from vqtoolkit.encoders.base import Encoder
 
 
@@ -17,14 +17,13 @@ class ConvEncoder(Encoder):
     so 28×28 images become 7×7 latents.
     """
 
+    limits = bounds(in_channels=Limit(1), dim=Limit(1))
+
     def __init__(
         self, in_channels: int = 1, dim: int = 64, hidden_channels: Sequence[int] = (32, 64)
     ) -> None:
-        check_positive("in_channels", in_channels)
-        check_positive("dim", dim)
-        check_positive("number of hidden_channels", len(hidden_channels))
-        hidden = [int(c) for c in hidden_channels]
-        super().__init__(in_channels=in_channels, dim=dim, hidden_channels=hidden)
+        super().__init__()
+        hidden = widths("hidden_channels", hidden_channels)
         self.in_channels, self.dim, self.downsample = in_channels, dim, 2 ** len(hidden)
         layers: list[nn.Module] = []
         for c_in, c_out in zip([in_channels, *hidden[:-1]], hidden, strict=True):

@@ -1,5 +1,9 @@
-"""Second-stage priors: generative models over what the frozen stage-1 encoder produces."""
+"""Second-stage priors: generative models over what the frozen stage-1 encoder produces.
 
-from vqtoolkit.priors.base import Prior
+Plugin authors subclass :class:`Prior` (any space) or :class:`IndexPrior` (code grids: it checks
+indices, labels and the grid shape, and gives conditional priors a marginal likelihood).
+"""
 
-__all__ = ["Prior"]
+from vqtoolkit.priors.base import IndexPrior, Prior
+
+__all__ = ["IndexPrior", "Prior"]

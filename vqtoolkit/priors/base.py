@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import torch
 from torch import Tensor
 
-from vqtoolkit.component import Component, check_positive
+from vqtoolkit.component import Component
+from vqtoolkit.config import Limit, bounds
 from vqtoolkit.errors import ConfigError, ShapeError
 
 if TYPE_CHECKING:
@@ -47,8 +48,8 @@ class Prior(Component):
     conditional: bool = False
     fitted: Tensor
 
-    def __init__(self, **config: Any) -> None:
-        super().__init__(**config)
+    def __init__(self) -> None:
+        super().__init__()
         self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
 
     @property
@@ -81,7 +82,17 @@ class Prior(Component):
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        """Draw ``n`` samples in this prior's ``space``."""
+        """Draw ``n`` samples in this prior's ``space``: checks the arguments, then :meth:`_generate`.
+
+        A prior overrides either ``_generate`` (its arguments already checked) or ``sample`` itself.
+        """
+        self.check_sample_args(n, label, temperature)
+        return self._generate(n, label, temperature, generator)
+
+    def _generate(
+        self, n: int, label: int | None, temperature: float, generator: torch.Generator | None
+    ) -> Tensor:
+        """``n`` samples from arguments :meth:`check_sample_args` accepted."""
         raise NotImplementedError
 
     def log_prob(self, data: Tensor, labels: Tensor | None = None) -> Tensor:
@@ -119,6 +130,7 @@ class IndexPrior(Prior):
     space = "indices"
     has_likelihood = True
     class_log_prior: Tensor
+    limits = bounds(num_codes=Limit(1), num_classes=Limit(1))
 
     def __init__(
         self,
@@ -127,17 +139,10 @@ class IndexPrior(Prior):
         conditional: bool = False,
         num_classes: int | None = None,
         grid_shape: Sequence[int] | None = None,
-        **config: Any,
     ) -> None:
-        check_positive("num_codes", num_codes)
-        if num_classes is not None:
-            check_positive("num_classes", num_classes)
         if grid_shape is not None and (len(grid_shape) != 2 or min(grid_shape) < 1):
             raise ConfigError(f"grid_shape must be two positive sizes (H, W); got {list(grid_shape)}")
-        grid = None if grid_shape is None else [int(s) for s in grid_shape]
-        super().__init__(
-            num_codes=num_codes, conditional=conditional, num_classes=num_classes, grid_shape=grid, **config
-        )
+        super().__init__()
         self.num_codes, self.conditional = num_codes, conditional
         classes = (num_classes or 1) if conditional else 1
         self.register_buffer("class_log_prior", torch.full((classes,), -math.log(classes)))
@@ -250,19 +255,13 @@ class IndexPrior(Prior):
         )
         return torch.logsumexp(per_class + self.class_log_prior[:, None], dim=0)
 
-    def sample(
-        self,
-        n: int,
-        *,
-        label: int | None = None,
-        temperature: float = 1.0,
-        generator: torch.Generator | None = None,
+    def _generate(
+        self, n: int, label: int | None, temperature: float, generator: torch.Generator | None
     ) -> Tensor:
         """Index grids ``(n, H, W)``; a conditional prior draws ``label`` (or classes by frequency).
 
         ``temperature`` divides the logits: below 1 gives cleaner, less varied samples.
         """
-        self.check_sample_args(n, label, temperature)
         labels = None
         if self.conditional:
             device = self.class_log_prior.device

@@ -8,13 +8,13 @@ its samples are noisy collages, but its bits per code say how much a spatial mod
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import Any
 
 import torch
 from einops import rearrange
 from torch import Tensor
 
-from vqtoolkit.errors import ConfigError
+from vqtoolkit.config import Limit, bounds
 from vqtoolkit.priors.base import IndexPrior
 
 
@@ -26,26 +26,16 @@ class CategoricalPrior(IndexPrior):
     """
 
     log_probs: Tensor
+    limits = bounds(smoothing=Limit(0, low_open=True))
 
     def __init__(
         self,
         num_codes: int = 512,
         smoothing: float = 0.5,
-        conditional: bool = False,
-        num_classes: int | None = None,
-        grid_shape: Sequence[int] | None = None,
+        **options: Any,
     ) -> None:
-        if not smoothing > 0:
-            raise ConfigError(
-                f"smoothing must be > 0 so unseen codes keep a finite likelihood; got {smoothing}"
-            )
-        super().__init__(
-            num_codes=num_codes,
-            conditional=conditional,
-            num_classes=num_classes,
-            grid_shape=grid_shape,
-            smoothing=smoothing,
-        )
+        super().__init__(num_codes=num_codes, **options)
+        grid_shape = self._config["grid_shape"]
         positions = 1 if grid_shape is None else int(grid_shape[0]) * int(grid_shape[1])
         self.register_buffer("log_probs", torch.zeros(len(self.class_log_prior), positions, num_codes))
 

@@ -9,11 +9,9 @@ comparable with the bits-per-code likelihood of index priors.
 
 Why the defaults (64 components in 32 PCA dimensions, fitted on 10 000 images): a Gaussian is
 unimodal, so a component that has to cover several digits or writing styles samples blends of them
-that decode as smudges; 64 components each cover one tight cluster of similar images. 32 PCA
-dimensions keep ~87 % of the latent variance on MNIST (``vq`` stage 1); more dimensions add noise
-that the quantizer snaps to stray codes (visibly speckled digits at 64), fewer lose strokes.
-10 000 images are plenty for 64 full 32×32 covariances and keep the fit to seconds. See
-docs/priors.md for the grids.
+that decode as smudges; 64 components each cover one tight cluster of similar images. More PCA
+dimensions add noise that the quantizer snaps to stray codes, fewer lose strokes. 10 000 images
+are plenty for 64 full 32×32 covariances. docs/priors.md shows the grids and the variance kept.
 """
 
 from __future__ import annotations
@@ -29,7 +27,7 @@ from sklearn.mixture import GaussianMixture
 from threadpoolctl import threadpool_limits
 from torch import Tensor
 
-from vqtoolkit.component import check_positive
+from vqtoolkit.config import Limit, bounds
 from vqtoolkit.errors import ConfigError, ShapeError
 from vqtoolkit.priors.base import Prior
 
@@ -44,6 +42,7 @@ class GMMPrior(Prior):
     """
 
     space = "latents"
+    limits = bounds(n_components=Limit(1), pca_dim=Limit(1), max_fit_samples=Limit(1))
     pca_mean: Tensor
     pca_basis: Tensor
     weights: Tensor
@@ -60,9 +59,6 @@ class GMMPrior(Prior):
         seed: int = 0,
         latent_shape: Sequence[int] | None = None,
     ) -> None:
-        check_positive("n_components", n_components)
-        check_positive("pca_dim", pca_dim)
-        check_positive("max_fit_samples", max_fit_samples)
         if covariance_type not in COVARIANCE_TYPES:
             raise ConfigError(
                 f"covariance_type must be one of {', '.join(COVARIANCE_TYPES)}; got {covariance_type!r}"
@@ -70,15 +66,7 @@ class GMMPrior(Prior):
         shape = None if latent_shape is None else [int(s) for s in latent_shape]
         if shape is not None and (not shape or min(shape) < 1):
             raise ConfigError(f"latent_shape must be positive sizes [D, *spatial]; got {shape}")
-        super().__init__(
-            n_components=n_components,
-            pca_dim=pca_dim,
-            covariance_type=covariance_type,
-            reg_covar=reg_covar,
-            max_fit_samples=max_fit_samples,
-            seed=seed,
-            latent_shape=shape,
-        )
+        super().__init__()
         self._allocate(shape or [1], n_components, pca_dim)
 
     def _allocate(self, latent_shape: list[int], components: int, dims: int) -> None:
@@ -93,8 +81,8 @@ class GMMPrior(Prior):
         """Fit PCA then the mixture on latents ``(N, D, *spatial)``.
 
         BLAS runs on one thread here: EM works on ``pca_dim × pca_dim`` matrices, too small for
-        threads to pay off, and on a busy 2-core machine two BLAS threads made the MNIST fit 30×
-        slower (118 s instead of 3.9 s) by spinning on each other.
+        threads to pay off, and threads that spin waiting on each other make it far slower on a
+        busy machine (``docs/performance.md``).
         """
         with threadpool_limits(limits=1, user_api="blas"):
             return self._fit(data)
@@ -147,19 +135,13 @@ class GMMPrior(Prior):
         return None if shape is None else tuple(shape)
 
     @torch.no_grad()
-    def sample(
-        self,
-        n: int,
-        *,
-        label: int | None = None,
-        temperature: float = 1.0,
-        generator: torch.Generator | None = None,
+    def _generate(
+        self, n: int, label: int | None, temperature: float, generator: torch.Generator | None
     ) -> Tensor:
         """Latents ``(n, D, *spatial)``: a mixture draw in PCA space mapped back to latent space.
 
         ``temperature`` scales the components' standard deviations (below 1: cleaner, less varied).
         """
-        self.check_sample_args(n, label, temperature)
         device = self.means.device
         which = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         noise = torch.randn(n, self.means.shape[1], 1, generator=generator, device=device)

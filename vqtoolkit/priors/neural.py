@@ -8,7 +8,6 @@ stopping and the best weights kept), likelihoods and the options every such prio
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -16,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vqtoolkit.errors import ConfigError
+from vqtoolkit.config import Limit, bounds
 from vqtoolkit.priors.base import IndexPrior
 from vqtoolkit.priors.training import FitHooks, FitSettings, fit_network, torch_threads
 
@@ -30,7 +29,7 @@ def single_thread() -> AbstractContextManager[None]:
     """One CPU thread for autoregressive sampling, then the thread count as it was.
 
     Sampling runs hundreds of small ops; forking and joining threads for each costs more than it
-    saves (2 threads took ~10× the CPU time of 1 on a busy 2-core machine).
+    saves (``docs/performance.md``).
     """
     return torch_threads(1)
 
@@ -62,6 +61,15 @@ class NeuralIndexPrior(IndexPrior):
     #: Hooks the next ``fit`` uses (distributed training, checkpoints); not saved in bundles.
     hooks: FitHooks | None = None
     fits_on_every_rank = True
+    limits = bounds(
+        epochs=Limit(1),
+        batch_size=Limit(1),
+        lr=Limit(0, low_open=True),
+        val_fraction=Limit(0, 1, low_open=True, high_open=True),
+        patience=Limit(1),
+        threads=Limit(1),
+        top_p=Limit(0, 1, low_open=True),
+    )
 
     def __init__(
         self,
@@ -75,30 +83,10 @@ class NeuralIndexPrior(IndexPrior):
         seed: int = 0,
         threads: int | None = 1,
         top_p: float = 1.0,
-        conditional: bool = False,
-        num_classes: int | None = None,
-        grid_shape: Sequence[int] | None = None,
-        **config: Any,
+        **options: Any,
     ) -> None:
-        settings = FitSettings(epochs, batch_size, lr, val_fraction, patience, seed, threads)  # validates
-        if not 0 < top_p <= 1:
-            raise ConfigError(f"top_p must lie in (0, 1]; got {top_p}")
-        super().__init__(
-            num_codes=num_codes,
-            conditional=conditional,
-            num_classes=num_classes,
-            grid_shape=grid_shape,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            val_fraction=val_fraction,
-            patience=patience,
-            seed=seed,
-            threads=threads,
-            top_p=top_p,
-            **config,
-        )
-        self.settings = settings
+        super().__init__(num_codes=num_codes, **options)
+        self.settings = FitSettings(epochs, batch_size, lr, val_fraction, patience, seed, threads)
         #: Per-epoch training record of the last ``fit`` (not saved in bundles).
         self.history: list[dict[str, Any]] = []
 

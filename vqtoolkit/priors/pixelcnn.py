@@ -23,13 +23,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import nullcontext
-from typing import cast
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vqtoolkit.component import check_positive
+from vqtoolkit.config import Limit, bounds
 from vqtoolkit.errors import ConfigError
 from vqtoolkit.priors.neural import NeuralIndexPrior, single_thread
 
@@ -170,6 +170,8 @@ class PixelCNNPrior(NeuralIndexPrior):
     of :class:`~vqtoolkit.priors.neural.NeuralIndexPrior`.
     """
 
+    limits = bounds(channels=Limit(1), layers=Limit(1), dropout=Limit(0, 1, high_open=True))
+
     def __init__(
         self,
         num_codes: int = 512,
@@ -177,42 +179,11 @@ class PixelCNNPrior(NeuralIndexPrior):
         layers: int = 6,
         kernel_size: int = 3,
         dropout: float = 0.1,
-        epochs: int | None = None,
-        batch_size: int = 128,
-        lr: float = 2e-3,
-        val_fraction: float = 0.05,
-        patience: int = 3,
-        seed: int = 0,
-        threads: int | None = 1,
-        top_p: float = 1.0,
-        conditional: bool = False,
-        num_classes: int | None = None,
-        grid_shape: Sequence[int] | None = None,
+        **options: Any,
     ) -> None:
-        for name, value in [("channels", channels), ("layers", layers)]:
-            check_positive(name, value)
         if kernel_size < 3 or kernel_size % 2 == 0:
             raise ConfigError(f"kernel_size must be odd and >= 3; got {kernel_size}")
-        if not 0 <= dropout < 1:
-            raise ConfigError(f"dropout must lie in [0, 1); got {dropout}")
-        super().__init__(
-            num_codes=num_codes,
-            conditional=conditional,
-            num_classes=num_classes,
-            grid_shape=grid_shape,
-            channels=channels,
-            layers=layers,
-            kernel_size=kernel_size,
-            dropout=dropout,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            val_fraction=val_fraction,
-            patience=patience,
-            seed=seed,
-            threads=threads,
-            top_p=top_p,
-        )
+        super().__init__(num_codes=num_codes, **options)
         self.net = self._new_net()
 
     def _new_net(self) -> GatedPixelCNN:

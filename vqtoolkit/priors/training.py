@@ -23,8 +23,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from vqtoolkit import distributed
-from vqtoolkit.component import check_positive
-from vqtoolkit.errors import ConfigError, TrainingError
+from vqtoolkit.errors import TrainingError
 from vqtoolkit.schedule import lr_at
 
 logger = logging.getLogger(__name__)
@@ -41,7 +40,7 @@ EPOCH_LIMITS = (2, 50)
 
 @dataclass
 class FitSettings:
-    """Options every trained index prior shares (validated here, once)."""
+    """Options every trained index prior shares (checked by the prior's ``limits``)."""
 
     epochs: int | None = None
     batch_size: int = 128
@@ -50,17 +49,6 @@ class FitSettings:
     patience: int = 3
     seed: int = 0
     threads: int | None = 1
-
-    def __post_init__(self) -> None:
-        check_positive("batch_size", self.batch_size)
-        check_positive("patience", self.patience)
-        for name in ("epochs", "threads"):
-            if getattr(self, name) is not None:
-                check_positive(name, getattr(self, name))
-        if not self.lr > 0 or not 0 < self.val_fraction < 1:
-            raise ConfigError(
-                f"need lr > 0 and 0 < val_fraction < 1; got lr={self.lr}, val_fraction={self.val_fraction}"
-            )
 
     def budget(self, steps_per_epoch: int) -> int:
         """Epochs to train at most: ``epochs``, or about :data:`AUTO_STEPS` steps when it is ``None``."""

@@ -61,9 +61,6 @@ class Quantizer(Component):
     num_codes: int
     dim: int
 
-    def __init__(self, **config: object) -> None:
-        super().__init__(**config)
-
     @property
     def codebook(self) -> Tensor:
         """The code vectors ``(K, D)``."""

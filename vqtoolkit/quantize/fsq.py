@@ -45,7 +45,7 @@ class FSQ(Quantizer):
             )
         if not 0 <= eps < 1:
             raise ConfigError(f"fsq eps must lie in [0, 1); got {eps}")
-        super().__init__(levels=levels, dim=len(levels), eps=eps)
+        super().__init__()
         self.dim, self.num_codes, self.eps = len(levels), math.prod(levels), eps
         self.register_buffer("levels", torch.tensor(levels), persistent=False)
         basis = torch.cumprod(torch.tensor([1, *levels[:-1]]), 0)

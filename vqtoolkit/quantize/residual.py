@@ -19,12 +19,11 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from vqtoolkit.component import check_positive
+from vqtoolkit.config import Limit, bounds
 from vqtoolkit.errors import ConfigError
 from vqtoolkit.quantize.base import Quantizer, QuantizerOutput
 from vqtoolkit.quantize.core import straight_through, to_flat
 from vqtoolkit.quantize.vq import VectorQuantizer
-from vqtoolkit.registry import check_options
 
 
 class ResidualQuantizer(Quantizer):
@@ -35,6 +34,8 @@ class ResidualQuantizer(Quantizer):
     """
 
     radix: Tensor
+    options_to = VectorQuantizer
+    limits = bounds(num_stages=Limit(1))
 
     def __init__(
         self,
@@ -44,14 +45,12 @@ class ResidualQuantizer(Quantizer):
         num_stages: int = 2,
         **stage_options: Any,
     ) -> None:
-        check_positive("num_stages", num_stages)
-        check_options(VectorQuantizer, stage_options, what="quantizer 'residual' (its stages)")
         if stage_options.get("rotation_trick"):
             raise ConfigError(
                 "rotation_trick applies to single-stage quantizers; residual passes gradients "
                 "straight through to z"
             )
-        super().__init__(num_codes=num_codes, dim=dim, beta=beta, num_stages=num_stages, **stage_options)
+        super().__init__()
         self.num_codes, self.dim, self.num_stages = num_codes, dim, num_stages
         self.stages = nn.ModuleList(
             VectorQuantizer(num_codes=num_codes, dim=dim, beta=beta, **stage_options)

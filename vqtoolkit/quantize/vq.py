@@ -23,8 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vqtoolkit.component import check_positive
-from vqtoolkit.errors import ConfigError
+from vqtoolkit.config import Limit, bounds
 from vqtoolkit.quantize.base import Quantizer, QuantizerOutput
 from vqtoolkit.quantize.core import (
     DEFAULT_CHUNK_BYTES,
@@ -40,34 +39,6 @@ from vqtoolkit.quantize.distributed import all_reduce_sum_, broadcast_
 from vqtoolkit.quantize.health import ema_update_, kmeans
 
 
-def check_codebook_options(
-    num_codes: int,
-    dim: int,
-    beta: float,
-    decay: float,
-    eps: float,
-    kmeans_iters: int,
-    revive_after: int | None,
-    code_dim: int | None,
-    chunk_bytes: int,
-) -> None:
-    """Raise a :class:`ConfigError` for any option a codebook quantizer cannot work with."""
-    check_positive("num_codes (codebook size K)", num_codes)
-    check_positive("dim", dim)
-    check_positive("chunk_bytes", chunk_bytes)
-    check_positive("kmeans_iters", kmeans_iters, minimum=0)
-    if not 0 <= beta < float("inf"):  # NaN fails too
-        raise ConfigError(f"beta (commitment weight) must be a finite number >= 0; got {beta}")
-    if not 0 < decay < 1:
-        raise ConfigError(f"decay (EMA) must lie strictly between 0 and 1, e.g. 0.99; got {decay}")
-    if eps <= 0:
-        raise ConfigError(f"eps (Laplace smoothing) must be > 0, e.g. 1e-5; got {eps}")
-    if revive_after is not None:
-        check_positive("revive_after (steps; None turns revival off)", revive_after)
-    if code_dim is not None:
-        check_positive("code_dim (None turns the factorised lookup off)", code_dim)
-
-
 class VectorQuantizer(Quantizer):
     """Codebook ``nn.Embedding(num_codes, code_dim or dim)``; see the module docstring for options.
 
@@ -75,6 +46,19 @@ class VectorQuantizer(Quantizer):
     codes are not trained by gradient). The output passes gradients straight through (or by the
     rotation trick). ``chunk_bytes`` bounds the memory of the nearest-code search.
     """
+
+    limits = bounds(
+        num_codes=Limit(1),
+        dim=Limit(1),
+        beta=Limit(0, float("inf"), high_open=True),
+        decay=Limit(0, 1, low_open=True, high_open=True),
+        eps=Limit(0, low_open=True),
+        kmeans_iters=Limit(0),
+        revive_after=Limit(1),
+        code_dim=Limit(1),
+        min_usage=Limit(1),
+        chunk_bytes=Limit(1),
+    )
 
     # buffers that exist only with the option that needs them (``ema``, ``kmeans_init``, ``revive_after``)
     cluster_size: Tensor
@@ -101,26 +85,7 @@ class VectorQuantizer(Quantizer):
         min_usage: int = 1,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     ) -> None:
-        check_codebook_options(
-            num_codes, dim, beta, decay, eps, kmeans_iters, revive_after, code_dim, chunk_bytes
-        )
-        check_positive("min_usage", min_usage)
-        super().__init__(
-            num_codes=num_codes,
-            dim=dim,
-            beta=beta,
-            ema=ema,
-            decay=decay,
-            eps=eps,
-            kmeans_init=kmeans_init,
-            kmeans_iters=kmeans_iters,
-            revive_after=revive_after,
-            cosine=cosine,
-            code_dim=code_dim,
-            rotation_trick=rotation_trick,
-            min_usage=min_usage,
-            chunk_bytes=chunk_bytes,
-        )
+        super().__init__()
         self.num_codes, self.dim, self.beta, self.chunk_bytes = num_codes, dim, beta, chunk_bytes
         self.ema, self.decay, self.eps, self.cosine = ema, decay, eps, cosine
         self.kmeans_iters, self.revive_after, self.min_usage = kmeans_iters, revive_after, min_usage

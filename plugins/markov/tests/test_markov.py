@@ -21,7 +21,7 @@ def test_conforms_to_the_prior_contract() -> None:
 
 
 @settings(max_examples=25, deadline=None)
-@given(k=st.integers(2, 3), n=st.integers(1, 20), seed=st.integers(0, 2**16), smoothing=st.floats(0.01, 5))
+@given(k=st.integers(2, 3), n=st.integers(2, 20), seed=st.integers(0, 2**16), smoothing=st.floats(0.01, 5))
 def test_likelihood_sums_to_one_over_every_grid(k: int, n: int, seed: int, smoothing: float) -> None:
     data = torch.randint(0, k, (n, 2, 3), generator=torch.Generator().manual_seed(seed))
     prior = MarkovPrior(k, smoothing=smoothing).fit(data, progress=False)
@@ -47,12 +47,16 @@ def test_learns_a_deterministic_chain() -> None:
 def test_bad_input_is_refused_clearly() -> None:
     with pytest.raises(ConfigError, match="categorical or pixelcnn"):
         MarkovPrior(65536)
-    with pytest.raises(ConfigError, match="smoothing and strength"):
+    with pytest.raises(ConfigError, match=r"smoothing must be > 0"):
         MarkovPrior(8, smoothing=0)
-    with pytest.raises(ShapeError, match=r"\[0, 8\)"):
+    with pytest.raises(ConfigError, match=r"strength must be > 0"):
+        MarkovPrior(8, strength=-1.0)
+    with pytest.raises(ConfigError, match=r"\[0, 8\)"):
         MarkovPrior(8).fit(torch.full((2, 3, 3), 8))
+    with pytest.raises(ShapeError, match="integer dtype"):
+        MarkovPrior(8).fit(torch.zeros(2, 3, 3))
     prior = MarkovPrior(8).fit(torch.zeros(2, 3, 3, dtype=torch.long))
-    with pytest.raises(ShapeError, match="fitted on index grids"):
+    with pytest.raises(ShapeError, match="fitted on 3×3 code grids"):
         prior.log_prob(torch.zeros(2, 4, 4, dtype=torch.long))
 
 

@@ -19,27 +19,27 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from vqtoolkit.component import check_positive
-from vqtoolkit.errors import ConfigError, ShapeError
-from vqtoolkit.priors.base import Prior
+from vqtoolkit.config import Limit, bounds
+from vqtoolkit.errors import ConfigError
+from vqtoolkit.priors import IndexPrior
 
 __all__ = ["MarkovPrior"]
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 #: A dense K×K transition table above this many codes would need more than 64 MB.
 MAX_CODES = 4096
 
 
-class MarkovPrior(Prior):
+class MarkovPrior(IndexPrior):
     """Bigram prior over raster-ordered code indices, backed off to per-position code frequencies.
 
     ``smoothing`` is the additive pseudo-count of the per-position unigram; ``strength`` is how
     many observations of a context it takes before its own transitions get half the weight.
-    ``grid_shape`` is learnt by ``fit`` (the index layout after the batch dimension).
+    ``grid_shape`` is learnt by ``fit``. :class:`~vqtoolkit.priors.IndexPrior` checks the indices,
+    labels and grid shape, so this class only counts, scores and draws.
     """
 
-    space = "indices"
-    has_likelihood = True
+    limits = bounds(smoothing=Limit(0, low_open=True), strength=Limit(0, low_open=True))
 
     def __init__(
         self,
@@ -48,35 +48,22 @@ class MarkovPrior(Prior):
         strength: float = 50.0,
         grid_shape: Sequence[int] | None = None,
     ) -> None:
-        check_positive("num_codes", num_codes)
         if num_codes > MAX_CODES:
             raise ConfigError(
                 f"the markov prior keeps a dense {num_codes}×{num_codes} transition table, too large above "
                 f"{MAX_CODES} codes; use the categorical or pixelcnn prior for a codebook this size"
             )
-        if smoothing <= 0 or strength <= 0:
-            raise ConfigError(f"smoothing and strength must be > 0; got {smoothing} and {strength}")
-        shape = None if grid_shape is None else [int(s) for s in grid_shape]
-        super().__init__(num_codes=num_codes, smoothing=smoothing, strength=strength, grid_shape=shape)
-        positions = 1 if shape is None else math.prod(shape)
+        super().__init__(num_codes=num_codes, grid_shape=grid_shape)
+        self.smoothing, self.strength = smoothing, strength
+        positions = 1 if grid_shape is None else math.prod(grid_shape)
         self.register_buffer("transitions", torch.zeros(num_codes, num_codes))
         self.register_buffer("position_counts", torch.zeros(positions, num_codes))
 
-    def fit(self, data: Tensor, labels: Tensor | None = None, *, progress: bool = True) -> MarkovPrior:
-        """Count transitions and per-position codes of indices ``(N, *grid)``."""
-        k = self._config["num_codes"]
-        if data.ndim < 2 or data.dtype != torch.long:
-            raise ShapeError(
-                f"the markov prior fits code indices (N, *grid) of dtype long; got "
-                f"{tuple(data.shape)} {data.dtype}"
-            )
-        if data.numel() == 0 or int(data.min()) < 0 or int(data.max()) >= k:
-            raise ShapeError(
-                f"indices must lie in [0, {k}) (num_codes={k}); got an empty or out-of-range tensor"
-            )
-        flat = data.reshape(len(data), -1).cpu()
+    def _fit(self, data: Tensor, labels: Tensor | None, *, progress: bool) -> None:
+        """Count transitions and per-position codes of index grids ``(N, H, W)``: two ``bincount`` s."""
+        k = self.num_codes
+        flat = data.reshape(len(data), -1).long().cpu()
         positions = flat.shape[1]
-        self._config["grid_shape"] = list(data.shape[1:])
         pairs = (flat[:, :-1] * k + flat[:, 1:]).reshape(-1)
         at = (torch.arange(positions) * k + flat).reshape(-1)
         device = self.transitions.device
@@ -84,12 +71,10 @@ class MarkovPrior(Prior):
         self.position_counts = (
             torch.bincount(at, minlength=positions * k).reshape(positions, k).float().to(device)
         )
-        self.fitted.fill_(True)
-        return self
 
     def _unigram(self) -> Tensor:
         """``U_t`` for every position ``(P, K)``."""
-        counts = self.position_counts + self._config["smoothing"]
+        counts = self.position_counts + self.smoothing
         return counts / counts.sum(1, keepdim=True)
 
     def _bigram(self) -> tuple[Tensor, Tensor]:
@@ -98,13 +83,12 @@ class MarkovPrior(Prior):
         ``p(x_t | x_{t-1} = c) = mixed[c, x_t] + backoff[c] · U_t(x_t)``.
         """
         seen = self.transitions.sum(1)
-        weight = seen / (seen + self._config["strength"])
+        weight = seen / (seen + self.strength)
         return self.transitions * (weight / seen.clamp_min(1)).unsqueeze(1), 1 - weight
 
-    def log_prob(self, data: Tensor, labels: Tensor | None = None) -> Tensor:
-        """Exact log-likelihood in nats of each index grid ``(N, *grid)``."""
-        self._check_grid(data)
-        flat = data.reshape(len(data), -1).to(self.transitions.device)
+    def _log_likelihood(self, data: Tensor, labels: Tensor | None) -> Tensor:
+        """Exact log-likelihood in nats of each index grid ``(N, H, W)``."""
+        flat = data.reshape(len(data), -1).long().to(self.transitions.device)
         unigram = self._unigram()
         mixed, backoff = self._bigram()
         prev, nxt = flat[:, :-1], flat[:, 1:]
@@ -113,16 +97,10 @@ class MarkovPrior(Prior):
         return unigram[0, flat[:, 0]].log() + p.log().sum(1)
 
     @torch.no_grad()
-    def sample(
-        self,
-        n: int,
-        *,
-        label: int | None = None,
-        temperature: float = 1.0,
-        generator: torch.Generator | None = None,
+    def _sample(
+        self, n: int, labels: Tensor | None, temperature: float, generator: torch.Generator | None
     ) -> Tensor:
         """``n`` index grids drawn position by position; ``temperature`` < 1 sharpens each step."""
-        self.check_sample_args(n, label, temperature)
         unigram = self._unigram()
         mixed, backoff = self._bigram()
         out = torch.empty(n, unigram.shape[0], dtype=torch.long, device=unigram.device)
@@ -134,14 +112,4 @@ class MarkovPrior(Prior):
             if temperature != 1.0:
                 probs = probs.pow(1.0 / temperature)
             out[:, t] = torch.multinomial(probs, 1, generator=generator).squeeze(1)
-        return out.reshape(n, *self._config["grid_shape"])
-
-    def _check_grid(self, data: Tensor) -> None:
-        if not self.is_fitted:
-            raise ConfigError("the markov prior is not fitted; call fit() first")
-        grid = list(data.shape[1:])
-        if grid != self._config["grid_shape"] or data.dtype != torch.long:
-            raise ShapeError(
-                f"the markov prior was fitted on index grids {self._config['grid_shape']}; got "
-                f"{grid} {data.dtype}"
-            )
+        return out.reshape(n, *self.grid_shape)

@@ -13,7 +13,7 @@ import itertools
 
 from torch import Tensor, nn
 
-from vqtoolkit.component import check_positive
+from vqtoolkit.config import Limit, bounds
 from vqtoolkit.decoders.base import Decoder
 from vqtoolkit.encoders.base import Encoder
 
@@ -43,9 +43,8 @@ class ResidualStack(nn.Module):
         return nn.functional.relu(x)
 
 
-def _check(**values: int) -> None:
-    for name, value in values.items():
-        check_positive(name, value, minimum=0 if name == "res_blocks" else 1)
+#: Both halves take the same sizes: at least 1 of each, and any number of residual blocks.
+LIMITS = bounds(dim=Limit(1), hidden=Limit(1), res_hidden=Limit(1), res_blocks=Limit(0), stages=Limit(1))
 
 
 class ResNetEncoder(Encoder):
@@ -54,6 +53,8 @@ class ResNetEncoder(Encoder):
     ``stages`` strided 4×4 convolutions (each halves H and W), a 3×3 convolution, a residual stack,
     and a 1×1 projection to ``dim``.
     """
+
+    limits = bounds(in_channels=Limit(1), **LIMITS)
 
     def __init__(
         self,
@@ -64,22 +65,7 @@ class ResNetEncoder(Encoder):
         res_blocks: int = 2,
         stages: int = 2,
     ) -> None:
-        _check(
-            in_channels=in_channels,
-            dim=dim,
-            hidden=hidden,
-            res_hidden=res_hidden,
-            res_blocks=res_blocks,
-            stages=stages,
-        )
-        super().__init__(
-            in_channels=in_channels,
-            dim=dim,
-            hidden=hidden,
-            res_hidden=res_hidden,
-            res_blocks=res_blocks,
-            stages=stages,
-        )
+        super().__init__()
         self.in_channels, self.dim, self.downsample = in_channels, dim, 2**stages
         widths = [in_channels] + [max(hidden // 2 ** (stages - 1 - i), 1) for i in range(stages)]
         layers: list[nn.Module] = []
@@ -104,6 +90,8 @@ class ResNetDecoder(Decoder):
     (each doubles H and W) ending in a sigmoid, so images come out in [0, 1].
     """
 
+    limits = bounds(out_channels=Limit(1), **LIMITS)
+
     def __init__(
         self,
         out_channels: int = 1,
@@ -113,22 +101,7 @@ class ResNetDecoder(Decoder):
         res_blocks: int = 2,
         stages: int = 2,
     ) -> None:
-        _check(
-            out_channels=out_channels,
-            dim=dim,
-            hidden=hidden,
-            res_hidden=res_hidden,
-            res_blocks=res_blocks,
-            stages=stages,
-        )
-        super().__init__(
-            out_channels=out_channels,
-            dim=dim,
-            hidden=hidden,
-            res_hidden=res_hidden,
-            res_blocks=res_blocks,
-            stages=stages,
-        )
+        super().__init__()
         self.out_channels, self.dim, self.upsample = out_channels, dim, 2**stages
         widths = [max(hidden // 2**i, 1) for i in range(stages)] + [out_channels]
         layers: list[nn.Module] = [

@@ -22,7 +22,7 @@ from einops import rearrange
 from torch import Tensor
 
 from vqtoolkit.errors import ShapeError
-from vqtoolkit.quantize.search import DEFAULT_CHUNK_BYTES, nearest_codes
+from vqtoolkit.quantize.core.search import DEFAULT_CHUNK_BYTES, nearest_codes
 
 __all__ = [
     "DEFAULT_CHUNK_BYTES",

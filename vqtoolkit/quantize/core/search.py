@@ -2,16 +2,17 @@
 
 The distances ``‖e_k‖² − 2 z·e_k`` (``‖z‖²`` does not change the argmin) are computed one tile of
 rows × codes at a time into one reused buffer of at most ``chunk_bytes``, so the extra memory never
-grows with N×K. Three CPU measurements shape the code (2 threads, D = 64):
+grows with N×K. Three facts of CPU execution shape the code (the measurements are in
+``docs/performance.md``):
 
-* PyTorch's row ``argmin`` is ~10× slower than ``amin``. Within a tile the codes are stored
-  interleaved (:func:`interleaved_order`) so that the minimum of each block of consecutive codes is
-  a vectorised ``amin`` across rows; :func:`blocked_min` then needs ``argmin`` only over the block
+* A row ``argmin`` is much slower than ``amin``. Within a tile the codes are stored interleaved
+  (:func:`interleaved_order`) so that the minimum of each block of consecutive codes is a
+  vectorised ``amin`` across rows; :func:`blocked_min` then needs ``argmin`` only over the block
   minima and within the winning block.
 * A fresh CPU allocation of a few MiB costs page faults on every call, so the tile buffer is
   reused (:func:`scratch`).
-* A GEMM of a few rows against a large codebook runs at half speed, so a large codebook is split
-  into code tiles against at least :data:`TILE_ROWS` rows, and a running minimum is kept.
+* A GEMM of a few rows against a large codebook runs slowly, so a large codebook is split into
+  code tiles against at least :data:`TILE_ROWS` rows, and a running minimum is kept.
 """
 
 from __future__ import annotations
@@ -25,8 +26,7 @@ from torch import Tensor
 
 from vqtoolkit.errors import ShapeError
 
-#: Largest distance tile (bytes) the search may allocate. 8 MiB tiles stay in cache: measured on
-#: 2 CPU threads, 6 272 rows, D = 64, they beat one unchunked ``addmm`` + ``argmin``.
+#: Largest distance tile (bytes) the search may allocate: small enough to stay in cache.
 DEFAULT_CHUNK_BYTES = 8 * 2**20
 
 #: Fewest rows per tile before the codebook is split into code tiles instead (GEMM efficiency).
@@ -42,10 +42,10 @@ _workspace = threading.local()
 def scratch(numel: int, like: Tensor) -> Tensor:
     """A flat buffer of ``numel`` elements, reused across calls on CPU (per thread and dtype).
 
-    A fresh 8 MiB CPU allocation usually comes from the OS, and touching it costs ~2 000 page
-    faults: measured at 1.3 ms, a third of a whole K = 512 step. GPUs have a caching allocator.
-    The kept buffer is an ordinary tensor even when created under ``torch.inference_mode``, so
-    later calls outside it can still write into it.
+    A fresh CPU allocation of a few MiB usually comes from the OS, and touching it costs a page
+    fault per page on every call; GPUs have a caching allocator. The kept buffer is an ordinary
+    tensor even when created under ``torch.inference_mode``, so later calls outside it can still
+    write into it.
     """
     if like.device.type != "cpu" or numel * like.element_size() > KEEP_BYTES:
         return like.new_empty(numel)
