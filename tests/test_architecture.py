@@ -1,0 +1,303 @@
+"""The package's architecture, enforced: layers, no import cycle, every module importable on its own.
+
+The import graph is read from the source (``ast``), so imports inside functions count as much as
+those at the top of a module: a lazy import hides a cycle from Python, not from this test. Imports
+under ``if TYPE_CHECKING:`` are left out (they never run), and so are the names ``vqtoolkit``'s
+``__init__`` loads on first use through ``importlib.import_module`` (that is how the package stays
+cheap to import; the names are listed in its ``_EXPORTS``). ``docs/architecture.md`` shows
+:data:`LAYERS` and :data:`FORBIDDEN`; a test checks it shows them as they are here.
+"""
+
+from __future__ import annotations
+
+import ast
+import graphlib
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "vqtoolkit"
+DOC = ROOT / "docs" / "architecture.md"
+
+#: The layers, lowest first, and the modules in each (``vqtoolkit.`` left out; ``.`` is the package's
+#: ``__init__``). A module may import modules of its own layer or of layers below, never above.
+LAYERS: dict[str, list[str]] = {
+    "foundation": [
+        ".",
+        "_version",
+        "errors",
+        "config",
+        "atomic",
+        "lock",
+        "memory",
+        "devices",
+        "deadline",
+        "schedule",
+        "streaming",
+        "metrics",
+        "images",
+        "plots",
+        "divergence",
+        "cli_options",
+    ],
+    "core": [
+        "component",
+        "registry",
+        "quantize.core",
+        "quantize.core.search",
+        "quantize.distributed",
+        "quantize.health",
+        "distributed",
+        "data",
+        "classifier",
+        "sample_quality",
+    ],
+    "contracts": [
+        "encoders",
+        "encoders.base",
+        "decoders",
+        "decoders.base",
+        "quantize",
+        "quantize.base",
+        "priors",
+        "priors.base",
+        "priors.training",
+    ],
+    "components": [
+        "encoders.conv",
+        "decoders.conv",
+        "quantize.vq",
+        "quantize.ema",
+        "quantize.fsq",
+        "quantize.residual",
+        "priors.categorical",
+        "priors.gmm",
+        "priors.neural",
+        "priors.pixelcnn",
+        "priors.transformer",
+    ],
+    "model and storage": ["model", "bundle", "bundle_restore", "assemble", "checkpoint", "fit_checkpoint"],
+    "training": ["train", "tensorboard"],
+    "application": [
+        "pipeline",
+        "report",
+        "cli",
+        "__main__",
+        "testing",
+        "testing.common",
+        "testing.autoencoders",
+        "testing.quantizers",
+        "testing.priors",
+    ],
+}
+
+#: Imports the layers would allow but the design forbids: (importers, imported, why). A name covers
+#: the module and everything below it.
+FORBIDDEN: list[tuple[list[str], list[str], str]] = [
+    (
+        ["bundle", "bundle_restore"],
+        ["model", "assemble", "pipeline", "encoders", "decoders", "quantize", "priors"],
+        "storage reads and writes components plus info; what they make together is assemble's job",
+    ),
+    (
+        ["encoders", "decoders", "quantize", "priors"],
+        ["registry"],
+        "the registry finds components, components never look themselves up",
+    ),
+    (
+        [name for layer in LAYERS.values() for name in layer if name != "__main__"],
+        ["cli"],
+        "the CLI is the outermost shell: only `python -m vqtoolkit` starts it",
+    ),
+]
+
+
+def module_name(path: Path) -> str:
+    """``vqtoolkit/quantize/vq.py`` → ``vqtoolkit.quantize.vq``; a package's ``__init__`` is the package."""
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def short(name: str) -> str:
+    """``vqtoolkit.quantize.vq`` → ``quantize.vq``; ``vqtoolkit`` → ``.`` (the names of :data:`LAYERS`)."""
+    return name.removeprefix("vqtoolkit").removeprefix(".") or "."
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def imports_of(name: str, path: Path) -> set[str]:
+    """The package's modules that ``name`` imports anywhere in its source (TYPE_CHECKING blocks aside)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            for child in node.orelse:
+                visit(child)
+            return
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name in MODULES)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parts, *([node.module] if node.module else [])])
+            for alias in node.names:
+                submodule = f"{base}.{alias.name}"
+                found.add(submodule if submodule in MODULES else base)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(ast.parse(path.read_text()))
+    return {m for m in found if m in MODULES and m != name}
+
+
+GRAPH = {name: imports_of(name, path) for name, path in MODULES.items()}
+LAYER_OF = {name: index for index, names in enumerate(LAYERS.values()) for name in names}
+
+
+def covers(prefixes: list[str], name: str) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def test_no_import_cycle_counting_imports_inside_functions() -> None:
+    try:
+        graphlib.TopologicalSorter(GRAPH).prepare()
+    except graphlib.CycleError as err:
+        pytest.fail(f"import cycle: {' -> '.join(err.args[1])}")
+
+
+def test_every_module_sits_in_a_layer() -> None:
+    unplaced = sorted(short(m) for m in MODULES if short(m) not in LAYER_OF)
+    assert not unplaced, f"add these modules to LAYERS here and in docs/architecture.md: {unplaced}"
+    stale = sorted(set(LAYER_OF) - {short(m) for m in MODULES})
+    assert not stale, f"LAYERS names modules that do not exist: {stale}"
+
+
+def test_modules_import_only_their_own_layer_or_below() -> None:
+    names = list(LAYERS)
+    upward = [
+        f"{short(a)} ({names[LAYER_OF[short(a)]]}) imports {short(b)} ({names[LAYER_OF[short(b)]]})"
+        for a, targets in GRAPH.items()
+        for b in targets
+        if short(a) in LAYER_OF and short(b) in LAYER_OF and LAYER_OF[short(b)] > LAYER_OF[short(a)]
+    ]
+    assert not upward, "imports that go up a layer:\n" + "\n".join(sorted(upward))
+
+
+def test_no_forbidden_import() -> None:
+    broken = [
+        f"{short(a)} imports {short(b)}: {why}"
+        for importers, imported, why in FORBIDDEN
+        for a, targets in GRAPH.items()
+        if covers(importers, short(a))
+        for b in targets
+        if covers(imported, short(b))
+    ]
+    assert not broken, "\n".join(sorted(broken))
+
+
+def test_the_graph_reader_sees_lazy_imports_and_skips_type_checking(tmp_path: Path) -> None:
+    """The checks above are only as good as the reader: a function-level import is an edge."""
+    source = textwrap.dedent(
+        """
+        from typing import TYPE_CHECKING
+        from vqtoolkit import registry
+        if TYPE_CHECKING:
+            from vqtoolkit.pipeline import Pipeline
+        def later():
+            from vqtoolkit.model import VQVAE
+            import vqtoolkit.bundle
+        """
+    )
+    probe = tmp_path / "probe.py"
+    probe.write_text(source)
+    found = imports_of("vqtoolkit.probe", probe)
+    assert found == {"vqtoolkit.registry", "vqtoolkit.model", "vqtoolkit.bundle"}
+
+
+def layer_table() -> str:
+    """The markdown table of :data:`LAYERS` that docs/architecture.md shows."""
+    rows = ["| layer | modules (`vqtoolkit.` left out) |", "| --- | --- |"]
+    rows += [
+        f"| {i}. {layer} | {', '.join(f'`{m}`' for m in modules)} |"
+        for i, (layer, modules) in enumerate(LAYERS.items())
+    ]
+    return "\n".join(rows)
+
+
+def forbidden_list() -> str:
+    """The markdown list of :data:`FORBIDDEN` that docs/architecture.md shows."""
+    lines = []
+    for importers, imported, why in FORBIDDEN:
+        who = "every other module" if len(importers) > 10 else ", ".join(f"`{m}`" for m in importers)
+        lines.append(f"* {who} never imports {', '.join(f'`{m}`' for m in imported)}: {why}.")
+    return "\n".join(lines)
+
+
+def test_the_architecture_doc_shows_these_rules() -> None:
+    text = DOC.read_text()
+    assert layer_table() in text, "docs/architecture.md must show this table:\n" + layer_table()
+    assert forbidden_list() in text, "docs/architecture.md must show this list:\n" + forbidden_list()
+
+
+#: Imports each module in a fresh child process: third-party libraries are loaded once in the parent
+#: (no vqtoolkit module), then every child is forked from it and imports exactly one module.
+ISOLATED_IMPORTS = """
+import importlib, json, os, sys, traceback
+for heavy in ("torch", "numpy", "safetensors.torch", "click", "einops", "tqdm", "sklearn.mixture",
+              "sklearn.decomposition", "matplotlib"):
+    try:
+        importlib.import_module(heavy)
+    except Exception:
+        pass
+assert not [m for m in sys.modules if m == "vqtoolkit" or m.startswith("vqtoolkit.")]
+failures = {}
+for name in json.loads(sys.argv[1]):
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read)
+        try:
+            importlib.import_module(name)
+            code = 0
+        except BaseException:
+            os.write(write, traceback.format_exc().encode()[-4000:])
+            code = 1
+        os._exit(code)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        message = pipe.read().decode()
+    _, status = os.waitpid(pid, 0)
+    if status:
+        failures[name] = message or f"exit status {status}"
+print(json.dumps(failures))
+"""
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_every_module_imports_alone_in_a_fresh_interpreter() -> None:
+    """Catches a module that works only when another was imported first (import-order dependence)."""
+    names = [m for m in MODULES if m != "vqtoolkit.__main__"]  # __main__ runs the CLI when imported
+    out = subprocess.run(
+        [sys.executable, "-c", ISOLATED_IMPORTS, json.dumps(names)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+        cwd=ROOT,
+    )
+    failures = json.loads(out.stdout.strip().splitlines()[-1])
+    assert not failures, "\n\n".join(f"{name}:\n{trace}" for name, trace in failures.items())
