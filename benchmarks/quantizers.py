@@ -10,20 +10,21 @@ tutorial model itself, the same architecture and loop with the tutorial's quanti
 against the default recipe and checks the targets. Results accumulate in ``--out``/quantizers.json,
 so configurations can be run in separate sessions (each run times its labels against the tutorial
 model again, in the same rounds). Every label trains with vqtoolkit's default schedule (Adam, peak
-1e-2, warm-up + cosine) except where ``TRAINING`` says otherwise: ``vq``, vqtoolkit's version of the
-tutorial layer (same formulas, faster search), trains the tutorial's way (Adam 1e-3, constant,
-decoder output starting at 0.5).
+1e-2, warm-up + cosine) unless it sets ``lr=``/``lr_schedule=``/``start_at_mean=``; ``vq``,
+vqtoolkit's version of the tutorial layer (same formulas, faster search), trains the tutorial's way
+(Adam 1e-3, constant, decoder output starting at 0.5).
 
     python benchmarks/quantizers.py --data-root ../shared/data --epochs 5
     python benchmarks/quantizers.py --data-root ../shared/data --epochs 1 --only vq,ema
     python benchmarks/quantizers.py --epochs 0 --only vq,ema --rounds 9   # throughput again
     python benchmarks/quantizers.py --data-root ../shared/data --epochs 5 --threads 1 --rounds 1 \
-        --batches 5 --only "ema min_usage=6 beta=0.1" --out benchmarks/results/tuning   # a TUNING label
+        --batches 5 --only "ema min_usage=6 beta=0.1" --out /tmp/tuning   # any label of the same form
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import statistics
 import sys
@@ -42,74 +43,61 @@ from vqtoolkit import metrics
 from vqtoolkit.train import train_autoencoder
 
 K, D = 512, 64
-#: label -> (registered quantizer, options, encoder dim). ``ema`` is the default recipe.
-CONFIGS: dict[str, tuple[str, dict[str, Any], int]] = {
-    "vq": ("vq", {}, D),
-    "ema": ("ema", {}, D),
-    "vq ema=True": ("vq", {"ema": True}, D),
-    "vq kmeans_init=True": ("vq", {"kmeans_init": True}, D),
-    "vq revive_after=20": ("vq", {"revive_after": 20}, D),
-    "vq cosine=True": ("vq", {"cosine": True}, D),
-    "vq code_dim=8": ("vq", {"code_dim": 8}, D),
-    "vq rotation_trick=True": ("vq", {"rotation_trick": True}, D),
-    "ema rotation_trick=True": ("ema", {"rotation_trick": True}, D),
-    "ema cosine=True": ("ema", {"cosine": True}, D),
-    "ema code_dim=8": ("ema", {"code_dim": 8}, D),
-    "residual num_stages=2 ema=True kmeans_init=True revive_after=20": (
-        "residual",
-        {"num_stages": 2, "ema": True, "kmeans_init": True, "revive_after": 20},
-        D,
-    ),
-    "fsq levels=[8,8,8]": ("fsq", {"levels": [8, 8, 8]}, 3),
-}
-#: The sweep of the default recipe's options toward the targets (docs/quantizers.md, "what we tried");
-#: run with ``--only``, never part of the default all-labels run.
-TUNING: dict[str, tuple[str, dict[str, Any], int]] = {
-    "ema min_usage=6": ("ema", {"min_usage": 6}, D),
-    "ema min_usage=4 decay=0.8": ("ema", {"min_usage": 4, "decay": 0.8}, D),
-    "ema min_usage=8 revive_after=5": ("ema", {"min_usage": 8, "revive_after": 5}, D),
-    "ema min_usage=10": ("ema", {"min_usage": 10}, D),
-    "ema min_usage=6 decay=0.95": ("ema", {"min_usage": 6, "decay": 0.95}, D),
-    "ema min_usage=6 beta=0.1": ("ema", {"min_usage": 6, "beta": 0.1}, D),
-    "ema min_usage=6 decay=0.8": ("ema", {"min_usage": 6, "decay": 0.8}, D),
-    "ema min_usage=6 beta=0.1 decay=0.8": ("ema", {"min_usage": 6, "beta": 0.1, "decay": 0.8}, D),
-    "ema min_usage=6 cosine=True": ("ema", {"min_usage": 6, "cosine": True}, D),
-    "ema min_usage=6 rotation_trick=True": ("ema", {"min_usage": 6, "rotation_trick": True}, D),
-    "ema min_usage=6 beta=0.5": ("ema", {"min_usage": 6, "beta": 0.5}, D),
-    "ema min_usage=4": ("ema", {"min_usage": 4}, D),
-    "ema ema=False": ("ema", {"ema": False}, D),
-    "ema ema=False min_usage=6": ("ema", {"ema": False, "min_usage": 6}, D),
-    "ema min_usage=8": ("ema", {"min_usage": 8}, D),
-    "ema min_usage=5": ("ema", {"min_usage": 5}, D),
-    "ema min_usage=2": ("ema", {"min_usage": 2}, D),
-    "ema min_usage=2 decay=0.8": ("ema", {"min_usage": 2, "decay": 0.8}, D),
-    "ema min_usage=2 beta=0.1": ("ema", {"min_usage": 2, "beta": 0.1}, D),
-    "ema min_usage=8 decay=0.8": ("ema", {"min_usage": 8, "decay": 0.8}, D),
-    "ema min_usage=8 beta=0.1": ("ema", {"min_usage": 8, "beta": 0.1}, D),
-}
-#: The learning-rate sweep behind the default schedule (docs/quantizers.md), also ``--only`` labels.
-LR_SWEEP = ("1e-3", "4e-3", "8e-3", "1.6e-2")
-TUNING.update({f"ema lr={lr}": ("ema", {}, D) for lr in LR_SWEEP})
-TUNING["ema lr=1e-3 constant"] = ("ema", {}, D)
-LABELS = {**CONFIGS, **TUNING}
+#: The configurations a default run compares. Any other is a label of the same form, given with
+#: ``--only``: a registered quantizer, then its options and training options as ``key=value``
+#: (``"ema min_usage=6 beta=0.1"``, ``"ema lr=4e-3"``, ``"fsq levels=[8,8,8]"``); see :func:`parse`.
+DEFAULT_LABELS = (
+    "vq",
+    "ema",
+    "vq ema=True",
+    "vq kmeans_init=True",
+    "vq revive_after=20",
+    "vq cosine=True",
+    "vq code_dim=8",
+    "vq rotation_trick=True",
+    "ema rotation_trick=True",
+    "ema cosine=True",
+    "ema code_dim=8",
+    "residual num_stages=2 ema=True kmeans_init=True revive_after=20",
+    "fsq levels=[8,8,8]",
+)
+#: ``train_autoencoder`` options a label may set; every other ``key=value`` is a quantizer option.
+TRAINING_KEYS = ("lr", "lr_schedule", "start_at_mean")
+#: The tutorial's own training (Adam 1e-3, constant, decoder output starting at 0.5): ``vq`` trains so.
 TUTORIAL_TRAINING = {"lr": 1e-3, "lr_schedule": "constant", "start_at_mean": False}
-#: label -> train_autoencoder options that differ from vqtoolkit's defaults.
-TRAINING: dict[str, dict[str, Any]] = {
-    "vq": TUTORIAL_TRAINING,
-    "ema lr=1e-3 constant": TUTORIAL_TRAINING,
-    **{f"ema lr={lr}": {"lr": float(lr)} for lr in LR_SWEEP},
-}
+
+
+def parse(label: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """A label's quantizer, its options and training options.
+
+    ``"ema min_usage=6 lr=4e-3"`` → ``("ema", {"min_usage": 6}, {"lr": 0.004})``.
+    """
+    name, *pairs = label.split()
+    options: dict[str, Any] = {}
+    training: dict[str, Any] = dict(TUTORIAL_TRAINING) if label == "vq" else {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"label {label!r}: {pair!r} is not key=value")
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = text  # a bare word: a string option such as lr_schedule=constant
+        (training if key in TRAINING_KEYS else options)[key] = value
+    return name, options, training
+
+
 #: The speed reference in the throughput rounds: the tutorial's own layer in the same loop.
 TUTORIAL = "tutorial layer"
 TARGETS = {"mse": 0.0020, "used_fraction": 0.99, "perplexity": 250.0}
 
 
 def make_model(label: str, seed: int) -> vqtoolkit.VQVAE:
-    name, options, dim = LABELS[label]
+    name, options, _ = parse(label)
     torch.manual_seed(seed)
-    shared = {} if name == "fsq" else {"num_codes": K}
+    shared = {} if name == "fsq" else {"num_codes": K, "dim": D}  # fsq's dim is len(levels)
     return vqtoolkit.build(
-        "conv", name, "conv", None, in_channels=1, dim=dim, quantizer_config=options, **shared
+        "conv", name, "conv", None, in_channels=1, quantizer_config=options, **shared
     ).model
 
 
@@ -144,7 +132,7 @@ def train_once(label: str, seed: int, train: torch.Tensor, test: torch.Tensor, e
     model = make_model(label, seed)
     start = time.perf_counter()
     history = train_autoencoder(
-        model, train, test, epochs=epochs, seed=seed, progress=False, **TRAINING.get(label, {})
+        model, train, test, epochs=epochs, seed=seed, progress=False, **parse(label)[2]
     )
     wall = time.perf_counter() - start
     counts = test_counts(model, test)
@@ -188,7 +176,7 @@ def main() -> None:
         report(json.loads(store.read_text()), args.plot)
         return
     torch.set_num_threads(args.threads)
-    labels = list(CONFIGS) if args.only is None else args.only.split(",")
+    labels = list(DEFAULT_LABELS) if args.only is None else args.only.split(",")
     data = vqtoolkit.load_dataset("mnist", args.data_root)
     print(
         f"{data.describe()}; {args.epochs} epochs, batch 128, {torch.get_num_threads()} threads", flush=True
@@ -216,7 +204,7 @@ def main() -> None:
         results[label] = {
             "epochs": args.epochs,
             "train_images": len(train_images),
-            "training": TRAINING.get(label, {}),
+            "training": parse(label)[2],
             "seeds": args.seeds,
             "mse": statistics.mean(r["mse"] for r in runs),
             "codes_used": min(r["codes_used"] for r in runs),
@@ -246,7 +234,9 @@ def report(results: dict[str, dict[str, Any]], plot: Path) -> None:
         "| train images/s | × tutorial (same run) |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|")
-    for label in sorted(results, key=lambda x: list(LABELS).index(x) if x in LABELS else len(LABELS)):
+    for label in sorted(
+        results, key=lambda x: DEFAULT_LABELS.index(x) if x in DEFAULT_LABELS else len(DEFAULT_LABELS)
+    ):
         r = results[label]
         training = r.get("training", {})
         recipe = (

@@ -54,7 +54,7 @@ def tiny_pipeline(prior: str | None = "gmm", quantizer: str = "vq", **prior_conf
         "conv",
         None,
         dim=4,
-        num_codes=8,
+        **({} if quantizer == "fsq" else {"num_codes": 8}),  # fsq has no num_codes: build() refuses it
         encoder_config={"hidden_channels": [8, 8]},
         decoder_config={"hidden_channels": [8, 8]},
     )

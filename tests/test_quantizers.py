@@ -168,16 +168,16 @@ def test_kmeans_init_seeds_codes_from_the_first_batch() -> None:
     assert torch.cdist(q.codebook.detach(), centres).min(1).values.max() < 1.0
 
 
-def test_dead_codes_are_revived_from_the_batch() -> None:
+def test_stale_codes_are_revived_from_the_batch() -> None:
     torch.manual_seed(0)
     q = make("vq", num_codes=8, dim=2, revive_after=2).train()
     z = torch.randn(1, 2, 64) + 50  # far from every code: one code wins everything, seven go unused
     for _ in range(2):
         q(z)
-    assert q.dead_codes == 7
+    assert q.stale_codes == 7
     dead = q.unused_steps >= 2
-    out = q(z)  # revival re-seeds the dead codes from this batch before the search
-    assert q.dead_codes == 0 and out.codes_used > 1
+    out = q(z)  # revival re-seeds the stale codes from this batch before the search
+    assert q.stale_codes == 0 and out.codes_used > 1
     revived = q.codebook.detach()[dead]
     assert torch.cdist(revived, z[0].T).min(1).values.max() == 0  # each one is a vector of the batch
 

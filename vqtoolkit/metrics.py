@@ -28,7 +28,7 @@ def codes_used(counts: Tensor) -> int:
 
 
 def dead_codes(counts: Tensor) -> int:
-    """How many codes were never chosen."""
+    """How many codes were never chosen in ``counts`` (of a batch, an epoch or a test set)."""
     return int((counts == 0).sum())
 
 

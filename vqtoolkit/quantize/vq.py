@@ -123,8 +123,11 @@ class VectorQuantizer(Quantizer):
         return self._from_search_space(self._search_table())
 
     @property
-    def dead_codes(self) -> int:
-        """Codes unused for ``revive_after`` training steps so far (0 without revival)."""
+    def stale_codes(self) -> int:
+        """Codes unused for ``revive_after`` training steps in a row: the next ones revival re-seeds.
+
+        (0 without revival.) Not ``dead_codes``, which counts codes never chosen in given counts.
+        """
         if self.revive_after is None:
             return 0
         return int((self.unused_steps >= self.revive_after).sum())
