@@ -27,16 +27,12 @@ import argparse
 import ast
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 from tutorial_layer import TutorialQuantizer  # benchmarks/ is on sys.path when run as a script
-
-sys.path.append(str(Path(__file__).resolve().parents[1] / "tests"))  # fake_plugins: a test helper
-from fake_plugins import fake_distribution  # until the training loop needs no registry (issue 14)
 
 import vqtoolkit
 from vqtoolkit import metrics

@@ -179,9 +179,8 @@ def component_options(command: F) -> F:
         click.option(
             "--beta",
             type=FiniteFloat(min=0),
-            default=0.25,
-            show_default=True,
-            help="Commitment weight β.",
+            default=None,
+            help="Commitment weight β [default: the quantizer's, 0.25; fsq has none].",
         ),
     )(command)
 

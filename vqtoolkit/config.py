@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections.abc
 import difflib
+import functools
 import inspect
 import json
 import math
@@ -87,6 +88,7 @@ def _parent_constructor(cls: type) -> type | None:
     return next((base for base in mro[owner + 1 :] if "__init__" in base.__dict__), None)
 
 
+@functools.cache
 def signature(cls: type) -> inspect.Signature:
     """``cls``'s options (``self`` left out), its ``**options`` expanded into those they go to.
 
@@ -167,11 +169,7 @@ def check_limits(cls: type, config: Mapping[str, Any], *, what: str) -> None:
     Limits are the ``limits`` class attributes of ``cls``'s bases and of the classes its
     ``**options`` go to, merged (a subclass's limit of an option wins).
     """
-    limits: dict[str, Limit] = {}
-    for owner in reversed(list(_init_chain(cls))):
-        for base in reversed(owner.__mro__):
-            limits.update(base.__dict__.get("limits", {}))
-    for name, limit in limits.items():
+    for name, limit in _limits(cls).items():
         if name in config and not limit.allows(config[name]):
             raise ConfigError(f"{what} option {name} must {limit}; got {config[name]!r}")
 
@@ -203,12 +201,7 @@ def check_types(cls: type, config: Mapping[str, Any], *, what: str) -> None:
     Types come from the constructor's annotations; annotations this check cannot read are left to
     the constructor. Sequences are checked as JSON lists (a tuple counts as one).
     """
-    hints: dict[str, Any] = {}
-    for owner in reversed(list(_init_chain(cls))):
-        try:
-            hints.update(typing.get_type_hints(owner.__init__))  # type: ignore[misc]
-        except Exception:  # an annotation this check cannot read is left to the constructor
-            continue
+    hints = _hints(cls)
     for key, value in config.items():
         expected = hints.get(key)
         if expected is not None and not matches(value, expected):
@@ -231,6 +224,28 @@ def check_config(cls: type, config: Mapping[str, Any], *, what: str) -> None:
     check_options(cls, config, what=what)
     check_types(cls, config, what=what)
     check_limits(cls, config, what=what)
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    """The annotations of ``cls``'s options, over the classes its ``**options`` go to (cached per class)."""
+    hints: dict[str, Any] = {}
+    for owner in reversed(list(_init_chain(cls))):
+        try:
+            hints.update(typing.get_type_hints(owner.__init__))  # type: ignore[misc]
+        except Exception:  # an annotation this check cannot read is left to the constructor
+            continue
+    return hints
+
+
+@functools.cache
+def _limits(cls: type) -> dict[str, Limit]:
+    """The ``limits`` of ``cls``'s bases and of the classes its ``**options`` go to, merged."""
+    limits: dict[str, Limit] = {}
+    for owner in reversed(list(_init_chain(cls))):
+        for base in reversed(owner.__mro__):
+            limits.update(base.__dict__.get("limits", {}))
+    return limits
 
 
 def matches(value: Any, tp: Any) -> bool:

@@ -51,7 +51,10 @@ def _check_shared_taken(shared: dict[str, Any], chosen: dict[str, Any]) -> None:
         if value is None:
             continue
         kinds = [kind for kind in ("encoder", "quantizer", "decoder") if key in SHARED_OPTIONS[kind]]
-        if any(_takes(kind, chosen[kind], SHARED_OPTIONS[kind][key]) for kind in kinds):
+        if any(
+            isinstance(chosen[kind], str) and registry.takes(kind, chosen[kind], SHARED_OPTIONS[kind][key])
+            for kind in kinds
+        ):
             continue
         takers = "; ".join(
             f"{kind}s taking {option}: {', '.join(registry.takers(kind, option)) or 'none'}"
@@ -59,19 +62,13 @@ def _check_shared_taken(shared: dict[str, Any], chosen: dict[str, Any]) -> None:
             if (option := SHARED_OPTIONS[kind][key])
         )
         names = ", ".join(
-            f"{kind} {_display_name(c) if not isinstance(c, str) else c!r}" for kind, c in chosen.items()
+            f"{kind} {c if isinstance(c, str) else getattr(c, 'registered_name', None) or type(c).__name__!r}"
+            for kind, c in chosen.items()
         )
         raise ConfigError(
             f"build({key}={value!r}): no chosen component takes {key} ({names}); {takers}. "
             f"Drop {key}, or choose a component that takes it"
         )
-
-
-def _takes(kind: str, spec: Any, option: str) -> bool:
-    if not isinstance(spec, str):
-        return False
-    accepted = registry.accepted_options(registry.get_class(kind, spec))
-    return accepted is None or option in accepted
 
 
 def _component(kind: str, spec: Any, shared: dict[str, Any], config: dict[str, Any] | None) -> Any:

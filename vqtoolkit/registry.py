@@ -192,17 +192,18 @@ def create(kind: str, name: str, *, distribution: str | None = None, **config: A
     return component
 
 
+def takes(kind: str, name: str, option: str) -> bool:
+    """Whether the component registered as ``name`` takes ``option`` (``False`` for a broken plugin)."""
+    try:
+        valid = accepted_options(get_class(kind, name))
+    except ComponentNotFoundError:
+        return False
+    return valid is None or option in valid
+
+
 def takers(kind: str, option: str) -> list[str]:
     """Names registered for ``kind`` whose constructor takes ``option`` (broken plugins skipped)."""
-    found = []
-    for name in available(kind):
-        try:
-            valid = accepted_options(get_class(kind, name))
-        except ComponentNotFoundError:
-            continue
-        if valid is None or option in valid:
-            found.append(name)
-    return found
+    return [name for name in available(kind) if takes(kind, name, option)]
 
 
 def name_of(component: Any) -> str:

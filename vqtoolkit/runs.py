@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from vqtoolkit import plots
+from vqtoolkit import plots, registry
 from vqtoolkit.data import ImageDataset
 from vqtoolkit.evaluation import code_counts
 from vqtoolkit.images import save_grid
@@ -43,10 +43,11 @@ def build_for(
     """:func:`~vqtoolkit.build` with the dataset's image channels and, unless given, its codebook size.
 
     The codebook size follows the dataset (``data.default_num_codes``: 64 for the small embedded
-    digits, 512 for the rest); ``options`` (``dim``, ``beta``, ``prior_config``, ``seed``, ...)
-    go to :func:`~vqtoolkit.build` unchanged.
+    digits, 512 for the rest) for a quantizer that has one; ``options`` (``dim``, ``beta``,
+    ``prior_config``, ``seed``, ...) go to :func:`~vqtoolkit.build` unchanged.
     """
-    num_codes = data.default_num_codes if num_codes is None else num_codes
+    if num_codes is None and registry.takes("quantizer", quantizer, "num_codes"):  # fsq takes none
+        num_codes = data.default_num_codes
     return build(
         encoder, quantizer, decoder, prior, in_channels=data.image_shape[0], num_codes=num_codes, **options
     )
