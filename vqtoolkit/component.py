@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from vqtoolkit.config import Limit, capture, check_limits, signature
+from vqtoolkit.config import Limit, capture, signature
 
 
 class Component(nn.Module):
@@ -25,8 +25,8 @@ class Component(nn.Module):
 
     Class attributes a subclass may set:
 
-    * ``limits``: numeric bounds of options, ``{"num_codes": Limit(1)}``, merged over the bases;
-    * ``preset``: new defaults for the parent's options, ``{"ema": True}``: the subclass is the
+    * ``limits``: numeric bounds of options, ``bounds(num_codes=Limit(1))``, merged over the bases;
+    * ``preset``: new defaults for the parent's options, ``defaults(ema=True)``: the subclass is the
       parent with other defaults, and takes exactly the parent's options;
     * ``options_to``: the class that receives this constructor's ``**options`` (the parent by
       default), so their names are known, checked and recorded too.
@@ -93,6 +93,3 @@ def _install_preset(cls: type[Component]) -> None:
     __init__.__annotations__ = dict(parent_init.__annotations__)  # the type checks read them ...
     __init__.__wrapped__ = parent_init  # type: ignore[attr-defined]  # ... in the parent's namespace
     cls.__init__ = __init__  # type: ignore[method-assign,assignment]
-
-
-__all__ = ["Component", "Limit", "check_limits"]

@@ -9,6 +9,7 @@ from torch import Tensor
 
 from vqtoolkit import metrics
 from vqtoolkit.component import Component
+from vqtoolkit.config import Limit, bounds
 from vqtoolkit.errors import ConfigError
 from vqtoolkit.quantize.core import from_flat, to_flat
 
@@ -58,6 +59,7 @@ class Quantizer(Component):
     """
 
     kind = "quantizer"
+    limits = bounds(num_codes=Limit(1), dim=Limit(1))
     num_codes: int
     dim: int
 

@@ -48,8 +48,6 @@ class VectorQuantizer(Quantizer):
     """
 
     limits = bounds(
-        num_codes=Limit(1),
-        dim=Limit(1),
         beta=Limit(0, float("inf"), high_open=True),
         decay=Limit(0, 1, low_open=True, high_open=True),
         eps=Limit(0, low_open=True),
