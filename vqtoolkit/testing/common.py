@@ -13,7 +13,7 @@ from safetensors.torch import save as save_bytes
 from torch import Tensor, nn
 
 from vqtoolkit import bundle, bundle_restore, registry
-from vqtoolkit.config import check_options
+from vqtoolkit import config as options
 from vqtoolkit.errors import ComponentNotFoundError, VQToolkitError
 
 _Check = TypeVar("_Check", bound=Callable[..., None])
@@ -90,11 +90,10 @@ def check_config(cls: type, instance: Any) -> None:
     if not isinstance(config, dict) or not all(isinstance(k, str) for k in config):
         raise _fail(cls, "config", "config must be a dict of constructor options keyed by name")
     try:
-        round_tripped = json.loads(json.dumps(config, allow_nan=False))
-    except (TypeError, ValueError) as err:
-        raise _fail(
-            cls, "config is JSON", f"{err}; keep only numbers, strings, booleans, None, lists, dicts"
-        ) from err
+        options.check_json(config, what=cls.__name__)
+    except VQToolkitError as err:
+        raise _fail(cls, "config is JSON", str(err)) from err
+    round_tripped = json.loads(json.dumps(config))
     if round_tripped != config:
         raise _fail(
             cls,
@@ -103,7 +102,7 @@ def check_config(cls: type, instance: Any) -> None:
             f"store lists, not tuples, and string dict keys",
         )
     try:
-        check_options(cls, config, what=cls.__name__)
+        options.check_config(cls, config, what=cls.__name__)  # the checks every construction runs
         rebuilt = cls(**config)
     except Exception as err:
         raise _fail(cls, "config rebuilds", f"cls(**config) raised {type(err).__name__}: {err}") from err
