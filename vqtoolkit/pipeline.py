@@ -42,35 +42,6 @@ SHARED_OPTIONS: dict[str, dict[str, str]] = {
 }
 
 
-def _check_shared_taken(shared: dict[str, Any], chosen: dict[str, Any]) -> None:
-    """Refuse a shared option that no chosen stage-1 component takes, instead of dropping it silently.
-
-    ``chosen`` maps kinds to names or instances (an instance takes no shared option).
-    """
-    for key, value in shared.items():
-        if value is None:
-            continue
-        kinds = [kind for kind in ("encoder", "quantizer", "decoder") if key in SHARED_OPTIONS[kind]]
-        if any(
-            isinstance(chosen[kind], str) and registry.takes(kind, chosen[kind], SHARED_OPTIONS[kind][key])
-            for kind in kinds
-        ):
-            continue
-        takers = "; ".join(
-            f"{kind}s taking {option}: {', '.join(registry.takers(kind, option)) or 'none'}"
-            for kind in kinds
-            if (option := SHARED_OPTIONS[kind][key])
-        )
-        names = ", ".join(
-            f"{kind} {c if isinstance(c, str) else getattr(c, 'registered_name', None) or type(c).__name__!r}"
-            for kind, c in chosen.items()
-        )
-        raise ConfigError(
-            f"build({key}={value!r}): no chosen component takes {key} ({names}); {takers}. "
-            f"Drop {key}, or choose a component that takes it"
-        )
-
-
 def _component(kind: str, spec: Any, shared: dict[str, Any], config: dict[str, Any] | None) -> Any:
     """A ready component: an instance is used as is; a name is created with shared + own options."""
     if not isinstance(spec, str):
@@ -121,7 +92,9 @@ def build(
     32
     """
     shared = {"in_channels": in_channels, "dim": dim, "num_codes": num_codes, "beta": beta}
-    _check_shared_taken(shared, {"encoder": encoder, "quantizer": quantizer, "decoder": decoder})
+    registry.check_taken(
+        shared, {"encoder": encoder, "quantizer": quantizer, "decoder": decoder}, SHARED_OPTIONS
+    )
     configs = (encoder_config, quantizer_config, decoder_config, prior_config)
     with torch.random.fork_rng(devices=[]):  # the caller's random stream is left as it was
         _check_model_fits(lambda: _components(encoder, quantizer, decoder, prior, dict(shared), configs))

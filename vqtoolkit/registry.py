@@ -206,6 +206,35 @@ def takers(kind: str, option: str) -> list[str]:
     return [name for name in available(kind) if takes(kind, name, option)]
 
 
+def check_taken(shared: dict[str, Any], chosen: dict[str, Any], routes: dict[str, dict[str, str]]) -> None:
+    """Refuse a :func:`~vqtoolkit.build` option that no chosen component takes, instead of dropping it.
+
+    ``chosen`` maps kinds to names or instances (an instance takes no shared option); ``routes`` maps
+    each kind to the shared options it may take and the constructor option each becomes.
+    """
+    for key, value in shared.items():
+        if value is None:
+            continue
+        kinds = [kind for kind in chosen if key in routes[kind]]
+        if any(
+            isinstance(chosen[kind], str) and takes(kind, chosen[kind], routes[kind][key]) for kind in kinds
+        ):
+            continue
+        others = "; ".join(
+            f"{kind}s taking {option}: {', '.join(takers(kind, option)) or 'none'}"
+            for kind in kinds
+            if (option := routes[kind][key])
+        )
+        names = ", ".join(
+            f"{kind} {c if isinstance(c, str) else getattr(c, 'registered_name', None) or type(c).__name__!r}"
+            for kind, c in chosen.items()
+        )
+        raise ConfigError(
+            f"build({key}={value!r}): no chosen component takes {key} ({names}); {others}. "
+            f"Drop {key}, or choose a component that takes it"
+        )
+
+
 def name_of(component: Any) -> str:
     """The registered name of a component.
 
