@@ -27,7 +27,7 @@ class PatchEncoder(Encoder):
     """One 4×4 stride-4 convolution: 28×28 images to 7×7 latents."""
 
     def __init__(self, in_channels: int = 1, dim: int = 8) -> None:
-        super().__init__(in_channels=in_channels, dim=dim)
+        super().__init__()
         self.in_channels, self.dim, self.downsample = in_channels, dim, 4
         self.conv = nn.Conv2d(in_channels, dim, 4, 4)
 
@@ -39,7 +39,7 @@ class PatchDecoder(Decoder):
     """One 4×4 stride-4 transposed convolution and a sigmoid."""
 
     def __init__(self, out_channels: int = 1, dim: int = 8) -> None:
-        super().__init__(out_channels=out_channels, dim=dim)
+        super().__init__()
         self.out_channels, self.dim, self.upsample = out_channels, dim, 4
         self.conv = nn.ConvTranspose2d(dim, out_channels, 4, 4)
 
@@ -51,7 +51,7 @@ class PlainQuantizer(Quantizer):
     """Nearest code by ``cdist``, codebook and commitment losses, straight-through gradients."""
 
     def __init__(self, num_codes: int = 16, dim: int = 8) -> None:
-        super().__init__(num_codes=num_codes, dim=dim)
+        super().__init__()
         self.num_codes, self.dim = num_codes, dim
         self.codes = nn.Parameter(torch.randn(num_codes, dim))
 
