@@ -178,7 +178,7 @@ class PixelCNNPrior(NeuralIndexPrior):
         kernel_size: int = 3,
         dropout: float = 0.1,
         epochs: int | None = None,
-        batch_size: int = 128,
+        batch_size: int | None = None,
         lr: float = 2e-3,
         val_fraction: float = 0.05,
         patience: int = 3,

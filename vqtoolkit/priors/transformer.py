@@ -126,15 +126,18 @@ class TransformerPrior(NeuralIndexPrior):
     :class:`~vqtoolkit.priors.neural.NeuralIndexPrior`.
     """
 
+    #: A step costs about 1.5× the PixelCNN's, so the default budget takes fewer steps (3 MNIST epochs).
+    auto_steps = 1300
+
     def __init__(
         self,
         num_codes: int = 512,
-        dim: int = 128,
-        layers: int = 4,
+        dim: int = 96,
+        layers: int = 3,
         heads: int = 4,
         dropout: float = 0.1,
         epochs: int | None = None,
-        batch_size: int = 128,
+        batch_size: int | None = None,
         lr: float = 2e-3,
         val_fraction: float = 0.05,
         patience: int = 3,
