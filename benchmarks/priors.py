@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,12 @@ def table(rows: list[dict[str, Any]], real: dict[str, Any], k: int) -> list[str]
             f"| {row['fit_s']:.1f} ({row['fit_cpu_s']:.1f} CPU{epochs}) | {row['sample64_s']:.3f} |"
         )
     lines.append(
+        f"| stage-1 reconstructions of the same training images | "
+        f"| {fmt(real['classifier_score']['reconstructions'], 2)} "
+        f"| {fmt(real['frechet']['reconstructions'], 2)} "
+        f"| {fmt(real['label_accuracy']['reconstructions'])} | | |"
+    )
+    lines.append(
         f"| real training images (ceiling) | | {fmt(real['classifier_score']['real_train'], 2)} "
         f"| {fmt(real['frechet']['real_train'], 2)} | {fmt(real['label_accuracy']['real_train'])} | | |"
     )
@@ -128,7 +135,19 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="Also write the rows here.")
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="Print one table from the --json files of earlier runs (priors fitted in parallel) and exit.",
+    )
     args = parser.parse_args()
+    if args.merge:
+        runs = [json.loads(path.read_text()) for path in args.merge]
+        rows = [row for run in runs for row in run["rows"]]
+        print("\n".join(table(rows, rows[-1]["quality"], runs[0]["num_codes"])))
+        return
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -187,12 +206,12 @@ def main() -> None:
                 "quality": quality,
             }
         )
-        print(json.dumps(rows[-1]), flush=True)
+        print(json.dumps(rows[-1]), f"load average {os.getloadavg()[0]:.1f}", flush=True)
+        if args.json:  # after every prior: a long run that stops keeps what it measured
+            args.json.write_text(json.dumps({"codes_used": usage, "num_codes": k, "rows": rows}, indent=2))
 
     print()
     print("\n".join(table(rows, rows[-1]["quality"], k)))
-    if args.json:
-        args.json.write_text(json.dumps({"codes_used": usage, "num_codes": k, "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":

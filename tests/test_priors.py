@@ -261,6 +261,16 @@ def test_the_default_epoch_budget_follows_the_data_size():
 
     assert FitSettings().budget(445) < FitSettings().budget(11) <= 50
     assert FitSettings(epochs=3).budget(11) == 3
+    assert FitSettings().batch(1366) < FitSettings().batch(57_000) == 128  # digits: more, smaller steps
+    assert FitSettings(batch_size=7).batch(57_000) == 7
+
+
+def test_a_dearer_prior_takes_fewer_default_steps():
+    """The 10-minute MNIST budget: a transformer step costs more, so it trains fewer of them."""
+    mnist_steps_per_epoch = 445
+    pixelcnn, transformer = (registry.create("prior", name).settings for name in ("pixelcnn", "transformer"))
+    assert transformer.budget(mnist_steps_per_epoch) < pixelcnn.budget(mnist_steps_per_epoch)
+    assert transformer.budget(43) == pixelcnn.budget(43) == 10  # small data: both get the epoch cap
 
 
 # -- determinism and bundles -----------------------------------------------------------------------

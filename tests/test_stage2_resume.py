@@ -73,7 +73,7 @@ def test_build_resumes_in_stage_2_without_retraining_stage_1(tmp_path: Path, mon
     args += ["-n", "4", "--quiet", "-o", str(out)]
     runner = CliRunner()
     with monkeypatch.context() as patch:
-        ctrl_c_at_step(patch, 16)  # in the prior's second epoch
+        ctrl_c_at_step(patch, 50)  # in the prior's second epoch (43 batches of 32 each)
         interrupted = runner.invoke(main, args)
     assert interrupted.exit_code == 1 and not out.exists()
     assert "prior fit interrupted in epoch 2" in interrupted.output and "--resume" in interrupted.output

@@ -31,11 +31,15 @@ logger = logging.getLogger(__name__)
 #: ``(net, indices, labels) -> mean NLL in nats per code`` of a batch.
 LossFn = Callable[[nn.Module, Tensor, "Tensor | None"], Tensor]
 
-#: Optimizer steps the default epoch budget aims for (``epochs=None``), within :data:`EPOCH_LIMITS`.
-AUTO_STEPS = 4000
-#: Fewest and most epochs of the default budget: MNIST gets 9 epochs, the small ``digits`` set 50
-#: (early stopping ends both sooner once the held-out NLL stops improving).
-EPOCH_LIMITS = (2, 50)
+#: Optimizer steps the default epoch budget aims for (``epochs=None``), within :data:`EPOCH_LIMITS`,
+#: unless a prior sets its own (``NeuralIndexPrior.auto_steps``, sized to its cost per step).
+AUTO_STEPS = 2000
+#: Fewest and most epochs of the default budget: MNIST gets 4 epochs of the PixelCNN, the small
+#: ``digits`` set 10 (early stopping may end both sooner).
+EPOCH_LIMITS = (2, 10)
+#: Smallest and largest batch of the default (``batch_size=None``): about 1 % of the training grids,
+#: so a small set (``digits``: 32) still takes enough steps per epoch to learn in a few epochs.
+BATCH_LIMITS = (32, 128)
 
 
 @dataclass
@@ -43,19 +47,28 @@ class FitSettings:
     """Options every trained index prior shares (checked by the prior's ``limits``)."""
 
     epochs: int | None = None
-    batch_size: int = 128
+    batch_size: int | None = None
     lr: float = 2e-3
     val_fraction: float = 0.05
     patience: int = 3
     seed: int = 0
     threads: int | None = 1
+    #: Steps the default budget aims for (``None``: :data:`AUTO_STEPS`).
+    auto_steps: int | None = None
+
+    def batch(self, rows: int) -> int:
+        """Grids per batch: ``batch_size``, or about 1 % of ``rows`` within :data:`BATCH_LIMITS`."""
+        if self.batch_size is not None:
+            return self.batch_size
+        low, high = BATCH_LIMITS
+        return min(high, max(low, rows // 100))
 
     def budget(self, steps_per_epoch: int) -> int:
-        """Epochs to train at most: ``epochs``, or about :data:`AUTO_STEPS` steps when it is ``None``."""
+        """Epochs to train at most: ``epochs``, or about ``auto_steps`` steps when it is ``None``."""
         if self.epochs is not None:
             return self.epochs
         low, high = EPOCH_LIMITS
-        return min(high, max(low, round(AUTO_STEPS / steps_per_epoch)))
+        return min(high, max(low, round((self.auto_steps or AUTO_STEPS) / steps_per_epoch)))
 
 
 @dataclass
@@ -158,14 +171,15 @@ def fit_network(
 ) -> FitState:
     """Train ``net`` on index grids ``data`` with early stopping; leaves it holding its best weights.
 
-    Under torch.distributed every process calls this with all the grids: ``batch_size`` is the
+    Under torch.distributed every process calls this with all the grids: the batch size is the
     global batch, each process trains on its share in ``DistributedDataParallel``, and the held-out
     score (computed whole on every process) stops every process at the same epoch.
     """
     hooks = hooks or FitHooks()
     generator = torch.Generator().manual_seed(settings.seed)
     val, train = (rows.to(data.device) for rows in split_rows(len(data), settings.val_fraction, generator))
-    steps_per_epoch = distributed.batches_per_epoch(len(train), settings.batch_size)
+    batch_size = settings.batch(len(train))
+    steps_per_epoch = distributed.batches_per_epoch(len(train), batch_size)
     optimizer = torch.optim.Adam(net.parameters(), lr=settings.lr)
     state = FitState(net, optimizer, generator, settings.budget(steps_per_epoch), steps_per_epoch)
     if hooks.on_start:
@@ -179,7 +193,7 @@ def fit_network(
             state.epoch += 1
             model.train()
             bar = tqdm(
-                list(hooks.batches(train, generator, settings.batch_size)),
+                list(hooks.batches(train, generator, batch_size)),
                 desc=f"stage 2 · {name} epoch {state.epoch}/{state.epochs}",
                 unit="batch",
                 disable=not progress,
