@@ -11,6 +11,7 @@ nothing and reads the same. docs/distributed.md explains what is synced and why.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import inspect
 import json
 import logging
@@ -65,6 +66,8 @@ def init_from_env(device: torch.device) -> torch.device:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         # on CUDA, gloo stays beside nccl for CPU tensors (the CLI fits priors on the CPU)
         backend = "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cpu":
+            pin_to_own_cores()  # before the group starts, so gloo's threads inherit the cores
         try:
             dist.init_process_group(backend)
         except (ValueError, RuntimeError) as err:
@@ -85,6 +88,37 @@ def _leave() -> None:
         dist.destroy_process_group()
 
 
+def pin_to_own_cores() -> set[int] | None:
+    """Bind this process to its own share of the machine's cores; return them (``None``: left alone).
+
+    Processes that meet in a collective on every step run at the pace of the slowest. Unbound, the
+    scheduler moves a process that a collective wakes onto the core of the process that woke it, so
+    two training processes keep landing on one core while the other idles: measured, that cost two
+    processes × one thread most of their speed-up (docs/distributed.md). Local rank ``r`` of ``n``
+    takes the ``r``-th of ``n`` equal, contiguous slices of the cores. Nothing is changed when the
+    process is already bound to fewer than all cores (``taskset``, ``numactl``, a scheduler's CPU
+    binding), when there are fewer cores than local processes, or where the OS has no affinity API.
+    """
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if local_world < 2 or not 0 <= local_rank < local_world or not hasattr(os, "sched_setaffinity"):
+        return None
+    cores = sorted(os.sched_getaffinity(0))
+    per_process = len(cores) // local_world
+    if per_process < 1 or len(cores) != os.cpu_count():
+        return None
+    mine = set(cores[local_rank * per_process : (local_rank + 1) * per_process])
+    try:  # every thread already started, not only this one
+        threads = [int(thread) for thread in os.listdir("/proc/self/task")]
+    except OSError:
+        threads = [0]  # no /proc: this thread (the ones it starts inherit the binding)
+    for thread in threads:
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            os.sched_setaffinity(thread, mine)
+    logger.debug("local rank %d of %d bound to cores %s", local_rank, local_world, sorted(mine))
+    return mine
+
+
 def barrier() -> None:
     """Wait until every process gets here (a no-op in one process)."""
     if is_distributed():
@@ -100,11 +134,20 @@ def _scalar_device() -> torch.device:
 
 def any_rank(flag: bool) -> bool:
     """Whether ``flag`` is true on any process: how all ranks agree to stop at the same step."""
+    return any_ranks(flag)[0]
+
+
+def any_ranks(*flags: bool) -> tuple[bool, ...]:
+    """Each of ``flags`` or-ed over every process, in one collective (a training step pays one wait).
+
+    E.g. ``diverged, stop = any_ranks(not finite, stop_requested)``: every rank gets the same
+    answers, so all raise, stop or go on together instead of one leaving the others in a collective.
+    """
     if not is_distributed():
-        return flag
-    t = torch.tensor(float(flag), device=_scalar_device())
+        return tuple(bool(f) for f in flags)
+    t = torch.tensor([float(f) for f in flags], device=_scalar_device())
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
+    return tuple(bool(v) for v in t.tolist())
 
 
 def sum_over_ranks(value: float) -> float:
@@ -176,7 +219,8 @@ def wrap(module: nn.Module, device: torch.device) -> nn.Module:
 
     DDP copies rank 0's weights to every process and averages gradients during ``backward``. Buffers
     are not broadcast on each step: the quantizers keep their codebook statistics identical themselves
-    (:mod:`vqtoolkit.quantize.distributed`), and tests check that they do.
+    (:mod:`vqtoolkit.quantize.distributed`), and tests check that they do. Gradients are views into
+    DDP's communication buckets (``gradient_as_bucket_view``): no copy in and out of them each step.
     """
     if not is_distributed():
         return module
@@ -186,7 +230,7 @@ def wrap(module: nn.Module, device: torch.device) -> nn.Module:
     # ``forward_sync_buffers`` replaced ``broadcast_buffers`` in torch 2.14; both still sync at init
     newer = "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
     no_sync: dict[str, Any] = {"forward_sync_buffers" if newer else "broadcast_buffers": False}
-    return DistributedDataParallel(module, device_ids=device_ids, **no_sync)
+    return DistributedDataParallel(module, device_ids=device_ids, gradient_as_bucket_view=True, **no_sync)
 
 
 def broadcast_module(module: M, rebuild: Callable[[dict[str, object]], M]) -> M:

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from vqtoolkit import distributed
 from vqtoolkit.errors import TrainingDiverged
 from vqtoolkit.streaming import StreamedImages, as_tensor
 
@@ -61,10 +62,15 @@ class DivergenceGuard:
         self.test_variance = None if test_images is None else variance(test_images)
 
     def check(self, record: dict[str, Any], history: list[dict[str, Any]]) -> None:
-        """Raise :class:`~vqtoolkit.errors.TrainingDiverged` if ``record`` (an epoch) diverged."""
+        """Raise :class:`~vqtoolkit.errors.TrainingDiverged` if ``record`` (an epoch) diverged.
+
+        Under ``torch.distributed`` every process must call it: the verdict is agreed over all of
+        them (:func:`~vqtoolkit.distributed.any_rank`), so all raise or all go on, never one alone.
+        """
         problem = self.problem(record, history)
-        if problem is None:
+        if not distributed.any_rank(problem is not None):
             return
+        problem = problem or "another process found it diverged"
         message = (
             f"training diverged in epoch {record['epoch']}: {problem}. Lower the learning rate "
             f"(--lr, now {self.lr:g}) or use the cosine schedule (--lr-schedule cosine); pass "

@@ -292,8 +292,9 @@ def train_epoch(
     )
     # in memory: one index operation per batch; streamed: DataLoader workers read ahead
     for i, x in zip(bar, image_batches(run.train_images, batches[first:]), strict=True):
-        train_step(run, x.to(run.device, non_blocking=True, memory_format=run.layout), epoch, tally, on_step)
-        if distributed.any_rank(stop.requested):  # Ctrl-C/SIGTERM: save, say how to go on
+        x = x.to(run.device, non_blocking=True, memory_format=run.layout)
+        stopping = train_step(run, x, epoch, tally, stop, on_step)
+        if stopping:  # Ctrl-C/SIGTERM on any rank: save, say how to go on
             distributed.all_reduce_sum_(tally.recon, tally.vq, tally.counts)
             tally.seconds += time.perf_counter() - started
             run.save(epoch, i + 1, shuffle_state, tally)
@@ -318,24 +319,32 @@ def train_epoch(
     }
 
 
-def train_step(run: Run, x: Tensor, epoch: int, tally: Tally, on_step: StepCallback | None) -> None:
-    """One Adam step on ``mse(x̂, x) + quantizer loss`` at the schedule's rate; adds to ``tally``."""
+def train_step(
+    run: Run, x: Tensor, epoch: int, tally: Tally, stop: StopFlag, on_step: StepCallback | None
+) -> bool:
+    """One Adam step on ``mse(x̂, x) + quantizer loss`` at the schedule's rate; adds to ``tally``.
+
+    Returns whether any rank was asked to stop (``stop``): agreed over ranks in the same collective as
+    the check for a non-finite loss, so every rank raises or stops after the same step.
+    """
     with autocast(run.device, run.precision):
         out = run.network(x)
         recon_loss = F.mse_loss(out.reconstruction.float(), x)
         loss = recon_loss + out.quantizer.loss.float()
     run.step += 1
-    if not torch.isfinite(loss):
-        raise TrainingError(
-            f"loss became {float(loss.detach())} at step {run.step} (epoch {epoch}): lower "
-            f"the learning rate (--lr, now {run.config.lr}), check the images for NaN/Inf, "
-            f"or try a smaller --beta"
-        )
     optimizer = run.optimizer
     optimizer.zero_grad(set_to_none=True)
     for group in optimizer.param_groups:
         group["lr"] = lr_at(run.step - 1, run.total_steps, run.config.lr, run.config.lr_schedule)
     run.scaler.scale(loss).backward()
+    nonfinite, stopping = distributed.any_ranks(not torch.isfinite(loss), stop.requested)
+    if nonfinite:  # every rank raises, before the update
+        value = float(loss.detach()) if not torch.isfinite(loss) else "non-finite on another rank"
+        raise TrainingError(
+            f"loss became {value} at step {run.step} (epoch {epoch}): lower "
+            f"the learning rate (--lr, now {run.config.lr}), check the images for NaN/Inf, "
+            f"or try a smaller --beta"
+        )
     run.scaler.step(optimizer)
     run.scaler.update()
     tally.counts += out.quantizer.counts
@@ -344,6 +353,7 @@ def train_step(run: Run, x: Tensor, epoch: int, tally: Tally, on_step: StepCallb
     if on_step is not None:
         losses = {"loss": loss.detach(), "recon": recon_loss.detach(), "vq": out.quantizer.loss.detach()}
         on_step(run.step, {**losses, "lr": optimizer.param_groups[0]["lr"]})
+    return stopping
 
 
 @torch.no_grad()
