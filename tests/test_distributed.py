@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import threading
 from pathlib import Path
 
 import pytest
@@ -63,3 +65,36 @@ def test_two_ranks_end_with_identical_codebooks(tmp_path: Path) -> None:
     for z0, z1 in zip(batches(0), batches(1), strict=True):
         single(torch.cat([z0, z1]))
     assert torch.allclose(rank0["embedding.weight"], single.embedding.weight, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("machine", "allowed", "local_rank", "expected"),
+    [
+        (8, set(range(8)), 1, {4, 5, 6, 7}),  # rank 1 of 2 takes the second half
+        (3, {0, 1, 2}, 1, {1}),  # a core left over stays unused
+        (8, {0, 1, 2, 3}, 0, None),  # already bound by someone else: left alone
+        (1, {0}, 0, None),  # fewer cores than processes
+    ],
+)
+def test_each_local_process_is_bound_to_its_own_cores(
+    monkeypatch: pytest.MonkeyPatch,
+    machine: int,
+    allowed: set[int],
+    local_rank: int,
+    expected: set[int] | None,
+) -> None:
+    from vqtoolkit import distributed
+
+    bound: dict[int, set[int]] = {}
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", str(local_rank))
+    monkeypatch.setattr(os, "cpu_count", lambda: machine)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(allowed), raising=False)
+    monkeypatch.setattr(
+        os, "sched_setaffinity", lambda pid, cores: bound.update({pid: set(cores)}), raising=False
+    )
+    assert distributed.pin_to_own_cores() == expected
+    if expected is None:
+        assert bound == {}
+    else:  # every thread of the process, not only the calling one
+        assert len(bound) >= threading.active_count() and all(cores == expected for cores in bound.values())

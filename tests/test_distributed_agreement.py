@@ -1,4 +1,4 @@
-"""Ranks agree on failures: a NaN loss or a diverged epoch on one rank stops every rank, none hangs.
+"""Ranks agree on failures: a NaN loss (either stage) or a diverged epoch on one rank stops every rank.
 
 Two gloo processes on CPU. Without the agreement the rank that fails raises alone and the other
 waits in its next collective (DDP's gradient all-reduce, or the next epoch), which the group's
@@ -22,7 +22,8 @@ import torch.multiprocessing as mp
 import vqtoolkit
 from vqtoolkit import distributed
 from vqtoolkit.divergence import DivergenceGuard
-from vqtoolkit.errors import TrainingDiverged, TrainingError
+from vqtoolkit.errors import TrainingError
+from vqtoolkit.priors.training import FitSettings, fit_network
 from vqtoolkit.train import train_autoencoder
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
@@ -41,6 +42,18 @@ def outcome(call: Any) -> str:
     return "ok"
 
 
+def fit_prior_network(*, poisoned: bool) -> None:
+    """A stage-2 fit whose loss is NaN where ``poisoned`` (one rank)."""
+    net = torch.nn.Embedding(4, 1)
+    scale = float("nan") if poisoned else 1.0
+
+    def loss(model: torch.nn.Module, grids: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        return model(grids).square().mean() * scale
+
+    settings = FitSettings(epochs=1, batch_size=8)
+    fit_network(net, loss, torch.randint(4, (64, 2, 2)), None, settings, name="toy", progress=False)
+
+
 def worker(rank: int, port: int, out: str) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE="2")
     torch.set_num_threads(1)
@@ -56,8 +69,9 @@ def worker(rank: int, port: int, out: str) -> None:
             images[:] = float("nan")  # every batch of rank 1 alone gives a NaN loss
         torch.manual_seed(0)
         model = vqtoolkit.build("conv", "ema", "conv", None, dim=8, num_codes=16).model
-        train = lambda: train_autoencoder(model, images, epochs=1, batch_size=32, progress=False, device="cpu")  # noqa: E731
-        report["nan_on_one_rank"] = outcome(train)
+        options = {"epochs": 1, "batch_size": 32, "progress": False, "device": "cpu"}
+        report["nan_on_one_rank"] = outcome(lambda: train_autoencoder(model, images, **options))
+        report["prior_nan_on_one_rank"] = outcome(lambda: fit_prior_network(poisoned=rank == 1))
     finally:
         dist.destroy_process_group()
     Path(f"{out}/rank{rank}.json").write_text(json.dumps(report))
@@ -78,6 +92,7 @@ def test_every_rank_raises_when_one_rank_fails(tmp_path: Path) -> None:
         assert report["guard_one_rank"].startswith("TrainingDiverged: training diverged in epoch 2")
         assert report["nan_on_one_rank"].startswith("TrainingError: loss became")
         assert "at step 1 (epoch 1)" in report["nan_on_one_rank"]
+        assert report["prior_nan_on_one_rank"].startswith("TrainingError: toy loss became")
     assert "grew from" in reports[1]["guard_one_rank"]  # the rank that saw it says what it saw
     assert "another process" in reports[0]["guard_one_rank"]
     assert "loss became nan" in reports[1]["nan_on_one_rank"]

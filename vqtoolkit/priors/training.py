@@ -203,15 +203,15 @@ def fit_network(
             nats, seen = 0.0, 0
             for batch in bar:
                 value = loss(model, data[batch], None if labels is None else labels[batch])
-                if not torch.isfinite(value):
-                    raise TrainingError(
-                        f"{name} loss became {float(value)} in epoch {state.epoch}: "
-                        f"lower lr (now {settings.lr})"
-                    )
                 for group in optimizer.param_groups:
                     group["lr"] = lr_at(state.step, total_steps, settings.lr, "cosine")
                 optimizer.zero_grad(set_to_none=True)
                 value.backward()
+                if distributed.any_rank(not torch.isfinite(value)):  # all ranks raise, before the update
+                    shown = float(value) if not torch.isfinite(value) else "non-finite on another rank"
+                    raise TrainingError(
+                        f"{name} loss became {shown} in epoch {state.epoch}: lower lr (now {settings.lr})"
+                    )
                 optimizer.step()
                 state.step += 1
                 nats += float(value.detach()) * len(batch)
