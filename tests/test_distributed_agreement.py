@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from test_distributed import free_port
 
 import vqtoolkit
 from vqtoolkit import distributed
@@ -75,12 +75,6 @@ def worker(rank: int, port: int, out: str) -> None:
     finally:
         dist.destroy_process_group()
     Path(f"{out}/rank{rank}.json").write_text(json.dumps(report))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_every_rank_raises_when_one_rank_fails(tmp_path: Path) -> None:
