@@ -68,19 +68,20 @@ def test_two_ranks_end_with_identical_codebooks(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("machine", "allowed", "local_rank", "expected"),
+    ("allowed", "local_rank", "switch", "expected"),
     [
-        (8, set(range(8)), 1, {4, 5, 6, 7}),  # rank 1 of 2 takes the second half
-        (3, {0, 1, 2}, 1, {1}),  # a core left over stays unused
-        (8, {0, 1, 2, 3}, 0, None),  # already bound by someone else: left alone
-        (1, {0}, 0, None),  # fewer cores than processes
+        (set(range(8)), 1, "1", {4, 5, 6, 7}),  # rank 1 of 2 takes the second half
+        ({0, 1, 2}, 1, "1", {1}),  # a core left over stays unused
+        ({4, 5, 6, 7}, 0, "1", {4, 5}),  # torchrun under taskset -c 4-7: its cores are split
+        ({4, 5, 6, 7}, 0, "0", None),  # VQTOOLKIT_BIND_CORES=0: left alone
+        ({0}, 0, "1", None),  # fewer cores than processes
     ],
 )
 def test_each_local_process_is_bound_to_its_own_cores(
     monkeypatch: pytest.MonkeyPatch,
-    machine: int,
     allowed: set[int],
     local_rank: int,
+    switch: str,
     expected: set[int] | None,
 ) -> None:
     from vqtoolkit import distributed
@@ -88,7 +89,7 @@ def test_each_local_process_is_bound_to_its_own_cores(
     bound: dict[int, set[int]] = {}
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
     monkeypatch.setenv("LOCAL_RANK", str(local_rank))
-    monkeypatch.setattr(os, "cpu_count", lambda: machine)
+    monkeypatch.setenv("VQTOOLKIT_BIND_CORES", switch)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(allowed), raising=False)
     monkeypatch.setattr(
         os, "sched_setaffinity", lambda pid, cores: bound.update({pid: set(cores)}), raising=False

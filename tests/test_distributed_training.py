@@ -152,7 +152,7 @@ def test_two_processes_train_both_stages_identically_and_only_rank_0_writes(tmp_
     assert reports[0]["gmm_config"] == reports[1]["gmm_config"]
     record = reports[0]["history"][-1]
     assert record["train_codes_used"] > 1 and record["test_mse"] < 0.2
-    if hasattr(os, "sched_getaffinity") and len(os.sched_getaffinity(0)) == os.cpu_count() >= 2:
+    if hasattr(os, "sched_getaffinity") and len(os.sched_getaffinity(0)) >= 2:
         assert not set(reports[0]["cores"]) & set(reports[1]["cores"])  # each rank on its own cores
 
     written = tmp_path / "out-rank0"

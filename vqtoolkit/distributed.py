@@ -89,23 +89,26 @@ def _leave() -> None:
 
 
 def pin_to_own_cores() -> set[int] | None:
-    """Bind this process to its own share of the machine's cores; return them (``None``: left alone).
+    """Bind this process to its own share of the cores it may use; return them (``None``: left alone).
 
     Processes that meet in a collective on every step run at the pace of the slowest. Unbound, the
-    scheduler moves a process that a collective wakes onto the core of the process that woke it, so
-    two training processes keep landing on one core while the other idles: measured, that cost two
-    processes × one thread most of their speed-up (docs/distributed.md). Local rank ``r`` of ``n``
-    takes the ``r``-th of ``n`` equal, contiguous slices of the cores. Nothing is changed when the
-    process is already bound to fewer than all cores (``taskset``, ``numactl``, a scheduler's CPU
-    binding), when there are fewer cores than local processes, or where the OS has no affinity API.
+    scheduler tends to wake a process on the core of the process that woke it, so two training
+    processes keep landing on one core while the other idles: measured, that cost two processes ×
+    one thread most of their speed-up (docs/distributed.md). The local processes of one ``torchrun``
+    inherit the same cores (the machine's, or the set ``taskset``, a container or SLURM gave it);
+    local rank ``r`` of ``n`` takes the ``r``-th of ``n`` equal, contiguous slices of them. Nothing
+    is changed with fewer cores than local processes, where the OS has no affinity API, or when
+    ``VQTOOLKIT_BIND_CORES=0`` (processes bound one by one by a wrapper of your own).
     """
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if local_world < 2 or not 0 <= local_rank < local_world or not hasattr(os, "sched_setaffinity"):
         return None
+    if os.environ.get("VQTOOLKIT_BIND_CORES", "1") == "0":
+        return None
     cores = sorted(os.sched_getaffinity(0))
     per_process = len(cores) // local_world
-    if per_process < 1 or len(cores) != os.cpu_count():
+    if per_process < 1:
         return None
     mine = set(cores[local_rank * per_process : (local_rank + 1) * per_process])
     try:  # every thread already started, not only this one
