@@ -2,7 +2,8 @@
 
 vqtoolkit builds on PyTorch's own engine: ``torchrun`` starts the processes and sets ``RANK``,
 ``WORLD_SIZE``, ``LOCAL_RANK`` and the rendezvous address; :func:`init_from_env` joins that group
-(``nccl`` on CUDA, ``gloo`` otherwise); :func:`wrap` puts a network in ``DistributedDataParallel`` so
+(``nccl`` on CUDA, ``gloo`` otherwise, each CPU process bound to its own cores by
+:func:`pin_to_own_cores`); :func:`wrap` puts a network in ``DistributedDataParallel`` so
 gradients are averaged over processes; :func:`shard_batches` gives each process its share of every
 batch. Every helper is the identity or a no-op without a process group, so single-process code pays
 nothing and reads the same. docs/distributed.md explains what is synced and why.
@@ -59,7 +60,8 @@ def init_from_env(device: torch.device) -> torch.device:
     Does nothing unless ``WORLD_SIZE`` > 1 and no group is initialised yet (a caller's own
     ``init_process_group`` is respected). The backend follows the device: ``nccl`` for CUDA, ``gloo``
     for CPU. On CUDA each process takes GPU ``LOCAL_RANK``, so ``--device cuda`` (or ``auto``) under
-    ``torchrun --nproc_per_node 4`` uses four GPUs; an explicit ``cuda:N`` is kept as given.
+    ``torchrun --nproc_per_node 4`` uses four GPUs; an explicit ``cuda:N`` is kept as given. On the
+    CPU each process is first bound to its own cores (:func:`pin_to_own_cores`).
     """
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and dist.is_available() and not dist.is_initialized():
         if device.type == "cuda":
