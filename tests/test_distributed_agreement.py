@@ -62,8 +62,10 @@ def worker(rank: int, port: int, out: str) -> None:
     try:
         report = {"any_ranks": list(distributed.any_ranks(rank == 1, False, True))}
         guard = DivergenceGuard(torch.rand(64, 1, 4, 4), None, lr=1.0)
-        report["guard_healthy"] = outcome(lambda: guard.check(HEALTHY, [FIRST]))
-        report["guard_one_rank"] = outcome(lambda: guard.check(EXPLODED if rank == 1 else HEALTHY, [FIRST]))
+        report["guard_healthy"] = outcome(lambda: guard.check(HEALTHY, [FIRST], agree=distributed.any_rank))
+        report["guard_one_rank"] = outcome(
+            lambda: guard.check(EXPLODED if rank == 1 else HEALTHY, [FIRST], agree=distributed.any_rank)
+        )
         images = vqtoolkit.load_dataset("digits").train_images[:128].clone()
         if rank == 1:
             images[:] = float("nan")  # every batch of rank 1 alone gives a NaN loss

@@ -16,11 +16,11 @@ Either raises :class:`~vqtoolkit.errors.TrainingDiverged`, unless the run asked 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from vqtoolkit import distributed
 from vqtoolkit.errors import TrainingDiverged
 from vqtoolkit.streaming import StreamedImages, as_tensor
 
@@ -61,14 +61,17 @@ class DivergenceGuard:
         self.train_variance = variance(train_images)
         self.test_variance = None if test_images is None else variance(test_images)
 
-    def check(self, record: dict[str, Any], history: list[dict[str, Any]]) -> None:
+    def check(
+        self, record: dict[str, Any], history: list[dict[str, Any]], agree: Callable[[bool], bool] = bool
+    ) -> None:
         """Raise :class:`~vqtoolkit.errors.TrainingDiverged` if ``record`` (an epoch) diverged.
 
-        Under ``torch.distributed`` every process must call it: the verdict is agreed over all of
-        them (:func:`~vqtoolkit.distributed.any_rank`), so all raise or all go on, never one alone.
+        ``agree`` turns this process's verdict into the one all processes share: the training loop
+        passes :func:`~vqtoolkit.distributed.any_rank`, so under ``torch.distributed`` every process
+        raises or every one goes on, never one alone.
         """
         problem = self.problem(record, history)
-        if not distributed.any_rank(problem is not None):
+        if not agree(problem is not None):
             return
         problem = problem or "another process found it diverged"
         message = (

@@ -89,7 +89,7 @@ def train_autoencoder(
             if run.test_images is not None:
                 scores = evaluate_autoencoder(model, run.test_images, across_ranks=True)
                 record.update({f"test_{k}": v for k, v in scores.items()})
-            run.guard.check(record, run.history)
+            run.guard.check(record, run.history, agree=distributed.any_rank)  # all ranks raise, or none
             run.history.append(record)
             run.save(epoch + 1, 0, run.generator.get_state())
             write_log(run.log_path, run.history)
