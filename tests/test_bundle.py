@@ -102,6 +102,7 @@ def _edit(saved: Path, tmp_path: Path, **kwargs) -> Path:
         ),
         (lambda d: d["components"]["quantizer"]["config"].update(num_codes=True), "is not of type int"),
         (lambda d: d["components"]["quantizer"]["config"].update(codes=8), "no option 'codes'"),
+        (lambda d: d["components"]["quantizer"]["config"].update(beta=10**30), "beta=.* beyond 64 bits"),
         (lambda d: d["components"]["quantizer"]["config"].update(num_codes=-3), "num_codes.*must be >= 1"),
         (
             lambda d: d["components"]["quantizer"]["config"].update(num_codes=10**12),
@@ -292,3 +293,26 @@ def test_inspect_reports_a_bad_bundle_in_one_line(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["inspect", str(path)])
     assert result.exit_code == 1
     assert result.output.startswith("Error:") and result.output.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("prior", "field", "message"),
+    [
+        ("pixelcnn", "grid_shape", "marked fitted but its config has no grid_shape"),
+        ("gmm", "latent_shape", "tensor pca_basis is"),  # its tensors' shapes follow latent_shape
+    ],
+)
+def test_a_fitted_prior_without_its_learned_shape_is_refused(
+    tmp_path: Path, prior: str, field: str, message: str
+) -> None:
+    """A fitted prior whose config lost the shape it learned would load, then fail on first use."""
+    from bundle_edit import tiny_pipeline
+
+    options = {"layers": 3, "channels": 8, "epochs": 1} if prior == "pixelcnn" else {"n_components": 2}
+    path = tiny_pipeline(prior, **options).save(tmp_path / "fitted.safetensors")
+
+    def edit(d):
+        d["components"]["prior"]["config"][field] = None
+
+    with pytest.raises(BundleError, match=message):
+        vqtoolkit.load(_edit(path, tmp_path, edit_document=edit))

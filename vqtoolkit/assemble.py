@@ -49,10 +49,14 @@ def check_prior_shapes(model: VQVAE, prior: Prior, info: Mapping[str, Any]) -> N
     latents ``[D, h, w]`` that the quantizer snaps to codes, so ``D`` must be the quantizer's dim.
     Where ``info`` records the image shape, ``(h, w)`` must be the encoder's grid for it.
     """
-    shape = prior.sample_shape if prior.is_fitted else None
-    if shape is None:
+    if not prior.is_fitted:
         return
     field = "grid_shape" if prior.space == "indices" else "latent_shape"
+    shape = prior.sample_shape
+    if shape is None:
+        if field in prior.config:  # a fitted prior always records the shape it learned
+            raise BundleError(f"the prior is marked fitted but its config has no {field}; refit the prior")
+        return
     spatial = list(shape)
     if prior.space == "latents":
         dim = model.quantizer.dim

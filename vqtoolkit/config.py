@@ -206,6 +206,20 @@ def check_types(cls: type, config: Mapping[str, Any], *, what: str) -> None:
         expected = hints.get(key)
         if expected is not None and not matches(value, expected):
             raise ConfigError(f"{what} option {key}={value!r} is not of type {type_name(expected)}")
+        if not fits_int64(value):
+            raise ConfigError(
+                f"{what} option {key}={value!r} holds an integer beyond 64 bits, which torch cannot use; "
+                f"use a smaller number"
+            )
+
+
+def fits_int64(value: Any) -> bool:
+    """Whether every integer in ``value`` (a JSON value) fits torch's ``int64``."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return -(2**63) <= value < 2**63
+    if isinstance(value, (list, tuple)):
+        return all(fits_int64(v) for v in value)
+    return True
 
 
 def check_json(config: Mapping[str, Any], *, what: str) -> None:
