@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -14,6 +15,7 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
 from vqtoolkit import registry
+from vqtoolkit.quantize.distributed import overlapped_sums
 
 OPTIONS = {"num_codes": 16, "dim": 3, "ema": True, "kmeans_init": True, "revive_after": 2, "decay": 0.8}
 #: Plain EMA (nothing random after construction): two half-batches must equal one whole batch.
@@ -31,12 +33,18 @@ def worker(rank: int, port: int, out: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
-        for label, options in (("full", OPTIONS), ("plain", PLAIN)):
+        runs = (("full", OPTIONS, False), ("plain", PLAIN, False), ("overlapped", OPTIONS, True))
+        for label, options, overlapped in runs:
             torch.manual_seed(0)  # the same initial weights, as DDP would broadcast them
             q = registry.create("quantizer", "ema", **options).train()
             torch.manual_seed(rank)  # different RNG streams: agreement must come from the broadcasts
-            for z in batches(rank):
-                q(z)
+            for step, z in enumerate(batches(rank)):
+                with overlapped_sums() if overlapped else contextlib.nullcontext():
+                    before = q.embedding.weight.clone()
+                    q(z)
+                    if overlapped and step > 0:  # (step 0 seeds the codebook by k-means at once)
+                        kept = q.unused_steps > 0  # codes neither revived in this forward nor used since
+                        assert torch.equal(q.embedding.weight[kept], before[kept]), "the update waits"
             state = {k: v.contiguous() for k, v in q.state_dict().items()}
             save_file(state, f"{out}/{label}-rank{rank}.safetensors")
     finally:
@@ -57,6 +65,11 @@ def test_two_ranks_end_with_identical_codebooks(tmp_path: Path) -> None:
     for key in rank0:
         assert torch.equal(rank0[key], rank1[key]), key
     assert int(rank0["unused_steps"].max()) <= OPTIONS["revive_after"]
+
+    # Overlapping the sums with the rest of a step defers the update but does not change it.
+    overlapped = load_file(tmp_path / "overlapped-rank0.safetensors")
+    for key in rank0:
+        assert torch.equal(overlapped[key], rank0[key]), key
 
     # Plain EMA over two half-batches equals one process seeing the whole batch.
     rank0 = load_file(tmp_path / "plain-rank0.safetensors")

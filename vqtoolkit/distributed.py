@@ -31,6 +31,7 @@ from vqtoolkit.errors import ConfigError
 from vqtoolkit.quantize.distributed import all_reduce_sum_ as all_reduce_sum_  # re-exported
 from vqtoolkit.quantize.distributed import broadcast_ as broadcast_  # re-exported
 from vqtoolkit.quantize.distributed import is_distributed as is_distributed  # re-exported
+from vqtoolkit.quantize.distributed import overlapped_sums as overlapped_sums  # re-exported
 
 logger = logging.getLogger(__name__)
 M = TypeVar("M", bound=nn.Module)
@@ -148,11 +149,29 @@ def any_ranks(*flags: bool) -> tuple[bool, ...]:
     E.g. ``diverged, stop = any_ranks(not finite, stop_requested)``: every rank gets the same
     answers, so all raise, stop or go on together instead of one leaving the others in a collective.
     """
-    if not is_distributed():
-        return tuple(bool(f) for f in flags)
-    t = torch.tensor([float(f) for f in flags], device=_scalar_device())
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return tuple(bool(v) for v in t.tolist())
+    return Agreement(*flags).result()
+
+
+class Agreement:
+    """Flags or-ed over every process by one collective started now and read by :meth:`result`.
+
+    Started before work that does not depend on the answer (a backward pass), the wait for the
+    slowest process overlaps that work instead of adding to it. In one process, the flags themselves.
+    """
+
+    def __init__(self, *flags: bool) -> None:
+        self._flags = torch.tensor([float(f) for f in flags])
+        self._work = None
+        if is_distributed():
+            self._flags = self._flags.to(_scalar_device())
+            self._work = dist.all_reduce(self._flags, op=dist.ReduceOp.MAX, async_op=True)
+
+    def result(self) -> tuple[bool, ...]:
+        """The or-ed flags, the same on every process (waits for the collective once)."""
+        if self._work is not None:
+            self._work.wait()
+            self._work = None
+        return tuple(bool(v) for v in self._flags.tolist())
 
 
 def sum_over_ranks(value: float) -> float:

@@ -55,13 +55,13 @@ class FitCheckpoint:
                 base.on_epoch_end(state)
             self.save(state, settings)
 
-        def after_step(state: FitState) -> None:
-            if base.after_step:
-                base.after_step(state)
-            if distributed.any_rank(self.stop_requested):  # every rank stops after the same step
-                raise self.interrupted(state.epoch)
-
-        return dataclasses.replace(base, on_start=on_start, on_epoch_end=on_epoch_end, after_step=after_step)
+        return dataclasses.replace(
+            base,
+            on_start=on_start,
+            on_epoch_end=on_epoch_end,
+            stop_requested=lambda: base.stop_requested() or self.stop_requested,
+            interrupted=lambda state: self.interrupted(state.epoch),
+        )
 
     def save(self, state: FitState, settings: dict[str, Any]) -> None:
         """Write the state after ``state.epoch`` finished (atomically; rank 0 only under torchrun)."""

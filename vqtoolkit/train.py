@@ -327,17 +327,21 @@ def train_step(
     Returns whether any rank was asked to stop (``stop``): agreed over ranks in the same collective as
     the check for a non-finite loss, so every rank raises or stops after the same step.
     """
-    with autocast(run.device, run.precision):
-        out = run.network(x)
-        recon_loss = F.mse_loss(out.reconstruction.float(), x)
-        loss = recon_loss + out.quantizer.loss.float()
-    run.step += 1
-    optimizer = run.optimizer
-    optimizer.zero_grad(set_to_none=True)
-    for group in optimizer.param_groups:
-        group["lr"] = lr_at(run.step - 1, run.total_steps, run.config.lr, run.config.lr_schedule)
-    run.scaler.scale(loss).backward()
-    nonfinite, stopping = distributed.any_ranks(not torch.isfinite(loss), stop.requested)
+    # across processes the quantizer's codebook sums and the flags below travel while the
+    # backward pass runs; the codebook update lands when the block ends (before the next step)
+    with distributed.overlapped_sums():
+        with autocast(run.device, run.precision):
+            out = run.network(x)
+            recon_loss = F.mse_loss(out.reconstruction.float(), x)
+            loss = recon_loss + out.quantizer.loss.float()
+        run.step += 1
+        optimizer = run.optimizer
+        optimizer.zero_grad(set_to_none=True)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(run.step - 1, run.total_steps, run.config.lr, run.config.lr_schedule)
+        agreement = distributed.Agreement(not torch.isfinite(loss), stop.requested)
+        run.scaler.scale(loss).backward()
+    nonfinite, stopping = agreement.result()
     if nonfinite:  # every rank raises, before the update
         value = float(loss.detach()) if not torch.isfinite(loss) else "non-finite on another rank"
         raise TrainingError(

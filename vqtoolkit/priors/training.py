@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from vqtoolkit import distributed
-from vqtoolkit.errors import TrainingError
+from vqtoolkit.errors import TrainingError, TrainingInterrupted
 from vqtoolkit.schedule import lr_at
 
 logger = logging.getLogger(__name__)
@@ -113,7 +113,8 @@ class FitHooks:
     * ``reduce(total_nats, codes)`` combines held-out sums across processes;
     * ``on_start(state)`` runs before the first epoch (restore a checkpoint: set ``epoch``,
       ``step``, weights and optimizer state); ``on_epoch_end(state)`` after each scored epoch;
-      ``after_step(state)`` after every optimizer step (e.g. stop on Ctrl-C by raising).
+    * ``stop_requested()`` is asked at every step (e.g. whether Ctrl-C was pressed); when it is true
+      on any process, every process finishes the step and raises ``interrupted(state)``.
     """
 
     wrap: Callable[[nn.Module], nn.Module] | None = None
@@ -121,7 +122,10 @@ class FitHooks:
     reduce: Callable[[float, int], tuple[float, int]] = lambda nats, codes: (nats, codes)
     on_start: Callable[[FitState], None] | None = None
     on_epoch_end: Callable[[FitState], None] | None = None
-    after_step: Callable[[FitState], None] | None = None
+    stop_requested: Callable[[], bool] = lambda: False
+    interrupted: Callable[[FitState], Exception] = lambda state: TrainingInterrupted(
+        f"prior fit interrupted in epoch {state.epoch}"
+    )
 
 
 @contextmanager
@@ -206,8 +210,11 @@ def fit_network(
                 for group in optimizer.param_groups:
                     group["lr"] = lr_at(state.step, total_steps, settings.lr, "cosine")
                 optimizer.zero_grad(set_to_none=True)
+                # one collective per step, agreed while the backward pass runs
+                agreement = distributed.Agreement(not torch.isfinite(value), hooks.stop_requested())
                 value.backward()
-                if distributed.any_rank(not torch.isfinite(value)):  # all ranks raise, before the update
+                nonfinite, stopping = agreement.result()
+                if nonfinite:  # all ranks raise, before the update
                     shown = float(value) if not torch.isfinite(value) else "non-finite on another rank"
                     raise TrainingError(
                         f"{name} loss became {shown} in epoch {state.epoch}: lower lr (now {settings.lr})"
@@ -216,8 +223,8 @@ def fit_network(
                 state.step += 1
                 nats += float(value.detach()) * len(batch)
                 seen += len(batch)
-                if hooks.after_step:
-                    hooks.after_step(state)
+                if stopping:  # every rank stops after the same step
+                    raise hooks.interrupted(state)
             record = {
                 "epoch": state.epoch,
                 "train_bits_per_code": distributed.sum_over_ranks(nats)

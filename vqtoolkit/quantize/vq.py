@@ -35,7 +35,7 @@ from vqtoolkit.quantize.core import (
     to_flat,
     vq_losses,
 )
-from vqtoolkit.quantize.distributed import all_reduce_sum_, broadcast_
+from vqtoolkit.quantize.distributed import broadcast_, sum_then
 from vqtoolkit.quantize.health import ema_update_, kmeans
 
 
@@ -169,12 +169,15 @@ class VectorQuantizer(Quantizer):
 
     @torch.no_grad()
     def _update(self, x: Tensor, indices: Tensor, counts: Tensor) -> None:
-        """EMA step and usage bookkeeping, with statistics summed over processes."""
+        """EMA step and usage bookkeeping, with statistics summed over processes (:func:`sum_then`)."""
         counts = counts.to(self.embedding.weight.dtype)
-        sums = None
-        if self.ema:
-            sums = torch.zeros_like(self.embedding.weight).index_add_(0, indices, x.to(self.embedding.weight))
-            all_reduce_sum_(counts, sums)
+        if not self.ema:
+            sum_then((counts,), lambda: self._count_usage(counts))
+            return
+        sums = torch.zeros_like(self.embedding.weight).index_add_(0, indices, x.to(self.embedding.weight))
+
+        @torch.no_grad()  # may run after the forward (at the end of an overlapped training step)
+        def apply() -> None:
             ema_update_(
                 self.embedding.weight,
                 self.cluster_size,
@@ -184,8 +187,13 @@ class VectorQuantizer(Quantizer):
                 decay=self.decay,
                 eps=self.eps,
             )
-        elif self.revive_after is not None:
-            all_reduce_sum_(counts)
+            self._count_usage(counts)
+
+        sum_then((counts, sums), apply)
+
+    @torch.no_grad()
+    def _count_usage(self, counts: Tensor) -> None:
+        """Count another step unused for each code chosen fewer than ``min_usage`` times (revival)."""
         if self.revive_after is not None:
             self.unused_steps.add_(1).masked_fill_(counts >= self.min_usage, 0)
 
