@@ -33,15 +33,26 @@ def check_image_path(path: str | Path) -> str:
 
 
 def grid_bytes(
-    images: Tensor, *, nrow: int | None = None, scale: int = 1, padding: int = 2, image_format: str = "png"
+    images: Tensor,
+    *,
+    nrow: int | None = None,
+    scale: int = 1,
+    padding: int = 2,
+    image_format: str = "png",
+    sections: int = 1,
 ) -> bytes:
     """Image bytes (PNG unless ``image_format`` says otherwise) of ``images`` ``(N, C, H, W)`` in [0, 1].
 
-    Tiled ``nrow`` per row on white. ``scale`` enlarges every pixel to a ``scale``×``scale`` block
-    (nearest neighbour), so small images stay sharp where they are shown bigger.
+    Tiled ``nrow`` per row on white. ``sections`` > 1 splits the images into that many equal runs
+    (e.g. originals, then reconstructions), each starting a new row, with a wider white gap between
+    them. ``scale`` enlarges every pixel to a ``scale``×``scale`` block (nearest neighbour), so small
+    images stay sharp where they are shown bigger.
     """
     rows = nrow or max(1, round(len(images) ** 0.5))
-    grid = make_grid(images.detach().cpu().float(), nrow=rows, padding=padding, pad_value=1.0)
+    images = images.detach().cpu().float()
+    parts = [make_grid(part, nrow=rows, padding=padding, pad_value=1.0) for part in images.chunk(sections)]
+    gap = torch.ones(parts[0].shape[0], 3 * padding, parts[0].shape[2])
+    grid = torch.cat([piece for part in parts for piece in (gap, part)][1:], dim=1)
     array = (grid.clamp(0, 1) * 255 + 0.5).byte().permute(1, 2, 0).numpy()
     picture = Image.fromarray(array[..., 0] if array.shape[2] == 1 else array)
     if scale > 1:
@@ -51,11 +62,11 @@ def grid_bytes(
     return buffer.getvalue()
 
 
-def save_grid(images: Tensor, path: str | Path, *, nrow: int | None = None) -> Path:
+def save_grid(images: Tensor, path: str | Path, *, nrow: int | None = None, sections: int = 1) -> Path:
     """Save ``images`` ``(N, C, H, W)`` in [0, 1] as a ``.png``/``.jpg`` grid, or as an ``.npy`` array.
 
-    The suffix decides the format (:func:`check_image_path`). The file appears complete or not at
-    all (see :func:`vqtoolkit.atomic.atomic_write`).
+    The suffix decides the format (:func:`check_image_path`); ``sections`` as in :func:`grid_bytes`.
+    The file appears complete or not at all (see :func:`vqtoolkit.atomic.atomic_write`).
     """
     path = Path(path)
     kind = check_image_path(path)
@@ -64,7 +75,7 @@ def save_grid(images: Tensor, path: str | Path, *, nrow: int | None = None) -> P
         np.save(buffer, images.detach().cpu().numpy())
         data = buffer.getvalue()
     else:
-        data = grid_bytes(images, nrow=nrow, image_format=kind)
+        data = grid_bytes(images, nrow=nrow, image_format=kind, sections=sections)
     atomic_write(path, data)
     return path
 

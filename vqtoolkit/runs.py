@@ -61,6 +61,7 @@ def stage1_pictures(pipe: Pipeline, data: ImageDataset, output: Path) -> dict[st
             torch.cat([originals, pipe.reconstruct(originals).cpu()]),
             beside(output, "reconstructions.png"),
             nrow=8,
+            sections=2,
         ),
         "curves": plots.training_curves(
             pipe.info["history"], beside(output, "training.png"), title=data.describe()

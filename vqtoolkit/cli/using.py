@@ -113,7 +113,7 @@ def reconstruct(
     originals = as_tensor(pipe.dataset(data_root, name=dataset).test_images[:num_images])
     recon = pipe.reconstruct(originals).cpu()
     images = recon if output.suffix == ".npy" else torch.cat([originals, recon])
-    save_grid(images, output, nrow=min(8, len(originals)))
+    save_grid(images, output, nrow=min(8, len(originals)), sections=1 if output.suffix == ".npy" else 2)
     mse = metrics.mse(recon, originals)
     if as_json:
         emit_json({"output": str(output), "num_images": len(originals), "test_mse": mse})
