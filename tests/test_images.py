@@ -35,6 +35,6 @@ def test_a_reconstructions_file_keeps_originals_and_reconstructions_apart(tmp_pa
 
 
 def test_an_unknown_suffix_is_refused_before_writing(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="suffix '.gif'"):
+    with pytest.raises(ConfigError, match=r"suffix '\.gif'"):
         save_grid(torch.rand(4, 1, 8, 8), tmp_path / "x.gif")
     assert not (tmp_path / "x.gif").exists()
