@@ -181,18 +181,19 @@ def test_a_run_stopped_on_one_rank_stops_on_all_and_resumes_exactly(tmp_path: Pa
 
 
 def cli_worker(rank: int, port: int, tmp: str) -> None:
-    """``vqtool build`` in one process of a 2-process launch, its stdout captured per rank."""
+    """``vqtool build`` in one process of a 2-process launch, its stdout and stderr captured per rank."""
     import contextlib
     import io
 
     from vqtoolkit.cli import main
 
     set_torchrun_environment(rank, port)
-    out = io.StringIO()
+    out, err = io.StringIO(), io.StringIO()
     args = ["build", "--prior", "gmm", "--epochs", "1", "--num-codes", "16", "--dim", "8", "--device", "cpu"]
-    with contextlib.redirect_stdout(out):
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         main([*args, "-o", f"{tmp}/cli/model.safetensors"], standalone_mode=False)
     Path(f"{tmp}/stdout-rank{rank}.txt").write_text(out.getvalue())
+    Path(f"{tmp}/stderr-rank{rank}.txt").write_text(err.getvalue())
 
 
 @pytest.mark.slow  # the CLI end to end on the digits, two processes: about half a minute
@@ -200,6 +201,8 @@ def test_vqtool_build_under_two_processes_writes_one_set_of_files(tmp_path: Path
     mp.spawn(cli_worker, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
     assert "test mse" in (tmp_path / "stdout-rank0.txt").read_text()
     assert (tmp_path / "stdout-rank1.txt").read_text() == ""
+    assert "conv → ema" in (tmp_path / "stderr-rank0.txt").read_text()  # what the run trains
+    assert "conv → ema" not in (tmp_path / "stderr-rank1.txt").read_text()  # said once, by rank 0
     names = {p.name for p in (tmp_path / "cli").iterdir()}
     assert names == {
         f"model{suffix}"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -287,12 +288,14 @@ class _StderrHandler(logging.Handler):
 def configure_logging(*, quiet: bool = False) -> None:
     """Send the ``vqtoolkit`` logger's INFO lines (WARNING and up when ``quiet``) to stderr.
 
-    Idempotent: a second call replaces the handler it added, so repeated in-process runs (tests) do
-    not print each line twice.
+    Under ``torchrun`` only rank 0 says what it is doing; the other processes (``RANK`` > 0) report
+    warnings and errors alone, so a run's log reads as one process's. Idempotent: a second call
+    replaces the handler it added, so repeated in-process runs (tests) do not print each line twice.
     """
     logger = reset_logging()
     logger.addHandler(_StderrHandler())
-    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    other_rank = os.environ.get("RANK", "0") not in ("", "0")
+    logger.setLevel(logging.WARNING if quiet or other_rank else logging.INFO)
 
 
 def reset_logging() -> logging.Logger:

@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import os
+import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -250,6 +251,9 @@ def wrap(module: nn.Module, device: torch.device) -> nn.Module:
         return module
     from torch.nn.parallel import DistributedDataParallel
 
+    # A 1×1 convolution's gradient can differ from its bucket view in strides along size-1 dims
+    # only (the same memory layout); DDP then warns on the first backward. Nothing is wrong.
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     device_ids = [device.index] if device.type == "cuda" else None
     # ``forward_sync_buffers`` replaced ``broadcast_buffers`` in torch 2.14; both still sync at init
     newer = "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
