@@ -158,14 +158,14 @@ class IndexPrior(Prior):
                 "label already: drop clusters or conditional"
             )
         super().__init__()
-        self.num_codes, self.conditional = num_codes, conditional
+        self.num_codes, self.conditional, self.clusters = num_codes, conditional, clusters
         classes = (num_classes or 1) if conditional else (clusters or 1)
         self.register_buffer("class_log_prior", torch.full((classes,), -math.log(classes)))
 
     @property
     def groups(self) -> int | None:
         """Values of the global variable ``p(x | ·)`` is conditioned on: classes, clusters, or ``None``."""
-        return self.num_classes if self.conditional else self._config["clusters"]
+        return self.num_classes if self.conditional else self.clusters
 
     @property
     def num_classes(self) -> int | None:
@@ -245,7 +245,7 @@ class IndexPrior(Prior):
         if len(data) < 2:
             raise ShapeError(f"a prior needs at least 2 index grids to fit; got {len(data)}")
         labels = self.check_labels(labels, len(data), fitting=True)
-        clusters = self._config["clusters"]
+        clusters = self.clusters
         if clusters is not None:
             if len(data) < clusters:
                 raise ShapeError(

@@ -128,7 +128,7 @@ class NeuralIndexPrior(IndexPrior):
             self.net = self._new_net().to(device)
             state = fit_network(
                 self.net,
-                cross_entropy_loss if self._config["clusters"] is None else self._cluster_loss,
+                cross_entropy_loss if self.clusters is None else self._cluster_loss,
                 data,
                 labels,
                 self.settings,
