@@ -69,6 +69,7 @@ LAYERS: dict[str, list[str]] = {
         "quantize.base",
         "priors",
         "priors.base",
+        "priors.clusters",
         "priors.training",
     ],
     "components": [

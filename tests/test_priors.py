@@ -193,11 +193,13 @@ def test_plain_layers_would_leave_a_blind_region_and_too_few_layers_are_refused(
         dilations((12, 12), 3)
 
 
-def test_pixelcnn_incremental_sampler_agrees_with_the_full_network():
-    prior = fitted("pixelcnn", TINY_PIXELCNN)
-    greedy = prior.sample(6, temperature=1e-6, generator=torch.Generator().manual_seed(0))
+@pytest.mark.parametrize("clusters", [None, 3])
+def test_pixelcnn_incremental_sampler_agrees_with_the_full_network(clusters):
+    prior = fitted("pixelcnn", {**TINY_PIXELCNN, "clusters": clusters})
+    which = None if clusters is None else torch.tensor([0, 1, 2, 0, 1, 2])
+    greedy = prior._sample(6, which, 1e-6, torch.Generator().manual_seed(0))
     with torch.no_grad():
-        assert torch.equal(prior.net(greedy).argmax(1), greedy)
+        assert torch.equal(prior.net(greedy, which).argmax(1), greedy)
 
 
 def test_transformer_cached_steps_give_the_full_sequence_logits():
@@ -230,18 +232,20 @@ def test_transformer_cached_steps_give_the_full_sequence_logits():
     assert not torch.allclose(after[..., 7:], full[..., 7:])
 
 
-def test_transformer_sampler_agrees_with_the_full_network():
-    prior = fitted("transformer", TINY_TRANSFORMER)
-    greedy = prior.sample(6, temperature=1e-6, generator=torch.Generator().manual_seed(0))
+@pytest.mark.parametrize("clusters", [None, 3])
+def test_transformer_sampler_agrees_with_the_full_network(clusters):
+    prior = fitted("transformer", {**TINY_TRANSFORMER, "clusters": clusters})
+    which = None if clusters is None else torch.tensor([0, 1, 2, 0, 1, 2])
+    greedy = prior._sample(6, which, 1e-6, torch.Generator().manual_seed(0))
     with torch.no_grad():
-        assert torch.equal(prior.net(greedy).argmax(1), greedy)
+        assert torch.equal(prior.net(greedy, which).argmax(1), greedy)
 
 
 # -- early stopping ------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["pixelcnn", "transformer"])
 def test_fitting_stops_after_patience_epochs_without_improvement_and_keeps_the_best(name):
     data = torch.randint(0, K, (96, 3, 4))  # pure noise: held-out NLL soon gets worse as it overfits
-    options = {**TINY[name], "epochs": 40, "lr": 3e-2, "patience": 2, "dropout": 0.0}
+    options = {**TINY[name], "epochs": 40, "lr": 3e-2, "patience": 2, "dropout": 0.0, "clusters": None}
     prior = registry.create("prior", name, num_codes=K, **options).fit(data, progress=False)
     val = [record["val_bits_per_code"] for record in prior.history]
     best = min(range(len(val)), key=val.__getitem__)

@@ -25,7 +25,7 @@ from vqtoolkit.fit_checkpoint import FitCheckpoint
 from vqtoolkit.metrics import bits_per_code
 from vqtoolkit.model import VQVAE
 from vqtoolkit.modes import eval_mode, frozen
-from vqtoolkit.priors.base import Prior
+from vqtoolkit.priors.base import IndexPrior, Prior
 from vqtoolkit.stopping import stop_requests
 from vqtoolkit.streaming import Images, as_tensor
 from vqtoolkit.train import EpochCallback, train_autoencoder
@@ -211,16 +211,33 @@ class TwoStageFitting:
         if inputs is None:  # the ranks that leave the fit to rank 0
             return
         log.info(f"stage 2 · fitting {component_name(prior)} prior on {tuple(inputs.shape)} {prior.space}")
-        if checkpoint_path is None:
-            prior.fit(inputs, labels=labels, progress=progress)
-            return
-        saver = FitCheckpoint(Path(checkpoint_path), resume=resume)
-        prior.fit_checkpoint = saver
+        clustered = prior if isinstance(prior, IndexPrior) and prior.clusters is not None else None
+        if clustered is not None:  # grids cluster by what they decode to
+            clustered.code_vectors = self.token_vectors()
         try:
-            with stop_requests(enabled=True) as saver.stop:
+            if checkpoint_path is None:
                 prior.fit(inputs, labels=labels, progress=progress)
+                return
+            saver = FitCheckpoint(Path(checkpoint_path), resume=resume)
+            prior.fit_checkpoint = saver
+            try:
+                with stop_requests(enabled=True) as saver.stop:
+                    prior.fit(inputs, labels=labels, progress=progress)
+            finally:
+                prior.fit_checkpoint = None
         finally:
-            prior.fit_checkpoint = None
+            if clustered is not None:
+                clustered.code_vectors = None
+
+    @torch.inference_mode()
+    def token_vectors(self, max_tokens: int = 65_536) -> Tensor | None:
+        """The stage-1 vector ``(num_tokens, D)`` of every prior token; ``None`` past ``max_tokens``."""
+        quantizer = self.model.quantizer
+        if quantizer.num_tokens > max_tokens:
+            return None
+        device = next(self.model.parameters()).device
+        tokens = torch.arange(quantizer.num_tokens, device=device)[:, None]
+        return quantizer.lookup(quantizer.from_tokens(tokens))[..., 0].clone()
 
     def check_prior_matches(self, prior: Prior) -> None:
         """Refuse an index prior fitted for a codebook of another size."""

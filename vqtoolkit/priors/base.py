@@ -12,6 +12,7 @@ from torch import Tensor
 from vqtoolkit.component import Component
 from vqtoolkit.config import Limit, bounds
 from vqtoolkit.errors import ConfigError, ShapeError
+from vqtoolkit.priors.clusters import cluster_grids
 
 if TYPE_CHECKING:
     from vqtoolkit.fit_checkpoint import FitCheckpoint
@@ -123,6 +124,11 @@ class IndexPrior(Prior):
     ``log p(x) = logsumexp_y [log p(y) + log p(x | y)]`` when no labels are given, so every index
     prior reports bits per code on one scale.
 
+    ``clusters=k`` gives an unconditional prior a global variable of its own: the k-means cluster
+    of each training grid (:mod:`vqtoolkit.priors.clusters`) takes the place of a label while
+    fitting, sampling draws a cluster by its frequency first, and the likelihood marginalises over
+    clusters as above. ``sample(label=...)`` stays refused: clusters are not classes.
+
     ``grid_shape`` and ``num_classes`` are learned by ``fit`` and written into ``config`` so a
     bundle rebuilds buffers of the right shape before loading them.
     """
@@ -130,7 +136,10 @@ class IndexPrior(Prior):
     space = "indices"
     has_likelihood = True
     class_log_prior: Tensor
-    limits = bounds(num_codes=Limit(1), num_classes=Limit(1))
+    limits = bounds(num_codes=Limit(1), num_classes=Limit(1), clusters=Limit(2))
+    #: Set by :meth:`~vqtoolkit.pipeline.Pipeline.fit_prior` for the next ``fit``: the stage-1 vector
+    #: of every code ``(num_codes, D)``, which ``clusters`` groups grids by (random vectors without it).
+    code_vectors: Tensor | None = None
 
     def __init__(
         self,
@@ -139,13 +148,24 @@ class IndexPrior(Prior):
         conditional: bool = False,
         num_classes: int | None = None,
         grid_shape: Sequence[int] | None = None,
+        clusters: int | None = None,
     ) -> None:
         if grid_shape is not None and (len(grid_shape) != 2 or min(grid_shape) < 1):
             raise ConfigError(f"grid_shape must be two positive sizes (H, W); got {list(grid_shape)}")
+        if conditional and clusters is not None:
+            raise ConfigError(
+                "clusters gives an unconditional prior a global variable; a conditional prior has its "
+                "label already: drop clusters or conditional"
+            )
         super().__init__()
-        self.num_codes, self.conditional = num_codes, conditional
-        classes = (num_classes or 1) if conditional else 1
+        self.num_codes, self.conditional, self.clusters = num_codes, conditional, clusters
+        classes = (num_classes or 1) if conditional else (clusters or 1)
         self.register_buffer("class_log_prior", torch.full((classes,), -math.log(classes)))
+
+    @property
+    def groups(self) -> int | None:
+        """Values of the global variable ``p(x | ·)`` is conditioned on: classes, clusters, or ``None``."""
+        return self.num_classes if self.conditional else self.clusters
 
     @property
     def num_classes(self) -> int | None:
@@ -225,12 +245,20 @@ class IndexPrior(Prior):
         if len(data) < 2:
             raise ShapeError(f"a prior needs at least 2 index grids to fit; got {len(data)}")
         labels = self.check_labels(labels, len(data), fitting=True)
+        clusters = self.clusters
+        if clusters is not None:
+            if len(data) < clusters:
+                raise ShapeError(
+                    f"clusters={clusters} needs at least {clusters} grids to fit; got {len(data)}"
+                )
+            labels = cluster_grids(data, clusters, self.code_vectors, num_codes=self.num_codes)
         self._config["grid_shape"] = [int(s) for s in data.shape[1:]]
         if labels is not None:
-            classes = self.num_classes or int(labels.max()) + 1
-            self._config["num_classes"] = classes
+            classes = self.groups or int(labels.max()) + 1
+            if self.conditional:
+                self._config["num_classes"] = classes
             counts = torch.bincount(labels, minlength=classes).double() + 1.0  # add-one: no class has p = 0
-            self.class_log_prior = (counts / counts.sum()).log().float()
+            self.class_log_prior = (counts / counts.sum()).log().float().to(self.class_log_prior.device)
         self._fit(data, labels, progress=progress)
         self.fitted.fill_(True)
         return self
@@ -238,22 +266,41 @@ class IndexPrior(Prior):
     def log_prob(self, data: Tensor, labels: Tensor | None = None) -> Tensor:
         """Per-grid log-likelihood in nats ``(N,)``.
 
-        Marginal over classes when a conditional prior gets no labels; labels given to an
-        unconditional prior are ignored.
+        Marginal over classes (or clusters) when a conditional prior gets no labels, and always
+        for a clustered one; labels given to an unconditional prior are ignored.
         """
         if not self.is_fitted:
             raise ConfigError(f"{type(self).__name__} is not fitted; call fit() first")
         self.check_indices(data)
         labels = self.check_labels(labels, len(data))
-        if not self.conditional or labels is not None:
+        if self.groups is None or labels is not None:
             return self._log_likelihood(data, labels)
-        per_class = torch.stack(
+        return torch.logsumexp(self._log_joint(data), dim=0)
+
+    def log_joint(self, data: Tensor) -> Tensor:
+        """``log p(c) + log p(x | c)`` in nats ``(groups, N)`` for every class or cluster ``c``.
+
+        Its ``logsumexp`` over ``c`` is :meth:`log_prob`; its maximum over ``c`` is a lower bound of
+        it (the likelihood of the best single class or cluster).
+        """
+        if not self.is_fitted:
+            raise ConfigError(f"{type(self).__name__} is not fitted; call fit() first")
+        if self.groups is None:
+            raise ConfigError(
+                f"{type(self).__name__} has no classes or clusters; fit one with conditional=True or "
+                f"clusters=k"
+            )
+        self.check_indices(data)
+        return self._log_joint(data)
+
+    def _log_joint(self, data: Tensor) -> Tensor:
+        per_group = torch.stack(
             [
                 self._log_likelihood(data, torch.full((len(data),), c, dtype=torch.long, device=data.device))
                 for c in range(len(self.class_log_prior))
             ]
         )
-        return torch.logsumexp(per_class + self.class_log_prior[:, None], dim=0)
+        return per_group + self.class_log_prior[:, None].to(per_group.device)
 
     def _generate(
         self, n: int, label: int | None, temperature: float, generator: torch.Generator | None
@@ -263,7 +310,7 @@ class IndexPrior(Prior):
         ``temperature`` divides the logits: below 1 gives cleaner, less varied samples.
         """
         labels = None
-        if self.conditional:
+        if self.groups is not None:  # a label asked for, or a class (cluster) drawn by frequency
             device = self.class_log_prior.device
             labels = (
                 torch.full((n,), label, dtype=torch.long, device=device)

@@ -19,6 +19,9 @@ from vqtoolkit.config import Limit, bounds
 from vqtoolkit.priors.base import IndexPrior
 from vqtoolkit.priors.training import FitHooks, FitSettings, fit_network, torch_threads
 
+#: Default ``clusters`` of unconditional network priors: 16 k-means clusters of the training grids.
+DEFAULT_CLUSTERS = 16
+
 
 def cross_entropy_loss(net: nn.Module, indices: Tensor, labels: Tensor | None) -> Tensor:
     """Mean NLL in nats per code of index grids under ``net``'s logits."""
@@ -56,6 +59,10 @@ class NeuralIndexPrior(IndexPrior):
     ``patience`` epochs without a better held-out NLL before stopping, ``seed`` (initialisation,
     split and shuffling) and ``threads`` (CPU threads while fitting; ``None`` keeps torch's).
     ``top_p`` is the nucleus every ``sample`` draws from (1: the full distribution).
+    ``clusters`` (default :data:`DEFAULT_CLUSTERS`) conditions an unconditional network on the
+    k-means cluster of each grid (see :class:`~vqtoolkit.priors.base.IndexPrior`): samples keep
+    their global shape, as a conditional prior's do. ``None`` turns it off; a conditional prior
+    conditions on its label instead and records ``clusters=None``.
     """
 
     #: Hooks the next ``fit`` uses (distributed training, checkpoints); not saved in bundles.
@@ -87,9 +94,12 @@ class NeuralIndexPrior(IndexPrior):
         seed: int = 0,
         threads: int | None = 1,
         top_p: float = 1.0,
+        clusters: int | None = DEFAULT_CLUSTERS,
         **options: Any,
     ) -> None:
-        super().__init__(num_codes=num_codes, **options)
+        if options.get("conditional"):  # the label is the global variable
+            clusters = self._config["clusters"] = None
+        super().__init__(num_codes=num_codes, clusters=clusters, **options)
         self.settings = FitSettings(
             epochs, batch_size, lr, val_fraction, patience, seed, threads, self.auto_steps
         )
@@ -118,7 +128,7 @@ class NeuralIndexPrior(IndexPrior):
             self.net = self._new_net().to(device)
             state = fit_network(
                 self.net,
-                cross_entropy_loss,
+                cross_entropy_loss if self.clusters is None else self._cluster_loss,
                 data,
                 labels,
                 self.settings,
@@ -127,6 +137,16 @@ class NeuralIndexPrior(IndexPrior):
                 hooks=hooks,
             )
         self.history = state.history
+
+    def _cluster_loss(self, net: nn.Module, indices: Tensor, clusters: Tensor | None) -> Tensor:
+        """``-[log p(c) + log p(x | c)]`` per code for grids of k-means clusters ``c``.
+
+        Only ``p(x | c)`` trains; adding the cluster's cost makes the held-out figure the fit reports
+        an upper bound of the marginal NLL rather than a flattering conditional one.
+        """
+        assert clusters is not None  # fit passes every grid's cluster
+        cost = -self.class_log_prior[clusters].mean() / indices[0].numel()
+        return cross_entropy_loss(net, indices, clusters) + cost
 
     def _log_likelihood(self, data: Tensor, labels: Tensor | None) -> Tensor:
         self.net.eval()  # no dropout when scoring
