@@ -38,7 +38,7 @@ PRIORS: dict[str, tuple[str, dict[str, Any]]] = {
     "gmm": ("gmm", {}),
     "pixelcnn": ("pixelcnn", {}),
     "pixelcnn-conditional": ("pixelcnn", {"conditional": True}),
-    "pixelcnn-no-clusters": ("pixelcnn", {"clusters": None}),
+    "pixelcnn-16-clusters": ("pixelcnn", {"clusters": 16}),
     "transformer": ("transformer", {}),
     "transformer-conditional": ("transformer", {"conditional": True}),
     "transformer-no-clusters": ("transformer", {"clusters": None}),

@@ -316,3 +316,20 @@ def test_a_fitted_prior_without_its_learned_shape_is_refused(
 
     with pytest.raises(BundleError, match=message):
         vqtoolkit.load(_edit(path, tmp_path, edit_document=edit))
+
+
+@pytest.mark.parametrize("prior", ["pixelcnn", "transformer"])
+def test_a_bundle_written_before_clusters_existed_loads_as_it_was(tmp_path: Path, prior: str) -> None:
+    """An index prior's config without ``clusters`` (older releases) means no clusters, whatever the
+    default of today: the transformer's default is 16, which would ask for tensors the file lacks."""
+    pipe = tiny_pipeline(prior, clusters=None, epochs=1)
+    path = pipe.save(tmp_path / "now.safetensors")
+    old = rewrite(
+        path,
+        tmp_path / "old.safetensors",
+        edit_document=lambda document: document["components"]["prior"]["config"].pop("clusters"),
+    )
+    loaded = vqtoolkit.load(old)
+    assert loaded.prior.clusters is None
+    before, after = (p.sample_indices(3, generator=torch.Generator().manual_seed(0)) for p in (pipe, loaded))
+    assert torch.equal(before, after)

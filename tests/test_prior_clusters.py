@@ -91,12 +91,18 @@ def test_samples_draw_each_cluster_by_its_frequency():
     assert 0.4 < float(family.mean()) < 0.6
 
 
+def test_the_defaults_follow_held_out_likelihood():
+    """Clusters cost the PixelCNN held-out NLL and gain the transformer some (docs/priors.md)."""
+    assert registry.create("prior", "pixelcnn", num_codes=4).config["clusters"] is None
+    assert registry.create("prior", "transformer", num_codes=4).config["clusters"] == 16
+
+
 def test_clusters_and_labels_do_not_mix():
     with pytest.raises(ConfigError, match="drop clusters or conditional"):
         registry.create("prior", "categorical", num_codes=4, conditional=True, clusters=3)
     conditional = registry.create("prior", "pixelcnn", num_codes=4, conditional=True, num_classes=3)
     assert conditional.config["clusters"] is None  # its label is its global variable
-    clustered = registry.create("prior", "pixelcnn", num_codes=4, epochs=1, channels=8, layers=2)
+    clustered = registry.create("prior", "pixelcnn", num_codes=4, epochs=1, channels=8, layers=2, clusters=16)
     clustered.fit(two_families()[0], progress=False)
     assert clustered.config["clusters"] == 16 and not clustered.conditional
     with pytest.raises(ConfigError, match="unconditional"):

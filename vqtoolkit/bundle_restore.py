@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from vqtoolkit import registry
 from vqtoolkit._version import __version__
+from vqtoolkit.component import Component
 from vqtoolkit.config import check_config
 from vqtoolkit.deadline import build_deadline
 from vqtoolkit.errors import BundleError, VQToolkitError
@@ -143,7 +144,13 @@ def restore(
     *,
     what: str,
 ) -> nn.Module:
-    """Rebuild ``cls(**config)`` and load ``state`` into it, after checking every name, shape and dtype."""
+    """Rebuild ``cls(**config)`` and load ``state`` into it, after checking every name, shape and dtype.
+
+    A config saved before an option existed gets the value that keeps its meaning
+    (:meth:`~vqtoolkit.component.Component.saved_config`).
+    """
+    if isinstance(cls, type) and issubclass(cls, Component):
+        config = cls.saved_config(config)
     try:
         check_config(cls, config, what=what)
     except VQToolkitError as err:

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from vqtoolkit.config import Limit, capture, signature
+from vqtoolkit.config import Limit, accepted_options, capture, signature
 
 
 class Component(nn.Module):
@@ -29,7 +29,10 @@ class Component(nn.Module):
     * ``preset``: new defaults for the parent's options, ``defaults(ema=True)``: the subclass is the
       parent with other defaults, and takes exactly the parent's options;
     * ``options_to``: the class that receives this constructor's ``**options`` (the parent by
-      default), so their names are known, checked and recorded too.
+      default), so their names are known, checked and recorded too;
+    * ``added_options``: options added after bundles were first written, each with the value that
+      rebuilds a config saved before it existed as it was (merged over the bases): a bundle never
+      changes meaning when a later release gives a new option another default.
 
     A component whose shape is only known after fitting (a prior) writes what it learned into
     ``self._config``.
@@ -40,6 +43,7 @@ class Component(nn.Module):
     limits: ClassVar[Mapping[str, Limit]] = {}
     preset: ClassVar[Mapping[str, Any]] = {}
     options_to: ClassVar[type | None] = None
+    added_options: ClassVar[Mapping[str, Any]] = {}
     _config: dict[str, Any]
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Component:  # noqa: D102 - documented on the class
@@ -53,6 +57,18 @@ class Component(nn.Module):
         super().__init_subclass__(**kwargs)
         if "preset" in cls.__dict__ and "__init__" not in cls.__dict__:
             _install_preset(cls)
+
+    @classmethod
+    def saved_config(cls, config: Mapping[str, Any]) -> dict[str, Any]:
+        """``config`` as saved by any release, completed with the :attr:`added_options` it predates.
+
+        Only options this class's constructor takes are added (a subclass may not pass one on).
+        """
+        added: dict[str, Any] = {}
+        for base in reversed(cls.__mro__):
+            added.update(base.__dict__.get("added_options", {}))
+        taken = accepted_options(cls)
+        return {**{k: v for k, v in added.items() if taken is None or k in taken}, **config}
 
     @property
     def config(self) -> dict[str, Any]:

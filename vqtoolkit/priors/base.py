@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, ClassVar, Literal
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
@@ -137,6 +137,7 @@ class IndexPrior(Prior):
     has_likelihood = True
     class_log_prior: Tensor
     limits = bounds(num_codes=Limit(1), num_classes=Limit(1), clusters=Limit(2))
+    added_options: ClassVar[Mapping[str, Any]] = {"clusters": None}  # saved before clusters existed
     #: Set by :meth:`~vqtoolkit.pipeline.Pipeline.fit_prior` for the next ``fit``: the stage-1 vector
     #: of every code ``(num_codes, D)``, which ``clusters`` groups grids by (random vectors without it).
     code_vectors: Tensor | None = None

@@ -62,7 +62,8 @@ class NeuralIndexPrior(IndexPrior):
     ``clusters`` (default :data:`DEFAULT_CLUSTERS`) conditions an unconditional network on the
     k-means cluster of each grid (see :class:`~vqtoolkit.priors.base.IndexPrior`): samples keep
     their global shape, as a conditional prior's do. ``None`` turns it off; a conditional prior
-    conditions on its label instead and records ``clusters=None``.
+    conditions on its label instead and records ``clusters=None``. A subclass may default to
+    ``None`` where clusters cost its held-out NLL (``pixelcnn``, docs/priors.md).
     """
 
     #: Hooks the next ``fit`` uses (distributed training, checkpoints); not saved in bundles.
