@@ -149,7 +149,7 @@ def restore(
     A config saved before an option existed gets the value that keeps its meaning
     (:meth:`~vqtoolkit.component.Component.saved_config`).
     """
-    if isinstance(cls, type) and issubclass(cls, Component):
+    if issubclass(cls, Component):
         config = cls.saved_config(config)
     try:
         check_config(cls, config, what=what)

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from vqtoolkit.config import Limit, accepted_options, capture, signature
+from vqtoolkit.config import Limit, accepted_options, capture, merged_over_bases, signature
 
 
 class Component(nn.Module):
@@ -64,9 +64,7 @@ class Component(nn.Module):
 
         Only options this class's constructor takes are added (a subclass may not pass one on).
         """
-        added: dict[str, Any] = {}
-        for base in reversed(cls.__mro__):
-            added.update(base.__dict__.get("added_options", {}))
+        added = merged_over_bases(cls, "added_options")
         taken = accepted_options(cls)
         return {**{k: v for k, v in added.items() if taken is None or k in taken}, **config}
 

@@ -255,11 +255,19 @@ def _hints(cls: type) -> dict[str, Any]:
 @functools.cache
 def _limits(cls: type) -> dict[str, Limit]:
     """The ``limits`` of ``cls``'s bases and of the classes its ``**options`` go to, merged."""
-    limits: dict[str, Limit] = {}
+    return merged_over_bases(cls, "limits")
+
+
+def merged_over_bases(cls: type, attribute: str) -> dict[str, Any]:
+    """A mapping class attribute (``limits``, ``added_options``) merged over the classes that shape ``cls``.
+
+    Those are ``cls``'s bases and the classes its ``**options`` go to; the nearer class wins.
+    """
+    merged: dict[str, Any] = {}
     for owner in reversed(list(_init_chain(cls))):
         for base in reversed(owner.__mro__):
-            limits.update(base.__dict__.get("limits", {}))
-    return limits
+            merged.update(base.__dict__.get(attribute, {}))
+    return merged
 
 
 def matches(value: Any, tp: Any) -> bool:

@@ -214,18 +214,15 @@ class TwoStageFitting:
         clustered = prior if isinstance(prior, IndexPrior) and prior.clusters is not None else None
         if clustered is not None:  # grids cluster by what they decode to
             clustered.code_vectors = self.token_vectors()
-        try:
-            if checkpoint_path is None:
+        saver = None if checkpoint_path is None else FitCheckpoint(Path(checkpoint_path), resume=resume)
+        prior.fit_checkpoint = saver
+        try:  # with a checkpoint, Ctrl-C stops the fit after a step and leaves it resumable
+            with stop_requests(enabled=saver is not None) as stop:
+                if saver is not None:
+                    saver.stop = stop
                 prior.fit(inputs, labels=labels, progress=progress)
-                return
-            saver = FitCheckpoint(Path(checkpoint_path), resume=resume)
-            prior.fit_checkpoint = saver
-            try:
-                with stop_requests(enabled=True) as saver.stop:
-                    prior.fit(inputs, labels=labels, progress=progress)
-            finally:
-                prior.fit_checkpoint = None
         finally:
+            prior.fit_checkpoint = None
             if clustered is not None:
                 clustered.code_vectors = None
 
