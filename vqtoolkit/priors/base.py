@@ -310,15 +310,19 @@ class IndexPrior(Prior):
 
         ``temperature`` divides the logits: below 1 gives cleaner, less varied samples.
         """
-        labels = None
-        if self.groups is not None:  # a label asked for, or a class (cluster) drawn by frequency
-            device = self.class_log_prior.device
-            labels = (
-                torch.full((n,), label, dtype=torch.long, device=device)
-                if label is not None
-                else torch.multinomial(self.class_log_prior.exp(), n, replacement=True, generator=generator)
-            )
-        return self._sample(n, labels, temperature, generator)
+        return self._sample(n, self.draw_groups(n, label, generator), temperature, generator)
+
+    def draw_groups(self, n: int, label: int | None, generator: torch.Generator | None) -> Tensor | None:
+        """The label or cluster of ``n`` samples (``None`` for a prior without either).
+
+        ``label`` if asked for, else classes (clusters) drawn by their frequency.
+        """
+        if self.groups is None:
+            return None
+        device = self.class_log_prior.device
+        if label is not None:
+            return torch.full((n,), label, dtype=torch.long, device=device)
+        return torch.multinomial(self.class_log_prior.exp(), n, replacement=True, generator=generator)
 
     def _fit(self, data: Tensor, labels: Tensor | None, *, progress: bool) -> None:
         raise NotImplementedError

@@ -8,14 +8,16 @@ stopping and the best weights kept), likelihoods and the options every such prio
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vqtoolkit.config import Limit, bounds
+from vqtoolkit.errors import ConfigError
 from vqtoolkit.priors.base import IndexPrior
 from vqtoolkit.priors.training import FitHooks, FitSettings, fit_network, torch_threads
 
@@ -59,6 +61,10 @@ class NeuralIndexPrior(IndexPrior):
     ``patience`` epochs without a better held-out NLL before stopping, ``seed`` (initialisation,
     split and shuffling) and ``threads`` (CPU threads while fitting; ``None`` keeps torch's).
     ``top_p`` is the nucleus every ``sample`` draws from (1: the full distribution).
+    ``condition_dropout`` replaces that share of the training grids' labels (or clusters) by a
+    learned "no condition", so the same network also models ``p(x)``; ``guidance`` then samples
+    from ``softmax(l_∅ + guidance · (l_c − l_∅))`` (classifier-free guidance; 1: plain ``p(x | c)``,
+    above 1: samples truer to their label or cluster). Likelihoods always use ``p(x | c)``.
     ``clusters`` (default :data:`DEFAULT_CLUSTERS`) conditions an unconditional network on the
     k-means cluster of each grid (see :class:`~vqtoolkit.priors.base.IndexPrior`): samples keep
     their global shape, as a conditional prior's do. ``None`` turns it off; a conditional prior
@@ -66,6 +72,8 @@ class NeuralIndexPrior(IndexPrior):
     ``None`` where clusters cost its held-out NLL (``pixelcnn``, docs/priors.md).
     """
 
+    #: Set while a guided ``sample`` runs: ``_draw`` then mixes the two halves' logits.
+    _guided = False
     #: Hooks the next ``fit`` uses (distributed training, checkpoints); not saved in bundles.
     hooks: FitHooks | None = None
     fits_on_every_rank = True
@@ -77,7 +85,10 @@ class NeuralIndexPrior(IndexPrior):
         patience=Limit(1),
         threads=Limit(1),
         top_p=Limit(0, 1, low_open=True),
+        condition_dropout=Limit(0, 1, high_open=True),
+        guidance=Limit(0),
     )
+    added_options: ClassVar[Mapping[str, Any]] = {"condition_dropout": 0.0, "guidance": 1.0}
 
     #: Optimizer steps of the default budget (``epochs=None``), sized so that this prior's default
     #: network fits MNIST in about 10 minutes on one quiet CPU core (``None``: ``AUTO_STEPS``).
@@ -96,20 +107,65 @@ class NeuralIndexPrior(IndexPrior):
         threads: int | None = 1,
         top_p: float = 1.0,
         clusters: int | None = DEFAULT_CLUSTERS,
+        condition_dropout: float = 0.0,
+        guidance: float = 1.0,
         **options: Any,
     ) -> None:
         if options.get("conditional"):  # the label is the global variable
             clusters = self._config["clusters"] = None
         super().__init__(num_codes=num_codes, clusters=clusters, **options)
+        if guidance != 1 and not condition_dropout:
+            raise ConfigError(
+                f"guidance={guidance} needs a network that also learned p(x) without its condition: "
+                f"fit with condition_dropout > 0 (e.g. 0.1), or keep guidance=1"
+            )
+        if condition_dropout and clusters is None and not self.conditional:
+            raise ConfigError(
+                "condition_dropout needs a condition to drop: fit with clusters=k or conditional=True"
+            )
         self.settings = FitSettings(
             epochs, batch_size, lr, val_fraction, patience, seed, threads, self.auto_steps
         )
         #: Per-epoch training record of the last ``fit`` (not saved in bundles).
         self.history: list[dict[str, Any]] = []
 
+    @property
+    def condition_rows(self) -> int | None:
+        """Rows of the network's condition embedding (``None``: it has none).
+
+        :attr:`groups`, plus the "no condition" row (index ``groups``) when fitted with
+        ``condition_dropout``.
+        """
+        if self.groups is None:
+            return None
+        return self.groups + (1 if self._config["condition_dropout"] else 0)
+
+    def _generate(
+        self, n: int, label: int | None, temperature: float, generator: torch.Generator | None
+    ) -> Tensor:
+        """As :meth:`IndexPrior._generate`, guided when ``guidance != 1``.
+
+        Each grid is drawn beside a twin without its condition, every code from the guided mix of the
+        two logits.
+        """
+        if self._config["guidance"] == 1:
+            return super()._generate(n, label, temperature, generator)
+        labels = self.draw_groups(n, label, generator)
+        assert labels is not None and self.groups is not None  # __init__ refuses guidance without
+        twins = torch.cat([labels, torch.full_like(labels, self.groups)])
+        self._guided = True
+        try:  # the twins share every drawn code: the first n rows are the samples
+            return self._sample(2 * n, twins, temperature, generator)[:n]
+        finally:
+            self._guided = False
+
     def _draw(self, logits: Tensor, temperature: float, generator: torch.Generator | None) -> Tensor:
-        """One code per row of ``logits`` with this prior's ``top_p``."""
-        return draw(logits, temperature, generator, self._config["top_p"])
+        """One code per row of ``logits`` with this prior's ``top_p`` (and ``guidance``: see above)."""
+        if not self._guided:
+            return draw(logits, temperature, generator, self._config["top_p"])
+        conditioned, unconditioned = logits.float().chunk(2)
+        guided = unconditioned + self._config["guidance"] * (conditioned - unconditioned)
+        return draw(guided, temperature, generator, self._config["top_p"]).repeat(2)
 
     def _new_net(self) -> nn.Module:
         raise NotImplementedError
@@ -129,7 +185,7 @@ class NeuralIndexPrior(IndexPrior):
             self.net = self._new_net().to(device)
             state = fit_network(
                 self.net,
-                cross_entropy_loss if self.clusters is None else self._cluster_loss,
+                self._loss,
                 data,
                 labels,
                 self.settings,
@@ -139,15 +195,22 @@ class NeuralIndexPrior(IndexPrior):
             )
         self.history = state.history
 
-    def _cluster_loss(self, net: nn.Module, indices: Tensor, clusters: Tensor | None) -> Tensor:
-        """``-[log p(c) + log p(x | c)]`` per code for grids of k-means clusters ``c``.
+    def _loss(self, net: nn.Module, indices: Tensor, groups: Tensor | None) -> Tensor:
+        """Mean NLL per code of grids given their label or cluster ``groups`` (training and held-out).
 
-        Only ``p(x | c)`` trains; adding the cluster's cost makes the held-out figure the fit reports
-        an upper bound of the marginal NLL rather than a flattering conditional one.
+        A clustered prior adds each grid's ``-log p(c)``: only ``p(x | c)`` trains, but the held-out
+        figure the fit reports becomes an upper bound of the marginal NLL rather than a flattering
+        conditional one. While training, ``condition_dropout`` of the grids see "no condition".
         """
-        assert clusters is not None  # fit passes every grid's cluster
-        cost = -self.class_log_prior[clusters].mean() / indices[0].numel()
-        return cross_entropy_loss(net, indices, clusters) + cost
+        cost = 0.0
+        if self.clusters is not None:
+            assert groups is not None  # fit passes every grid's cluster
+            cost = -self.class_log_prior[groups].mean() / indices[0].numel()
+        dropout = self._config["condition_dropout"]
+        if net.training and dropout and groups is not None:
+            dropped = torch.rand(len(groups), device=groups.device) < dropout
+            groups = groups.masked_fill(dropped, self.groups)
+        return cross_entropy_loss(net, indices, groups) + cost
 
     def _log_likelihood(self, data: Tensor, labels: Tensor | None) -> Tensor:
         self.net.eval()  # no dropout when scoring

@@ -193,7 +193,7 @@ class PixelCNNPrior(NeuralIndexPrior):
         grid = c["grid_shape"] or (1, 1)
         rates = dilations(grid, c["layers"], c["kernel_size"])
         return GatedPixelCNN(
-            self.num_codes, c["channels"], rates, c["kernel_size"], self.groups, c["dropout"]
+            self.num_codes, c["channels"], rates, c["kernel_size"], self.condition_rows, c["dropout"]
         )
 
     # -- using it -----------------------------------------------------------------------------

@@ -149,7 +149,7 @@ class TransformerPrior(NeuralIndexPrior):
         c = self._config
         grid = c["grid_shape"] or (1, 1)
         return CausalTransformer(
-            self.num_codes, grid, c["dim"], c["layers"], c["heads"], self.groups, c["dropout"]
+            self.num_codes, grid, c["dim"], c["layers"], c["heads"], self.condition_rows, c["dropout"]
         )
 
     @torch.inference_mode()
