@@ -8,7 +8,7 @@ import torch
 import vqtoolkit
 from vqtoolkit import registry
 from vqtoolkit.errors import ConfigError
-from vqtoolkit.priors.neural import single_thread
+from vqtoolkit.priors.neural import DEFAULT_CONDITION_DROPOUT, DEFAULT_GUIDANCE, single_thread
 from vqtoolkit.testing import check_prior
 
 NETWORK_PRIORS = ["pixelcnn", "transformer"]
@@ -94,11 +94,26 @@ def test_guided_priors_pass_the_conformance_kit(name):
 
 def test_guidance_needs_a_network_trained_without_its_condition():
     with pytest.raises(ConfigError, match="condition_dropout > 0"):
-        registry.create("prior", "pixelcnn", num_codes=4, clusters=2, guidance=2.0)
+        registry.create("prior", "pixelcnn", num_codes=4, clusters=2, condition_dropout=0, guidance=2.0)
     with pytest.raises(ConfigError, match="clusters=k or conditional=True"):
-        registry.create("prior", "pixelcnn", num_codes=4, condition_dropout=0.1)
+        registry.create("prior", "pixelcnn", num_codes=4, clusters=None, condition_dropout=0.1)
     with pytest.raises(ConfigError, match="condition_dropout"):
         registry.create("prior", "transformer", num_codes=4, clusters=2, condition_dropout=1.0)
+
+
+@pytest.mark.parametrize(
+    ("options", "dropout", "guidance"),
+    [
+        ({"conditional": True}, DEFAULT_CONDITION_DROPOUT, DEFAULT_GUIDANCE),
+        ({"clusters": 4}, DEFAULT_CONDITION_DROPOUT, DEFAULT_GUIDANCE),
+        ({"clusters": 4, "condition_dropout": 0}, 0, 1),
+        ({"clusters": None}, 0, 1),
+    ],
+)
+def test_priors_with_a_condition_are_guided_by_default(options, dropout, guidance):
+    for name in NETWORK_PRIORS:
+        config = registry.create("prior", name, num_codes=4, **options).config
+        assert (config["condition_dropout"], config["guidance"]) == (dropout, guidance)
 
 
 def test_a_guided_prior_round_trips_through_a_bundle(tmp_path):

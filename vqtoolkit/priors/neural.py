@@ -23,6 +23,10 @@ from vqtoolkit.priors.training import FitHooks, FitSettings, fit_network, torch_
 
 #: Default ``clusters`` of unconditional network priors: 16 k-means clusters of the training grids.
 DEFAULT_CLUSTERS = 16
+#: Share of training grids fitted without their label or cluster when a prior has one (``None``).
+DEFAULT_CONDITION_DROPOUT = 0.1
+#: Classifier-free guidance of a prior fitted with condition dropout (``guidance=None``).
+DEFAULT_GUIDANCE = 1.5
 
 
 def cross_entropy_loss(net: nn.Module, indices: Tensor, labels: Tensor | None) -> Tensor:
@@ -64,7 +68,9 @@ class NeuralIndexPrior(IndexPrior):
     ``condition_dropout`` replaces that share of the training grids' labels (or clusters) by a
     learned "no condition", so the same network also models ``p(x)``; ``guidance`` then samples
     from ``softmax(l_∅ + guidance · (l_c − l_∅))`` (classifier-free guidance; 1: plain ``p(x | c)``,
-    above 1: samples truer to their label or cluster). Likelihoods always use ``p(x | c)``.
+    above 1: samples truer to their label or cluster). Likelihoods always use ``p(x | c)``. Both
+    default (``None``) to :data:`DEFAULT_CONDITION_DROPOUT` and :data:`DEFAULT_GUIDANCE` for a
+    prior with a label or clusters, and to 0 and 1 (off) for one without.
     ``clusters`` (default :data:`DEFAULT_CLUSTERS`) conditions an unconditional network on the
     k-means cluster of each grid (see :class:`~vqtoolkit.priors.base.IndexPrior`): samples keep
     their global shape, as a conditional prior's do. ``None`` turns it off; a conditional prior
@@ -107,21 +113,27 @@ class NeuralIndexPrior(IndexPrior):
         threads: int | None = 1,
         top_p: float = 1.0,
         clusters: int | None = DEFAULT_CLUSTERS,
-        condition_dropout: float = 0.0,
-        guidance: float = 1.0,
+        condition_dropout: float | None = None,
+        guidance: float | None = None,
         **options: Any,
     ) -> None:
         if options.get("conditional"):  # the label is the global variable
             clusters = self._config["clusters"] = None
         super().__init__(num_codes=num_codes, clusters=clusters, **options)
-        if guidance != 1 and not condition_dropout:
-            raise ConfigError(
-                f"guidance={guidance} needs a network that also learned p(x) without its condition: "
-                f"fit with condition_dropout > 0 (e.g. 0.1), or keep guidance=1"
-            )
-        if condition_dropout and clusters is None and not self.conditional:
+        conditioned = clusters is not None or self.conditional
+        if condition_dropout is None:
+            condition_dropout = DEFAULT_CONDITION_DROPOUT if conditioned else 0.0
+            self._config["condition_dropout"] = condition_dropout
+        elif condition_dropout and not conditioned:
             raise ConfigError(
                 "condition_dropout needs a condition to drop: fit with clusters=k or conditional=True"
+            )
+        if guidance is None:
+            guidance = self._config["guidance"] = DEFAULT_GUIDANCE if condition_dropout else 1.0
+        elif guidance != 1 and not condition_dropout:
+            raise ConfigError(
+                f"guidance={guidance} needs a network that also learned p(x) without its condition: "
+                f"fit with condition_dropout > 0 (e.g. {DEFAULT_CONDITION_DROPOUT}), or keep guidance=1"
             )
         self.settings = FitSettings(
             epochs, batch_size, lr, val_fraction, patience, seed, threads, self.auto_steps
