@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 
 import vqtoolkit
 from vqtoolkit import registry
+from vqtoolkit.cli import main
 from vqtoolkit.errors import ConfigError
 from vqtoolkit.priors.neural import DEFAULT_CONDITION_DROPOUT, DEFAULT_GUIDANCE, single_thread
 from vqtoolkit.testing import check_prior
@@ -116,22 +121,49 @@ def test_priors_with_a_condition_are_guided_by_default(options, dropout, guidanc
         assert (config["condition_dropout"], config["guidance"]) == (dropout, guidance)
 
 
-def test_a_guided_prior_round_trips_through_a_bundle(tmp_path):
+@pytest.fixture(scope="module")
+def guided_bundle(tmp_path_factory) -> Path:
+    """A digits bundle whose (tiny) conditional PixelCNN was fitted with condition dropout."""
     data = vqtoolkit.load_dataset("digits")
     pipe = vqtoolkit.build("conv", "vq", "conv", num_codes=16, prior=None)
     pipe.fit_autoencoder(data, epochs=1, progress=False)
-    pipe.fit_prior(
-        data,
-        "pixelcnn",
-        conditional=True,
-        condition_dropout=0.2,
-        guidance=2.0,
-        epochs=1,
-        channels=8,
-        progress=False,
-    )
-    pipe.save(tmp_path / "m.safetensors")
-    loaded = vqtoolkit.load(tmp_path / "m.safetensors")
-    assert loaded.prior.config["guidance"] == 2.0 and loaded.prior.config["condition_dropout"] == 0.2
+    pipe.fit_prior(data, "pixelcnn", conditional=True, epochs=1, channels=8, progress=False)
+    return pipe.save(tmp_path_factory.mktemp("guided") / "m.safetensors")
+
+
+def test_a_guided_prior_round_trips_through_a_bundle(guided_bundle):
+    loaded = vqtoolkit.load(guided_bundle)
+    assert loaded.prior.guidance == DEFAULT_GUIDANCE
+    assert loaded.prior.config["condition_dropout"] == DEFAULT_CONDITION_DROPOUT
+    again = vqtoolkit.load(guided_bundle)
     draw = lambda p: p.sample(4, label=3, generator=torch.Generator().manual_seed(0))  # noqa: E731
-    assert torch.equal(draw(loaded), draw(pipe))
+    assert torch.equal(draw(loaded), draw(again))
+
+
+def test_the_cli_sets_guidance_for_sample_and_refuses_it_where_there_is_none(guided_bundle, tmp_path):
+    runner = CliRunner()
+
+    def sample(*extra: str) -> np.ndarray:
+        out = tmp_path / f"s{len(list(tmp_path.iterdir()))}.npy"
+        args = ["sample", str(guided_bundle), "-n", "6", "--label", "2", "-o", str(out), *extra]
+        result = runner.invoke(main, args)
+        assert result.exit_code == 0, result.output
+        return np.load(out)
+
+    assert np.array_equal(sample(), sample("--guidance", str(DEFAULT_GUIDANCE)))  # the bundle's value
+    assert not np.array_equal(sample(), sample("--guidance", "4"))
+
+    plain = vqtoolkit.load(guided_bundle)
+    plain.prior = None
+    stage1 = plain.save(tmp_path / "stage1.safetensors")
+    result = runner.invoke(main, ["sample", str(stage1), "--guidance", "2", "-o", str(tmp_path / "x.png")])
+    assert result.exit_code == 1 and "--guidance steers a network prior" in result.output
+    result = runner.invoke(main, ["sample", str(guided_bundle), "--guidance", "nan"])
+    assert result.exit_code == 2 and "not a finite number" in result.output
+
+
+def test_guidance_set_on_a_prior_without_condition_dropout_is_refused():
+    prior = registry.create("prior", "pixelcnn", num_codes=4, clusters=2, condition_dropout=0)
+    with pytest.raises(ConfigError, match="fitted without condition_dropout"):
+        prior.guidance = 2.0
+    prior.guidance = 1.0  # always allowed

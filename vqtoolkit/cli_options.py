@@ -91,6 +91,17 @@ def temperature_option(help: str) -> Callable[[F], F]:
     )
 
 
+def guidance_option() -> Callable[[F], F]:
+    """``--guidance G`` (>= 0): classifier-free guidance of a prior fitted with a label or clusters."""
+    return click.option(
+        "--guidance",
+        type=FiniteFloat(min=0),
+        default=None,
+        help="Classifier-free guidance for a prior fitted with a label or clusters (1: none, above 1: "
+        "samples truer to their label or cluster).  [default: the bundle's, 1.5 for such priors]",
+    )
+
+
 def quiet_option() -> Callable[[F], F]:
     """``-q/--quiet``: no progress bars or notes."""
     return click.option("-q", "--quiet", is_flag=True, help="No progress bars or notes on stderr.")

@@ -21,6 +21,7 @@ from vqtoolkit.cli_options import (
     bundle_source,
     count_option,
     data_options,
+    guidance_option,
     json_option,
     num_samples_option,
     output_option,
@@ -36,10 +37,26 @@ if TYPE_CHECKING:
     from vqtoolkit.pipeline import Pipeline
 
 
+def with_guidance(pipe: Pipeline, guidance: float | None) -> Pipeline:
+    """``pipe`` with its prior's classifier-free ``guidance`` set (``None``: as saved)."""
+    from vqtoolkit.priors.neural import NeuralIndexPrior
+
+    if guidance is None:
+        return pipe
+    if not isinstance(pipe.prior, NeuralIndexPrior):
+        name = "no prior" if pipe.prior is None else f"a {type(pipe.prior).__name__}"
+        raise ConfigError(
+            f"--guidance steers a network prior fitted with a label or clusters; this bundle has {name}"
+        )
+    pipe.prior.guidance = guidance
+    return pipe
+
+
 @click.command()
 @num_samples_option(64, "How many images.")
 @seed_option("Same seed, same images.")
 @temperature_option("Below 1: cleaner, less varied samples; above 1: more varied.")
+@guidance_option()
 @click.option("--label", type=int, default=None, help="Class to draw (needs a prior fitted --conditional).")
 @output_option(Path("samples.png"), "A .png or .jpg grid, or .npy for the raw images (N, C, H, W) in [0, 1].")
 @json_option()
@@ -50,6 +67,7 @@ def sample(
     num_samples: int,
     seed: int,
     temperature: float,
+    guidance: float | None,
     label: int | None,
     output: Path,
     as_json: bool,
@@ -60,13 +78,14 @@ def sample(
     Example:
       vqtool sample vqtool-out/model.safetensors -n 64 -o grid.png
       vqtool sample cond.safetensors -n 16 --label 3 --temperature 0.8 --seed 1 -o threes.npy
+      vqtool sample cond.safetensors -n 16 --label 3 --guidance 2 -o threes.png
     """
     import torch
 
     from vqtoolkit.images import save_grid
 
     check_image_output(output)
-    pipe = bundle.load()
+    pipe = with_guidance(bundle.load(), guidance)
     check_sample_memory(num_samples, pipe.info.get("image_shape") or (1, 28, 28))
     images = pipe.sample(
         num_samples, label=label, temperature=temperature, generator=torch.Generator().manual_seed(seed)
@@ -197,6 +216,7 @@ def interpolate(
 )
 @click.option("--samples", "samples_alias", type=click.IntRange(min=2), default=None, hidden=True)
 @temperature_option("Sampling temperature for --num-samples.")
+@guidance_option()
 @seed_option("Seed for --num-samples.")
 @json_option()
 @bundle_source()
@@ -208,6 +228,7 @@ def evaluate(
     num_samples: int | None,
     samples_alias: int | None,
     temperature: float,
+    guidance: float | None,
     seed: int,
     as_json: bool,
 ) -> None:
@@ -227,7 +248,7 @@ def evaluate(
     """
     from vqtoolkit import registry
 
-    pipe = bundle.load()
+    pipe = with_guidance(bundle.load(), guidance)
     data = pipe.dataset(data_root, name=dataset)
     result: dict[str, Any] = {
         "dataset": data.name,

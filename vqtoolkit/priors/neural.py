@@ -142,6 +142,23 @@ class NeuralIndexPrior(IndexPrior):
         self.history: list[dict[str, Any]] = []
 
     @property
+    def guidance(self) -> float:
+        """Classifier-free guidance of ``sample`` (1: none); may be changed after fitting."""
+        return self._config["guidance"]
+
+    @guidance.setter
+    def guidance(self, value: float) -> None:
+        if not value >= 0:  # also refuses NaN
+            raise ConfigError(f"guidance must be >= 0; got {value}")
+        if value != 1 and not self._config["condition_dropout"]:
+            raise ConfigError(
+                f"this {type(self).__name__} was fitted without condition_dropout, so it has no "
+                f"unconditioned logits to guide from; only guidance=1 applies (refit with clusters=k "
+                f"or conditional=True to use guidance)"
+            )
+        self._config["guidance"] = float(value)
+
+    @property
     def condition_rows(self) -> int | None:
         """Rows of the network's condition embedding (``None``: it has none).
 
@@ -160,7 +177,7 @@ class NeuralIndexPrior(IndexPrior):
         Each grid is drawn beside a twin without its condition, every code from the guided mix of the
         two logits.
         """
-        if self._config["guidance"] == 1:
+        if self.guidance == 1:
             return super()._generate(n, label, temperature, generator)
         labels = self.draw_groups(n, label, generator)
         assert labels is not None and self.groups is not None  # __init__ refuses guidance without
@@ -176,7 +193,7 @@ class NeuralIndexPrior(IndexPrior):
         if not self._guided:
             return draw(logits, temperature, generator, self._config["top_p"])
         conditioned, unconditioned = logits.float().chunk(2)
-        guided = unconditioned + self._config["guidance"] * (conditioned - unconditioned)
+        guided = unconditioned + self.guidance * (conditioned - unconditioned)
         return draw(guided, temperature, generator, self._config["top_p"]).repeat(2)
 
     def _new_net(self) -> nn.Module:
@@ -214,14 +231,14 @@ class NeuralIndexPrior(IndexPrior):
         figure the fit reports becomes an upper bound of the marginal NLL rather than a flattering
         conditional one. While training, ``condition_dropout`` of the grids see "no condition".
         """
-        cost = 0.0
+        cost: Tensor | float = 0.0
         if self.clusters is not None:
             assert groups is not None  # fit passes every grid's cluster
             cost = -self.class_log_prior[groups].mean() / indices[0].numel()
         dropout = self._config["condition_dropout"]
-        if net.training and dropout and groups is not None:
+        if net.training and dropout and groups is not None and self.groups is not None:
             dropped = torch.rand(len(groups), device=groups.device) < dropout
-            groups = groups.masked_fill(dropped, self.groups)
+            groups = groups.masked_fill(dropped, self.groups)  # the "no condition" row
         return cross_entropy_loss(net, indices, groups) + cost
 
     def _log_likelihood(self, data: Tensor, labels: Tensor | None) -> Tensor:
