@@ -38,7 +38,8 @@ PRIORS: dict[str, tuple[str, dict[str, Any]]] = {
     "gmm": ("gmm", {}),
     "pixelcnn": ("pixelcnn", {}),
     "pixelcnn-conditional": ("pixelcnn", {"conditional": True}),
-    "pixelcnn-16-clusters": ("pixelcnn", {"clusters": 16}),
+    "pixelcnn-no-clusters": ("pixelcnn", {"clusters": None}),
+    "pixelcnn-64-clusters": ("pixelcnn", {"clusters": 64}),
     "transformer": ("transformer", {}),
     "transformer-conditional": ("transformer", {"conditional": True}),
     "transformer-no-clusters": ("transformer", {"clusters": None}),
@@ -89,6 +90,17 @@ def fmt(value: float | None, digits: int = 3) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+#: The sample figures of the table, with their decimals.
+FIGURES = (("classifier_score", 2), ("frechet", 2), ("label_accuracy", 3))
+
+
+def score_cell(row: dict[str, Any], figure: str, digits: int) -> str:
+    """A sample figure of a row, followed by the same network's unguided figure where it was guided."""
+    value = fmt(row["quality"][figure]["samples"], digits)
+    unguided = (row.get("unguided_quality") or {}).get(figure, {}).get("samples")
+    return value if unguided is None else f"{value} ({fmt(unguided, digits)} unguided)"
+
+
 def table(rows: list[dict[str, Any]], real: dict[str, Any], k: int) -> list[str]:
     """The markdown table of every prior, with the real-image ceiling and the uniform reference."""
     lines = [
@@ -112,11 +124,12 @@ def table(rows: list[dict[str, Any]], real: dict[str, Any], k: int) -> list[str]
                 else ""
             )
         )
-        q = row["quality"]
         epochs = f", {row['epochs']} epochs" if row.get("epochs") else ""
+        guided = row.get("unguided_quality") is not None
+        name = f"`{row['prior']}` (guidance {row['guidance']:g})" if guided else f"`{row['prior']}`"
+        cells = [score_cell(row, figure, digits) for figure, digits in FIGURES]
         lines.append(
-            f"| `{row['prior']}` | {nll} | {fmt(q['classifier_score']['samples'], 2)} "
-            f"| {fmt(q['frechet']['samples'], 2)} | {fmt(q['label_accuracy']['samples'])} "
+            f"| {name} | {nll} | {' | '.join(cells)} "
             f"| {row['fit_s']:.1f} ({row['fit_cpu_s']:.1f} CPU{epochs}) | {row['sample64_s']:.3f} |"
         )
     lines.append(
@@ -217,6 +230,11 @@ def main() -> None:
         given_label = pipe.prior_nll(data.test_images, data.test_labels) if prior.conditional else None
         sample_s, images = time_sampling(pipe, args.repeats)
         quality = score_samples(pipe, data, args.samples, seed=args.seed)
+        unguided = None
+        if getattr(prior, "guidance", 1) != 1:  # the same network without guidance
+            guidance, prior.guidance = prior.guidance, 1.0
+            unguided = score_samples(pipe, data, args.samples, seed=args.seed)
+            prior.guidance = guidance
         stem = f"priors-{args.data}-{name}"
         save_grid(images, args.assets / f"{stem}.png", nrow=8)
         if prior.conditional:  # one row per class
@@ -235,7 +253,9 @@ def main() -> None:
                 "fit_cpu_s": fit_cpu_s,
                 "epochs": len(getattr(prior, "history", []) or []) or None,
                 "sample64_s": sample_s,
+                "guidance": getattr(prior, "guidance", None),
                 "quality": quality,
+                "unguided_quality": unguided,
             }
         )
         print(json.dumps(rows[-1]), f"load average {os.getloadavg()[0]:.1f}", flush=True)

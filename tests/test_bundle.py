@@ -333,3 +333,20 @@ def test_a_bundle_written_before_clusters_existed_loads_as_it_was(tmp_path: Path
     assert loaded.prior.clusters is None
     before, after = (p.sample_indices(3, generator=torch.Generator().manual_seed(0)) for p in (pipe, loaded))
     assert torch.equal(before, after)
+
+
+@pytest.mark.parametrize("prior", ["pixelcnn", "transformer"])
+def test_a_bundle_written_before_guidance_existed_loads_unguided(tmp_path: Path, prior: str) -> None:
+    """A clustered prior saved before condition dropout existed has no "no condition" row: rebuilt
+    with today's defaults (dropout 0.1, guidance 1.5) it would ask for a tensor shape the file lacks."""
+    pipe = tiny_pipeline(prior, clusters=3, condition_dropout=0, epochs=1)
+    path = pipe.save(tmp_path / "now.safetensors")
+
+    def forget_guidance(document):
+        for key in ("condition_dropout", "guidance"):
+            document["components"]["prior"]["config"].pop(key)
+
+    loaded = vqtoolkit.load(rewrite(path, tmp_path / "old.safetensors", edit_document=forget_guidance))
+    assert (loaded.prior.config["condition_dropout"], loaded.prior.guidance) == (0, 1)
+    before, after = (p.sample_indices(3, generator=torch.Generator().manual_seed(0)) for p in (pipe, loaded))
+    assert torch.equal(before, after)

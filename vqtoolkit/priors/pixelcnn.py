@@ -179,13 +179,11 @@ class PixelCNNPrior(NeuralIndexPrior):
         layers: int = 6,
         kernel_size: int = 3,
         dropout: float = 0.1,
-        clusters: int | None = None,
         **options: Any,
     ) -> None:
         if kernel_size < 3 or kernel_size % 2 == 0:
             raise ConfigError(f"kernel_size must be odd and >= 3; got {kernel_size}")
-        # no clusters by default: they cost the PixelCNN held-out NLL (docs/priors.md)
-        super().__init__(num_codes=num_codes, clusters=clusters, **options)
+        super().__init__(num_codes=num_codes, **options)
         self.net = self._new_net()
 
     def _new_net(self) -> GatedPixelCNN:
