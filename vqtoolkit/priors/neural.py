@@ -74,8 +74,7 @@ class NeuralIndexPrior(IndexPrior):
     ``clusters`` (default :data:`DEFAULT_CLUSTERS`) conditions an unconditional network on the
     k-means cluster of each grid (see :class:`~vqtoolkit.priors.base.IndexPrior`): samples keep
     their global shape, as a conditional prior's do. ``None`` turns it off; a conditional prior
-    conditions on its label instead and records ``clusters=None``. A subclass may default to
-    ``None`` where clusters cost its held-out NLL (``pixelcnn``, docs/priors.md).
+    conditions on its label instead and records ``clusters=None``.
     """
 
     #: Set while a guided ``sample`` runs: ``_draw`` then mixes the two halves' logits.
