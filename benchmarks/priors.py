@@ -236,8 +236,9 @@ def main() -> None:
             unguided = score_samples(pipe, data, args.samples, seed=args.seed)
             prior.guidance = guidance
         stem = f"priors-{args.data}-{name}"
-        save_grid(images, args.assets / f"{stem}.png", nrow=8)
-        if prior.conditional:  # one row per class
+        if not prior.conditional:
+            save_grid(images, args.assets / f"{stem}.png", nrow=8)
+        else:  # one row per class
             rows_of_classes = [
                 pipe.sample(8, label=d, generator=torch.Generator().manual_seed(d))
                 for d in range(data.num_classes)
