@@ -37,3 +37,15 @@ def trained(small_digits: ImageDataset) -> vqtoolkit.Pipeline:
     )
     pipe.fit(small_digits, epochs=3, batch_size=32, progress=False)
     return pipe
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: a second thread only adds synchronisation (and spins on a busy machine).
+
+    Modules of small prior fits use it for every test: ``pytestmark = pytest.mark.usefixtures("one_thread")``.
+    """
+    from vqtoolkit.priors.neural import single_thread
+
+    with single_thread():
+        yield

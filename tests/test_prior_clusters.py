@@ -12,14 +12,9 @@ from vqtoolkit import registry
 from vqtoolkit.errors import ConfigError, ShapeError
 from vqtoolkit.priors import clusters as clusters_module
 from vqtoolkit.priors.clusters import cluster_grids
-from vqtoolkit.priors.pixelcnn import single_thread
 from vqtoolkit.testing import check_prior
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    with single_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def two_families(n: int = 60, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,17 +13,14 @@ import vqtoolkit
 from vqtoolkit import registry
 from vqtoolkit.cli import main
 from vqtoolkit.errors import ConfigError
-from vqtoolkit.priors.neural import DEFAULT_CONDITION_DROPOUT, DEFAULT_GUIDANCE, single_thread
+from vqtoolkit.priors.neural import DEFAULT_CONDITION_DROPOUT, DEFAULT_GUIDANCE
 from vqtoolkit.testing import check_prior
 
 NETWORK_PRIORS = ["pixelcnn", "transformer"]
 SMALL = {"pixelcnn": {"channels": 16, "layers": 2}, "transformer": {"dim": 16, "layers": 1, "heads": 2}}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    with single_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def labelled_grids(n: int = 240, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -17,7 +17,7 @@ from vqtoolkit import registry
 from vqtoolkit.cli import main
 from vqtoolkit.data import ImageDataset
 from vqtoolkit.errors import ConfigError, ShapeError
-from vqtoolkit.priors.pixelcnn import GatedPixelCNN, dilations, single_thread
+from vqtoolkit.priors.pixelcnn import GatedPixelCNN, dilations
 
 K = 6
 TINY_PIXELCNN = {"channels": 8, "layers": 3, "epochs": 1, "batch_size": 32}
@@ -33,11 +33,7 @@ INDEX_PRIORS = [
 TINY = {"pixelcnn": TINY_PIXELCNN, "transformer": TINY_TRANSFORMER, "gmm": {"n_components": 2, "pca_dim": 4}}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tensors are tiny: a second thread only adds synchronisation (and spins on a busy machine)."""
-    with single_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def grids(n: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
