@@ -152,8 +152,8 @@ class NeuralIndexPrior(IndexPrior):
         if value != 1 and not self._config["condition_dropout"]:
             raise ConfigError(
                 f"this {type(self).__name__} was fitted without condition_dropout, so it has no "
-                f"unconditioned logits to guide from; only guidance=1 applies (refit with clusters=k "
-                f"or conditional=True to use guidance)"
+                f"unconditioned logits to guide from; only guidance=1 applies (refit with "
+                f"condition_dropout > 0, and clusters=k or conditional=True, to use guidance)"
             )
         self._config["guidance"] = float(value)
 
