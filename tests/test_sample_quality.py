@@ -177,3 +177,13 @@ def test_cli_eval_scores_samples_beside_the_ceilings(digits, cache, tmp_path):
     text = runner.invoke(main, ["eval", str(bundle), "--samples", "40"])
     assert text.exit_code == 0, text.output
     assert "classifier score" in text.output and "label accuracy" in text.output
+
+
+def test_scores_say_which_guidance_drew_the_samples(digits, cache):
+    guided = ImageSampler(digits.test_images)
+    guided.prior.guidance = 2.0
+    scores = score_samples(guided, digits, 50, progress=False)
+    assert scores["guidance"] == 2.0
+    assert "(temperature 1, guidance 2) against real images" in format_scores(scores)[0]
+    unguided = score_samples(ImageSampler(digits.test_images), digits, 50, progress=False)
+    assert unguided["guidance"] is None and "(temperature 1) against" in format_scores(unguided)[0]

@@ -72,7 +72,8 @@ def score_samples(
 ) -> dict[str, Any]:
     """Scores of ``n`` samples of ``pipe`` beside those of real ``data`` (see the module docstring).
 
-    Returns ``{"num_samples", "num_classes", "temperature", "classifier_score": {...},
+    Returns ``{"num_samples", "num_classes", "temperature", "guidance" (``None`` for a prior
+    without it), "classifier_score": {...},
     "frechet": {...}, "label_accuracy": {...}}`` where each figure maps ``samples``,
     ``reconstructions``, ``real_train`` and (classifier score, label accuracy) ``real_test`` to a
     value.
@@ -87,7 +88,13 @@ def score_samples(
     with torch.inference_mode():
         rebuilt = torch.cat([pipe.reconstruct(batch).cpu() for batch in train_images.split(500)])
     recon = score_images(net, rebuilt.clamp(0, 1), data.train_labels[pick], test_features)
-    result: dict[str, Any] = {"num_samples": n, "num_classes": data.num_classes, "temperature": temperature}
+    guidance = getattr(pipe.prior, "guidance", None)
+    result: dict[str, Any] = {
+        "num_samples": n,
+        "num_classes": data.num_classes,
+        "temperature": temperature,
+        "guidance": guidance,
+    }
     result["classifier_score"] = {
         "samples": sampled["classifier_score"],
         "reconstructions": recon["classifier_score"],
@@ -111,8 +118,9 @@ def score_samples(
 def format_scores(scores: dict[str, Any]) -> list[str]:
     """Human-readable lines: each figure for the samples beside its real-image ceilings."""
     lines = [
-        f"sample quality of {scores['num_samples']} samples (temperature {scores['temperature']:g}) "
-        f"against real images:",
+        f"sample quality of {scores['num_samples']} samples (temperature {scores['temperature']:g}"
+        + (f", guidance {scores['guidance']:g}" if scores.get("guidance") is not None else "")
+        + ") against real images:",
         f"{'':<18}{'samples':>10}{'recon train':>12}{'real train':>12}{'real test':>11}{'samples/train':>15}",
     ]
     rows = [
