@@ -54,7 +54,7 @@ def test_guidance_makes_samples_truer_to_their_label(name):
     prior = fitted(name, condition_dropout=0.3)
 
     def share_of_label_code(guidance: float) -> float:
-        prior._config["guidance"] = guidance
+        prior.guidance = guidance
         grids = prior.sample(2000, label=1, generator=torch.Generator().manual_seed(0))
         return float((grids == 1).float().mean())
 
@@ -68,19 +68,19 @@ def test_guidance_changes_samples_not_likelihoods(name):
     prior = fitted(name, condition_dropout=0.3)
     grids, _ = labelled_grids(20, seed=1)
     before = prior.log_prob(grids)
-    plain = prior.sample(50, generator=torch.Generator().manual_seed(0))
-    prior._config["guidance"] = 3.0
+    at_default = prior.sample(50, generator=torch.Generator().manual_seed(0))
+    prior.guidance = 3.0
     assert torch.allclose(prior.log_prob(grids), before)
-    assert not torch.equal(prior.sample(50, generator=torch.Generator().manual_seed(0)), plain)
+    assert not torch.equal(prior.sample(50, generator=torch.Generator().manual_seed(0)), at_default)
 
 
 def test_guidance_one_draws_exactly_the_plain_samples():
     """``guidance=1`` samples ``p(x | c)`` without the twin batch: the same draws as a plain call."""
     prior = fitted("pixelcnn", condition_dropout=0.3)
+    prior.guidance = 1.0
     a = prior.sample(16, label=0, generator=torch.Generator().manual_seed(2))
     prior._guided = True  # the guided path, at guidance 1, must agree
     try:
-        torch.manual_seed(0)
         twins = torch.cat([torch.zeros(16, dtype=torch.long), torch.full((16,), 2)])
         b = prior._sample(32, twins, 1.0, torch.Generator().manual_seed(2))[:16]
     finally:
