@@ -350,3 +350,19 @@ def test_a_bundle_written_before_guidance_existed_loads_unguided(tmp_path: Path,
     assert (loaded.prior.config["condition_dropout"], loaded.prior.guidance) == (0, 1)
     before, after = (p.sample_indices(3, generator=torch.Generator().manual_seed(0)) for p in (pipe, loaded))
     assert torch.equal(before, after)
+
+
+def test_a_transformer_written_before_conditioning_every_position_loads_as_it_was(tmp_path: Path) -> None:
+    """A transformer saved before ``condition_every_position`` has no per-position condition embedding:
+    rebuilt with today's default it would ask for a tensor the file lacks."""
+    pipe = tiny_pipeline("transformer", clusters=3, condition_every_position=False, epochs=1)
+    path = pipe.save(tmp_path / "now.safetensors")
+    old = rewrite(
+        path,
+        tmp_path / "old.safetensors",
+        edit_document=lambda document: document["components"]["prior"]["config"].pop("condition_every_position"),
+    )
+    loaded = vqtoolkit.load(old)
+    assert loaded.prior.config["condition_every_position"] is False
+    before, after = (p.sample_indices(3, generator=torch.Generator().manual_seed(0)) for p in (pipe, loaded))
+    assert torch.equal(before, after)

@@ -228,6 +228,33 @@ def test_transformer_cached_steps_give_the_full_sequence_logits():
     assert not torch.allclose(after[..., 7:], full[..., 7:])
 
 
+@pytest.mark.parametrize("every_position", [True, False])
+def test_transformer_condition_reaches_every_position_directly_when_asked(every_position):
+    """With attention cut off, only the per-position condition embedding can carry the label past
+    the start token."""
+    prior = registry.create(
+        "prior",
+        "transformer",
+        num_codes=K,
+        dim=16,
+        layers=1,
+        heads=2,
+        grid_shape=[2, 3],
+        conditional=True,
+        num_classes=3,
+        condition_every_position=every_position,
+    )
+    net = prior.net.eval()
+    with torch.no_grad():
+        for block in net.blocks:
+            block.project.weight.zero_()
+            block.project.bias.zero_()
+        x = torch.randint(0, K, (1, 2, 3)).expand(3, -1, -1)
+        logits = net(x, torch.tensor([0, 1, 2])).flatten(2)[..., 1:]  # after the start token
+    labels_matter = not torch.allclose(logits[0], logits[1])
+    assert labels_matter is every_position
+
+
 @pytest.mark.parametrize("clusters", [None, 3])
 def test_transformer_sampler_agrees_with_the_full_network(clusters):
     prior = fitted("transformer", {**TINY_TRANSFORMER, "clusters": clusters})

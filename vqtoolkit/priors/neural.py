@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from vqtoolkit.config import Limit, bounds
 from vqtoolkit.errors import ConfigError
 from vqtoolkit.priors.base import IndexPrior
-from vqtoolkit.priors.training import FitHooks, FitSettings, fit_network, torch_threads
+from vqtoolkit.priors.training import FitHooks, FitSettings, Precision, fit_network, torch_threads
 
 #: Default ``clusters`` of unconditional network priors: 16 k-means clusters of the training grids.
 DEFAULT_CLUSTERS = 16
@@ -31,7 +31,7 @@ DEFAULT_GUIDANCE = 1.5
 
 def cross_entropy_loss(net: nn.Module, indices: Tensor, labels: Tensor | None) -> Tensor:
     """Mean NLL in nats per code of index grids under ``net``'s logits."""
-    return F.cross_entropy(net(indices, labels), indices)
+    return F.cross_entropy(net(indices, labels).float(), indices)
 
 
 def single_thread() -> AbstractContextManager[None]:
@@ -110,6 +110,7 @@ class NeuralIndexPrior(IndexPrior):
         patience: int = 3,
         seed: int = 0,
         threads: int | None = 1,
+        precision: Precision = "auto",
         top_p: float = 1.0,
         clusters: int | None = DEFAULT_CLUSTERS,
         condition_dropout: float | None = None,
@@ -135,7 +136,7 @@ class NeuralIndexPrior(IndexPrior):
                 f"fit with condition_dropout > 0 (e.g. {DEFAULT_CONDITION_DROPOUT}), or keep guidance=1"
             )
         self.settings = FitSettings(
-            epochs, batch_size, lr, val_fraction, patience, seed, threads, self.auto_steps
+            epochs, batch_size, lr, val_fraction, patience, seed, threads, self.auto_steps, precision
         )
         #: Per-epoch training record of the last ``fit`` (not saved in bundles).
         self.history: list[dict[str, Any]] = []

@@ -2,7 +2,9 @@
 
 The grid is read as a sequence of ``H·W`` codes. Position ``t`` receives the code at ``t - 1``
 (position 0 a start token: a learned class token when ``conditional``), plus a learned position
-embedding, and predicts the code at ``t`` through pre-norm blocks of causal self-attention
+embedding and, with ``condition_every_position``, a learned embedding of the label or cluster (as
+the PixelCNN adds its class embedding to every layer: the condition then steers every position
+directly, not only through attention back to the start token), and predicts the code at ``t`` through pre-norm blocks of causal self-attention
 (:func:`torch.nn.functional.scaled_dot_product_attention`) and an MLP. Every position attends to
 all earlier ones, so the receptive field is the whole past at any grid size.
 
@@ -12,9 +14,9 @@ forward step of one token per position, batched over the ``n`` grids.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -81,11 +83,13 @@ class CausalTransformer(nn.Module):
         heads: int,
         num_classes: int | None,
         dropout: float = 0.0,
+        condition_every_position: bool = False,
     ) -> None:
         super().__init__()
         self.grid_shape = tuple(grid_shape)
         self.code = nn.Embedding(num_codes, dim)
         self.start = nn.Embedding(num_classes or 1, dim)
+        self.condition = nn.Embedding(num_classes, dim) if num_classes and condition_every_position else None
         self.position = nn.Parameter(torch.randn(self.grid_shape[0] * self.grid_shape[1], dim) * 0.02)
         self.blocks = nn.ModuleList(Block(dim, heads, dropout) for _ in range(layers))
         self.norm = nn.LayerNorm(dim)
@@ -96,11 +100,18 @@ class CausalTransformer(nn.Module):
         which = torch.zeros(n, dtype=torch.long, device=self.position.device) if labels is None else labels
         return self.start(which)
 
+    def condition_bias(self, labels: Tensor | None) -> Tensor | float:
+        """``(n, 1, dim)``: the embedding of ``labels`` added at every position (0 without one)."""
+        if self.condition is None or labels is None:
+            return 0.0
+        return self.condition(labels)[:, None]
+
     def forward(self, indices: Tensor, labels: Tensor | None = None) -> Tensor:
         """Logits ``(N, K, H, W)``: those at ``p`` depend only on codes before ``p`` in raster order."""
         n, h, w = indices.shape
         codes = indices.reshape(n, h * w)
-        x = torch.cat([self.start_token(n, labels)[:, None], self.code(codes[:, :-1])], 1) + self.position
+        x = torch.cat([self.start_token(n, labels)[:, None], self.code(codes[:, :-1])], 1)
+        x = x + self.position + self.condition_bias(labels)
         for block in self.blocks:
             x = block(x)
         return self.head(self.norm(x)).transpose(1, 2).reshape(n, -1, h, w)
@@ -113,7 +124,7 @@ class CausalTransformer(nn.Module):
         Each block attends over its ``cache`` of earlier positions and appends position ``t`` to it.
         """
         x = self.start_token(n, labels) if previous is None else self.code(previous)
-        x = (x + self.position[t])[:, None]
+        x = (x + self.position[t])[:, None] + self.condition_bias(labels)
         for block, cache in zip(self.blocks, caches, strict=True):
             x = block(x, cache)
         return self.head(self.norm(x[:, 0]))
@@ -122,11 +133,15 @@ class CausalTransformer(nn.Module):
 class TransformerPrior(NeuralIndexPrior):
     """Causal transformer prior: ``dim`` wide, ``layers`` blocks of ``heads`` heads, ``dropout``.
 
+    ``condition_every_position`` adds the label or cluster embedding to every position's input, not
+    only the start token (bundles written before the option load with it off).
+
     Fitting options (``epochs``, ``patience``, ``lr``, ...) are those of
     :class:`~vqtoolkit.priors.neural.NeuralIndexPrior`.
     """
 
     limits = bounds(dim=Limit(1), layers=Limit(1), heads=Limit(1), dropout=Limit(0, 1, high_open=True))
+    added_options: ClassVar[Mapping[str, Any]] = {"condition_every_position": False}
 
     #: A step costs about 1.5× the PixelCNN's, so the default budget takes fewer steps (3 MNIST epochs).
     auto_steps = 1300
@@ -138,6 +153,7 @@ class TransformerPrior(NeuralIndexPrior):
         layers: int = 3,
         heads: int = 4,
         dropout: float = 0.1,
+        condition_every_position: bool = True,
         **options: Any,
     ) -> None:
         if dim % heads:
@@ -149,7 +165,14 @@ class TransformerPrior(NeuralIndexPrior):
         c = self._config
         grid = c["grid_shape"] or (1, 1)
         return CausalTransformer(
-            self.num_codes, grid, c["dim"], c["layers"], c["heads"], self.condition_rows, c["dropout"]
+            self.num_codes,
+            grid,
+            c["dim"],
+            c["layers"],
+            c["heads"],
+            self.condition_rows,
+            c["dropout"],
+            c["condition_every_position"],
         )
 
     @torch.inference_mode()
