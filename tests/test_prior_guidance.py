@@ -106,16 +106,17 @@ def test_guidance_needs_a_network_trained_without_its_condition():
 @pytest.mark.parametrize(
     ("options", "dropout", "guidance"),
     [
-        ({"conditional": True}, DEFAULT_CONDITION_DROPOUT, DEFAULT_GUIDANCE),
-        ({"clusters": 4}, DEFAULT_CONDITION_DROPOUT, DEFAULT_GUIDANCE),
+        ({"conditional": True}, DEFAULT_CONDITION_DROPOUT, "the class's"),
+        ({"clusters": 4}, DEFAULT_CONDITION_DROPOUT, "the class's"),
         ({"clusters": 4, "condition_dropout": 0}, 0, 1),
         ({"clusters": None}, 0, 1),
     ],
 )
 def test_priors_with_a_condition_are_guided_by_default(options, dropout, guidance):
     for name in NETWORK_PRIORS:
-        config = registry.create("prior", name, num_codes=4, **options).config
-        assert (config["condition_dropout"], config["guidance"]) == (dropout, guidance)
+        prior = registry.create("prior", name, num_codes=4, **options)
+        expected = prior.default_guidance if guidance == "the class's" else guidance
+        assert (prior.config["condition_dropout"], prior.config["guidance"]) == (dropout, expected)
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,8 @@ from vqtoolkit.priors.training import FitHooks, FitSettings, Precision, fit_netw
 DEFAULT_CLUSTERS = 16
 #: Share of training grids fitted without their label or cluster when a prior has one (``None``).
 DEFAULT_CONDITION_DROPOUT = 0.1
-#: Classifier-free guidance of a prior fitted with condition dropout (``guidance=None``).
+#: Classifier-free guidance of a prior fitted with condition dropout (``guidance=None``), unless the
+#: prior class sets its own :attr:`NeuralIndexPrior.default_guidance`.
 DEFAULT_GUIDANCE = 1.5
 
 
@@ -69,7 +70,7 @@ class NeuralIndexPrior(IndexPrior):
     learned "no condition", so the same network also models ``p(x)``; ``guidance`` then samples
     from ``softmax(l_∅ + guidance · (l_c − l_∅))`` (classifier-free guidance; 1: plain ``p(x | c)``,
     above 1: samples truer to their label or cluster). Likelihoods always use ``p(x | c)``. Both
-    default (``None``) to :data:`DEFAULT_CONDITION_DROPOUT` and :data:`DEFAULT_GUIDANCE` for a
+    default (``None``) to :data:`DEFAULT_CONDITION_DROPOUT` and :attr:`default_guidance` for a
     prior with a label or clusters, and to 0 and 1 (off) for one without.
     ``clusters`` (default :data:`DEFAULT_CLUSTERS`) conditions an unconditional network on the
     k-means cluster of each grid (see :class:`~vqtoolkit.priors.base.IndexPrior`): samples keep
@@ -95,6 +96,9 @@ class NeuralIndexPrior(IndexPrior):
     )
     added_options: ClassVar[Mapping[str, Any]] = {"condition_dropout": 0.0, "guidance": 1.0}
 
+    #: Guidance of a prior fitted with condition dropout when ``guidance=None`` (the best Fréchet
+    #: distance measured for the class's default network: ``docs/priors.md``).
+    default_guidance: ClassVar[float] = DEFAULT_GUIDANCE
     #: Optimizer steps of the default budget (``epochs=None``), sized so that this prior's default
     #: network fits MNIST in about 10 minutes on one quiet CPU core (``None``: ``AUTO_STEPS``).
     auto_steps: int | None = None
@@ -129,7 +133,7 @@ class NeuralIndexPrior(IndexPrior):
                 "condition_dropout needs a condition to drop: fit with clusters=k or conditional=True"
             )
         if guidance is None:
-            guidance = self._config["guidance"] = DEFAULT_GUIDANCE if condition_dropout else 1.0
+            guidance = self._config["guidance"] = self.default_guidance if condition_dropout else 1.0
         elif guidance != 1 and not condition_dropout:
             raise ConfigError(
                 f"guidance={guidance} needs a network that also learned p(x) without its condition: "

@@ -166,7 +166,8 @@ class PixelCNNPrior(NeuralIndexPrior):
 
     ``channels`` wide, ``layers`` gated layers of ``kernel_size`` with dilations chosen from the
     grid size (:func:`dilations`) so every earlier position reaches every later one, ``dropout``
-    on each layer's gated output. Fitting options (``epochs``, ``patience``, ``lr``, ...) are those
+    on each layer's gated output, and a peak learning rate ``lr`` of its own (higher than the
+    transformer's). Fitting options (``epochs``, ``patience``, ...) are those
     of :class:`~vqtoolkit.priors.neural.NeuralIndexPrior`.
     """
 
@@ -179,11 +180,12 @@ class PixelCNNPrior(NeuralIndexPrior):
         layers: int = 6,
         kernel_size: int = 3,
         dropout: float = 0.1,
+        lr: float = 5e-3,
         **options: Any,
     ) -> None:
         if kernel_size < 3 or kernel_size % 2 == 0:
             raise ConfigError(f"kernel_size must be odd and >= 3; got {kernel_size}")
-        super().__init__(num_codes=num_codes, **options)
+        super().__init__(num_codes=num_codes, lr=lr, **options)
         self.net = self._new_net()
 
     def _new_net(self) -> GatedPixelCNN:

@@ -33,8 +33,8 @@ LossFn = Callable[[nn.Module, Tensor, "Tensor | None"], Tensor]
 
 #: Optimizer steps the default epoch budget aims for (``epochs=None``), within :data:`EPOCH_LIMITS`,
 #: unless a prior sets its own (``NeuralIndexPrior.auto_steps``, sized to its cost per step).
-AUTO_STEPS = 2000
-#: Fewest and most epochs of the default budget: MNIST gets 4 epochs of the PixelCNN, the small
+AUTO_STEPS = 2700
+#: Fewest and most epochs of the default budget: MNIST gets 6 epochs of the PixelCNN, the small
 #: ``digits`` set 10 (early stopping may end both sooner).
 EPOCH_LIMITS = (2, 10)
 #: Arithmetic of the training steps: ``auto`` is bfloat16 where the device computes it natively
