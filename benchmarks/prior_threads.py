@@ -1,11 +1,13 @@
-"""Seconds per training step of the trained priors with 1 and 2 torch threads (wall and CPU time).
+"""Seconds per training step of the trained priors by torch threads and precision (wall and CPU time).
 
-The default ``threads`` of the pixelcnn and transformer priors is chosen by this measurement. Steps
+The default ``threads`` and ``precision`` of the pixelcnn and transformer priors are chosen by this
+measurement (bfloat16 only counts on a CPU that computes it natively: see ``native_bfloat16``). Steps
 are timed on random codes of MNIST's shape (7×7 grids, K=512, batch 128): timing does not depend on
 what the codes mean. CPU time counts every thread, so on a shared machine a second thread that only
 spins shows up as CPU seconds without saving wall seconds.
 
     python benchmarks/prior_threads.py --steps 30
+    python benchmarks/prior_threads.py --threads 1 --precisions float32 bfloat16
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ import torch
 
 from vqtoolkit import registry
 from vqtoolkit.priors.neural import cross_entropy_loss
-from vqtoolkit.priors.training import torch_threads
+from vqtoolkit.priors.training import Precision, native_bfloat16, torch_threads, training_autocast
 
 
-def time_steps(name: str, threads: int, steps: int, grid: int, k: int, batch: int) -> tuple[float, float]:
+def time_steps(
+    name: str, threads: int, precision: Precision, steps: int, grid: int, k: int, batch: int
+) -> tuple[float, float]:
     """Median wall seconds and mean CPU seconds of one Adam step of a default ``name`` prior."""
     prior = registry.create("prior", name, num_codes=k, grid_shape=[grid, grid])
     net = prior.net.train()
@@ -32,7 +36,8 @@ def time_steps(name: str, threads: int, steps: int, grid: int, k: int, batch: in
             if step == 3:
                 cpu_start = time.process_time()
             wall = time.perf_counter()
-            loss = cross_entropy_loss(net, codes, None)
+            with training_autocast(precision, codes.device):
+                loss = cross_entropy_loss(net, codes, None)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -52,14 +57,22 @@ def main() -> None:
     parser.add_argument("--grid", type=int, default=7)
     parser.add_argument("--codes", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--precisions", nargs="+", default=["float32"], choices=["float32", "bfloat16"])
     args = parser.parse_args()
-    print(f"{args.steps} steps, batch {args.batch_size} of {args.grid}×{args.grid} grids, K={args.codes}")
-    print("| prior | threads | wall s/step (median) | CPU s/step |")
-    print("|---|---|---|---|")
+    print(
+        f"{args.steps} steps, batch {args.batch_size} of {args.grid}×{args.grid} grids, K={args.codes}; "
+        f"native bfloat16 on this CPU: {native_bfloat16(torch.device('cpu'))}"
+    )
+    print("| prior | threads | precision | wall s/step (median) | CPU s/step |")
+    print("|---|---|---|---|---|")
     for name in args.priors:
-        for threads in (1, 2):
-            wall, cpu = time_steps(name, threads, args.steps, args.grid, args.codes, args.batch_size)
-            print(f"| {name} | {threads} | {wall:.3f} | {cpu:.3f} |")
+        for threads in args.threads:
+            for precision in args.precisions:
+                wall, cpu = time_steps(
+                    name, threads, precision, args.steps, args.grid, args.codes, args.batch_size
+                )
+                print(f"| {name} | {threads} | {precision} | {wall:.3f} | {cpu:.3f} |")
 
 
 if __name__ == "__main__":

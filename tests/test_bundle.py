@@ -357,12 +357,11 @@ def test_a_transformer_written_before_conditioning_every_position_loads_as_it_wa
     rebuilt with today's default it would ask for a tensor the file lacks."""
     pipe = tiny_pipeline("transformer", clusters=3, condition_every_position=False, epochs=1)
     path = pipe.save(tmp_path / "now.safetensors")
-    old = rewrite(
-        path,
-        tmp_path / "old.safetensors",
-        edit_document=lambda document: document["components"]["prior"]["config"].pop("condition_every_position"),
-    )
-    loaded = vqtoolkit.load(old)
+
+    def forget_option(document):
+        document["components"]["prior"]["config"].pop("condition_every_position")
+
+    loaded = vqtoolkit.load(rewrite(path, tmp_path / "old.safetensors", edit_document=forget_option))
     assert loaded.prior.config["condition_every_position"] is False
     before, after = (p.sample_indices(3, generator=torch.Generator().manual_seed(0)) for p in (pipe, loaded))
     assert torch.equal(before, after)

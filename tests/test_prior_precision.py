@@ -58,5 +58,5 @@ def test_bfloat16_steps_train_a_different_but_sound_network_and_score_it_in_floa
 
 
 def test_an_unknown_precision_is_refused_with_the_choices():
-    with pytest.raises(ConfigError, match="precision='fp16'.*'auto', 'float32', 'bfloat16'"):
+    with pytest.raises(ConfigError, match=r"precision='fp16'.*'auto', 'float32', 'bfloat16'"):
         registry.create("prior", "pixelcnn", num_codes=K, precision="fp16")

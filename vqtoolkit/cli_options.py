@@ -98,7 +98,8 @@ def guidance_option() -> Callable[[F], F]:
         type=FiniteFloat(min=0),
         default=None,
         help="Classifier-free guidance for a prior fitted with a label or clusters (1: none, above 1: "
-        "samples truer to their label or cluster).  [default: the bundle's, 1.5 for such priors]",
+        "samples truer to their label or cluster).  "
+        "[default: the bundle's: 1.5 for the pixelcnn, 2 for the transformer]",
     )
 
 

@@ -136,8 +136,9 @@ def native_bfloat16(device: torch.device) -> bool:
     """Whether ``device`` computes bfloat16 matrix products in hardware (not emulated, which is slower)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    if device.type == "cpu":  # torch's own CPU-feature checks (private; absent from older releases)
+        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        return any(getattr(torch.cpu, check, lambda: False)() for check in checks)
     return False
 
 

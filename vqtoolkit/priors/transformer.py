@@ -4,7 +4,8 @@ The grid is read as a sequence of ``H·W`` codes. Position ``t`` receives the co
 (position 0 a start token: a learned class token when ``conditional``), plus a learned position
 embedding and, with ``condition_every_position``, a learned embedding of the label or cluster (as
 the PixelCNN adds its class embedding to every layer: the condition then steers every position
-directly, not only through attention back to the start token), and predicts the code at ``t`` through pre-norm blocks of causal self-attention
+directly, not only through attention back to the start token), and predicts the code at ``t``
+through pre-norm blocks of causal self-attention
 (:func:`torch.nn.functional.scaled_dot_product_attention`) and an MLP. Every position attends to
 all earlier ones, so the receptive field is the whole past at any grid size.
 
