@@ -198,21 +198,18 @@ def test_pixelcnn_incremental_sampler_agrees_with_the_full_network(clusters):
         assert torch.equal(prior.net(greedy, which).argmax(1), greedy)
 
 
+def conditional_transformer_net(**options):
+    """The unfitted network (eval mode) of a small transformer prior over 3 labels."""
+    prior = registry.create(
+        "prior", "transformer", num_codes=K, dim=16, conditional=True, num_classes=3, **options
+    )
+    return prior.net.eval()
+
+
 def test_transformer_cached_steps_give_the_full_sequence_logits():
     from vqtoolkit.priors.transformer import KVCache
 
-    prior = registry.create(
-        "prior",
-        "transformer",
-        num_codes=K,
-        dim=16,
-        layers=2,
-        heads=4,
-        grid_shape=[3, 4],
-        conditional=True,
-        num_classes=3,
-    )
-    net = prior.net.eval()
+    net = conditional_transformer_net(layers=2, heads=4, grid_shape=[3, 4])
     x, labels = torch.randint(0, K, (5, 3, 4)), torch.tensor([0, 1, 2, 1, 0])
     with torch.no_grad():
         full = net(x, labels).reshape(5, K, 12)
@@ -232,19 +229,9 @@ def test_transformer_cached_steps_give_the_full_sequence_logits():
 def test_transformer_condition_reaches_every_position_directly_when_asked(every_position):
     """With attention cut off, only the per-position condition embedding can carry the label past
     the start token."""
-    prior = registry.create(
-        "prior",
-        "transformer",
-        num_codes=K,
-        dim=16,
-        layers=1,
-        heads=2,
-        grid_shape=[2, 3],
-        conditional=True,
-        num_classes=3,
-        condition_every_position=every_position,
+    net = conditional_transformer_net(
+        layers=1, heads=2, grid_shape=[2, 3], condition_every_position=every_position
     )
-    net = prior.net.eval()
     with torch.no_grad():
         for block in net.blocks:
             block.project.weight.zero_()
