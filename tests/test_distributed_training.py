@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
+from test_distributed import free_port
 
 import vqtoolkit
 from vqtoolkit.data import ImageDataset
@@ -119,12 +119,6 @@ def worker(rank: int, port: int, tmp: str, scenario: str) -> None:
     finally:
         dist.destroy_process_group()
     Path(f"{tmp}/{scenario}-report-rank{rank}.json").write_text(json.dumps(report))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def launch(tmp: Path, scenario: str) -> list[dict[str, Any]]:
