@@ -318,21 +318,27 @@ def test_a_fitted_prior_without_its_learned_shape_is_refused(
         vqtoolkit.load(_edit(path, tmp_path, edit_document=edit))
 
 
+def load_as_older_release(pipe: vqtoolkit.Pipeline, tmp_path: Path, *options: str) -> vqtoolkit.Pipeline:
+    """``pipe`` saved without its prior's ``options`` in the config (as a release before them wrote
+    it) and loaded again; asserts the loaded prior draws exactly the samples ``pipe`` draws."""
+    path = pipe.save(tmp_path / "now.safetensors")
+
+    def forget(document):
+        for key in options:
+            document["components"]["prior"]["config"].pop(key)
+
+    loaded = vqtoolkit.load(rewrite(path, tmp_path / "old.safetensors", edit_document=forget))
+    before, after = (p.sample_indices(3, generator=torch.Generator().manual_seed(0)) for p in (pipe, loaded))
+    assert torch.equal(before, after)
+    return loaded
+
+
 @pytest.mark.parametrize("prior", ["pixelcnn", "transformer"])
 def test_a_bundle_written_before_clusters_existed_loads_as_it_was(tmp_path: Path, prior: str) -> None:
     """An index prior's config without ``clusters`` (older releases) means no clusters, whatever the
     default of today: the transformer's default is 16, which would ask for tensors the file lacks."""
-    pipe = tiny_pipeline(prior, clusters=None, epochs=1)
-    path = pipe.save(tmp_path / "now.safetensors")
-    old = rewrite(
-        path,
-        tmp_path / "old.safetensors",
-        edit_document=lambda document: document["components"]["prior"]["config"].pop("clusters"),
-    )
-    loaded = vqtoolkit.load(old)
+    loaded = load_as_older_release(tiny_pipeline(prior, clusters=None, epochs=1), tmp_path, "clusters")
     assert loaded.prior.clusters is None
-    before, after = (p.sample_indices(3, generator=torch.Generator().manual_seed(0)) for p in (pipe, loaded))
-    assert torch.equal(before, after)
 
 
 @pytest.mark.parametrize("prior", ["pixelcnn", "transformer"])
@@ -340,28 +346,13 @@ def test_a_bundle_written_before_guidance_existed_loads_unguided(tmp_path: Path,
     """A clustered prior saved before condition dropout existed has no "no condition" row: rebuilt
     with today's defaults (dropout 0.1, guidance 1.5) it would ask for a tensor shape the file lacks."""
     pipe = tiny_pipeline(prior, clusters=3, condition_dropout=0, epochs=1)
-    path = pipe.save(tmp_path / "now.safetensors")
-
-    def forget_guidance(document):
-        for key in ("condition_dropout", "guidance"):
-            document["components"]["prior"]["config"].pop(key)
-
-    loaded = vqtoolkit.load(rewrite(path, tmp_path / "old.safetensors", edit_document=forget_guidance))
+    loaded = load_as_older_release(pipe, tmp_path, "condition_dropout", "guidance")
     assert (loaded.prior.config["condition_dropout"], loaded.prior.guidance) == (0, 1)
-    before, after = (p.sample_indices(3, generator=torch.Generator().manual_seed(0)) for p in (pipe, loaded))
-    assert torch.equal(before, after)
 
 
 def test_a_transformer_written_before_conditioning_every_position_loads_as_it_was(tmp_path: Path) -> None:
     """A transformer saved before ``condition_every_position`` has no per-position condition embedding:
     rebuilt with today's default it would ask for a tensor the file lacks."""
     pipe = tiny_pipeline("transformer", clusters=3, condition_every_position=False, epochs=1)
-    path = pipe.save(tmp_path / "now.safetensors")
-
-    def forget_option(document):
-        document["components"]["prior"]["config"].pop("condition_every_position")
-
-    loaded = vqtoolkit.load(rewrite(path, tmp_path / "old.safetensors", edit_document=forget_option))
+    loaded = load_as_older_release(pipe, tmp_path, "condition_every_position")
     assert loaded.prior.config["condition_every_position"] is False
-    before, after = (p.sample_indices(3, generator=torch.Generator().manual_seed(0)) for p in (pipe, loaded))
-    assert torch.equal(before, after)

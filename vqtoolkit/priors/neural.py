@@ -96,8 +96,8 @@ class NeuralIndexPrior(IndexPrior):
     )
     added_options: ClassVar[Mapping[str, Any]] = {"condition_dropout": 0.0, "guidance": 1.0}
 
-    #: Guidance of a prior fitted with condition dropout when ``guidance=None`` (the best Fréchet
-    #: distance measured for the class's default network: ``docs/priors.md``).
+    #: Guidance of a prior fitted with condition dropout when ``guidance=None``, chosen by measuring
+    #: the class's default network (``docs/priors.md``, the guidance sweep).
     default_guidance: ClassVar[float] = DEFAULT_GUIDANCE
     #: Optimizer steps of the default budget (``epochs=None``), sized so that this prior's default
     #: network fits MNIST in about 10 minutes on one quiet CPU core (``None``: ``AUTO_STEPS``).
