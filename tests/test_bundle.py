@@ -308,7 +308,8 @@ def test_a_fitted_prior_without_its_learned_shape_is_refused(
     """A fitted prior whose config lost the shape it learned would load, then fail on first use."""
     from bundle_edit import tiny_pipeline
 
-    options = {"layers": 3, "channels": 8, "epochs": 1} if prior == "pixelcnn" else {"n_components": 2}
+    # without clusters: a clustered prior's k-means tensors follow grid_shape, refused like gmm's
+    options = {"layers": 3, "channels": 8, "epochs": 1, "clusters": None} if prior == "pixelcnn" else {"n_components": 2}
     path = tiny_pipeline(prior, **options).save(tmp_path / "fitted.safetensors")
 
     def edit(d):

@@ -2,10 +2,12 @@
 
 An autoregressive prior told which digit to draw keeps the whole image coherent; one that is not
 often loses the global shape. ``clusters=k`` (any :class:`~vqtoolkit.priors.base.IndexPrior`)
-gives an unconditional prior a global variable of its own: :func:`cluster_grids` groups the
+gives an unconditional prior a global variable of its own: :func:`fit_clusters` groups the
 training grids by k-means on their stage-1 code vectors (reduced by PCA), the prior learns
 ``p(x | c)`` conditioned on each grid's cluster ``c`` and ``p(c)`` from the cluster sizes, samples
-by drawing ``c`` first, and scores ``p(x) = Σ_c p(c) p(x | c)``, an exact likelihood.
+by drawing ``c`` first, and scores ``p(x) = Σ_c p(c) p(x | c)``. The fitted k-means is kept as
+tensors (:class:`GridClusters`), so a prior with many clusters can sum over the few nearest a grid
+instead of all of them.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -23,13 +26,28 @@ MAX_FIT_ROWS = 10_000
 PCA_DIM = 32
 #: Width of the random code vectors used when no codebook is given (Hamming-like distances).
 RANDOM_DIM = 16
+#: ``clusters="auto"``: about one cluster per this many training grids, within :data:`AUTO_LIMITS`.
+GRIDS_PER_CLUSTER = 200
+#: Fewest and most clusters of ``clusters="auto"`` (``digits``: 16; MNIST: 256).
+AUTO_LIMITS = (16, 256)
+#: Grids assigned to their clusters at a time (bounds the memory of their features).
+CHUNK = 4096
 
 logger = logging.getLogger(__name__)
 
 
+def auto_clusters(rows: int) -> int:
+    """Clusters for ``rows`` training grids: ``rows / GRIDS_PER_CLUSTER`` within :data:`AUTO_LIMITS`.
+
+    Never more than half the grids (at least 2), so a tiny data set still fits.
+    """
+    low, high = AUTO_LIMITS
+    return max(2, min(high, max(low, rows // GRIDS_PER_CLUSTER), rows // 2))
+
+
 def grid_features(grids: Tensor, vectors: Tensor) -> Tensor:
     """``(N, H·W·D)`` float features of index grids ``(N, H, W)``: each code replaced by its vector."""
-    return vectors[grids.reshape(len(grids), -1).long().cpu()].reshape(len(grids), -1)
+    return vectors[grids.reshape(len(grids), -1).long().to(vectors.device)].reshape(len(grids), -1)
 
 
 def random_vectors(num_codes: int, seed: int) -> Tensor:
@@ -38,21 +56,49 @@ def random_vectors(num_codes: int, seed: int) -> Tensor:
     return torch.randn(num_codes, RANDOM_DIM, generator=generator) / math.sqrt(RANDOM_DIM)
 
 
-def cluster_grids(
+@dataclass
+class GridClusters:
+    """A fitted k-means of code grids, as tensors: any grid's distance to every cluster centre.
+
+    ``vectors`` ``(K, D)`` turn a grid into features, ``axes`` ``(PCA_DIM, H·W·D)`` project them
+    (zero rows where the PCA had fewer components) and ``centers`` ``(k, PCA_DIM)`` are the
+    centres in those coordinates, the PCA mean folded in.
+    """
+
+    vectors: Tensor
+    axes: Tensor
+    centers: Tensor
+
+    def distances(self, grids: Tensor) -> Tensor:
+        """Squared distance ``(N, k)`` of every grid ``(N, H, W)`` to every centre, in chunks."""
+        parts = [
+            torch.cdist(grid_features(part, self.vectors) @ self.axes.T, self.centers).square()
+            for part in grids.split(CHUNK)
+        ]
+        return torch.cat(parts) if parts else grids.new_zeros((0, len(self.centers)), dtype=torch.float)
+
+    def assign(self, grids: Tensor) -> Tensor:
+        """The nearest cluster ``(N,)`` (long) of every grid."""
+        return self.distances(grids).argmin(1)
+
+    def nearest(self, grids: Tensor, count: int) -> Tensor:
+        """The ``count`` nearest clusters ``(N, count)`` of every grid, nearest first."""
+        return self.distances(grids).topk(count, dim=1, largest=False).indices
+
+
+def fit_clusters(
     grids: Tensor,
     clusters: int,
     vectors: Tensor | None = None,
     *,
     num_codes: int | None = None,
     seed: int = 0,
-    chunk: int = 4096,
-) -> Tensor:
-    """The k-means cluster ``(N,)`` (long, in ``[0, clusters)``) of every index grid ``(N, H, W)``.
+) -> GridClusters:
+    """k-means with ``clusters`` centres of index grids ``(N, H, W)`` (scikit-learn's PCA and KMeans).
 
     ``vectors`` ``(num_codes, D)`` are the stage-1 code vectors (the quantizer's codebook), so grids
     that decode alike cluster together; without them, seeded random vectors make the distance count
-    the positions whose codes differ. PCA and k-means fit on at most :data:`MAX_FIT_ROWS` grids;
-    every grid is then assigned in chunks of ``chunk``, so memory stays bounded.
+    the positions whose codes differ. PCA and k-means fit on at most :data:`MAX_FIT_ROWS` grids.
     """
     from sklearn.cluster import KMeans
     from sklearn.decomposition import PCA
@@ -68,15 +114,32 @@ def cluster_grids(
         warnings.simplefilter("ignore", ConvergenceWarning)  # too few distinct grids: reported below
         pca = PCA(min(PCA_DIM, *sample.shape), random_state=seed).fit(sample)
         kmeans = KMeans(clusters, n_init=3, random_state=seed).fit(pca.transform(sample))
-        assigned = [
-            torch.from_numpy(kmeans.predict(pca.transform(grid_features(part, vectors).numpy())))
-            for part in grids.split(chunk)
-        ]
-    labels = torch.cat(assigned).long()
+    axes = torch.zeros(PCA_DIM, sample.shape[1])
+    axes[: len(pca.components_)] = torch.from_numpy(pca.components_).float()
+    centers = torch.zeros(clusters, PCA_DIM)
+    centers[:, : len(pca.components_)] = torch.from_numpy(kmeans.cluster_centers_).float()
+    mean = torch.from_numpy(pca.mean_).float()
+    return GridClusters(vectors, axes, centers + mean @ axes.T)
+
+
+def cluster_grids(
+    grids: Tensor,
+    clusters: int,
+    vectors: Tensor | None = None,
+    *,
+    num_codes: int | None = None,
+    seed: int = 0,
+) -> tuple[GridClusters, Tensor]:
+    """:func:`fit_clusters`, and the cluster ``(N,)`` (long, in ``[0, clusters)``) of every grid.
+
+    Warns when some clusters hold no grid (too few distinct grids for ``clusters``).
+    """
+    model = fit_clusters(grids, clusters, vectors, num_codes=num_codes, seed=seed)
+    labels = model.assign(grids).to(grids.device)
     used = int((torch.bincount(labels, minlength=clusters) > 0).sum())
     if used < clusters:
         logger.warning(
             f"only {used} of {clusters} clusters hold grids (too few distinct grids); "
             f"a smaller `clusters` would do as well"
         )
-    return labels.to(grids.device)
+    return model, labels

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final, Literal
 
 import torch
 import torch.nn.functional as F
@@ -21,8 +21,9 @@ from vqtoolkit.errors import ConfigError
 from vqtoolkit.priors.base import IndexPrior
 from vqtoolkit.priors.training import FitHooks, FitSettings, Precision, fit_network, torch_threads
 
-#: Default ``clusters`` of unconditional network priors: 16 k-means clusters of the training grids.
-DEFAULT_CLUSTERS = 16
+#: Default ``clusters`` of unconditional network priors: k-means clusters of the training grids,
+#: as many as :func:`~vqtoolkit.priors.clusters.auto_clusters` gives for the data (MNIST: 256).
+DEFAULT_CLUSTERS: Final = "auto"
 #: Share of training grids fitted without their label or cluster when a prior has one (``None``).
 DEFAULT_CONDITION_DROPOUT = 0.1
 #: Classifier-free guidance of a prior fitted with condition dropout (``guidance=None``), unless the
@@ -72,10 +73,11 @@ class NeuralIndexPrior(IndexPrior):
     above 1: samples truer to their label or cluster). Likelihoods always use ``p(x | c)``. Both
     default (``None``) to :data:`DEFAULT_CONDITION_DROPOUT` and :attr:`default_guidance` for a
     prior with a label or clusters, and to 0 and 1 (off) for one without.
-    ``clusters`` (default :data:`DEFAULT_CLUSTERS`) conditions an unconditional network on the
-    k-means cluster of each grid (see :class:`~vqtoolkit.priors.base.IndexPrior`): samples keep
-    their global shape, as a conditional prior's do. ``None`` turns it off; a conditional prior
-    conditions on its label instead and records ``clusters=None``.
+    ``clusters`` (default :data:`DEFAULT_CLUSTERS`: sized from the data) conditions an
+    unconditional network on the k-means cluster of each grid (see
+    :class:`~vqtoolkit.priors.base.IndexPrior`): samples keep their global shape, as a conditional
+    prior's do. ``None`` turns it off; a conditional prior conditions on its label instead and
+    records ``clusters=None``.
     """
 
     #: Set while a guided ``sample`` runs: ``_draw`` then mixes the two halves' logits.
@@ -116,7 +118,7 @@ class NeuralIndexPrior(IndexPrior):
         threads: int | None = 1,
         precision: Precision = "auto",
         top_p: float = 1.0,
-        clusters: int | None = DEFAULT_CLUSTERS,
+        clusters: int | Literal["auto"] | None = DEFAULT_CLUSTERS,
         condition_dropout: float | None = None,
         guidance: float | None = None,
         **options: Any,
