@@ -309,7 +309,11 @@ def test_a_fitted_prior_without_its_learned_shape_is_refused(
     from bundle_edit import tiny_pipeline
 
     # without clusters: a clustered prior's k-means tensors follow grid_shape, refused like gmm's
-    options = {"layers": 3, "channels": 8, "epochs": 1, "clusters": None} if prior == "pixelcnn" else {"n_components": 2}
+    options = (
+        {"layers": 3, "channels": 8, "epochs": 1, "clusters": None}
+        if prior == "pixelcnn"
+        else {"n_components": 2}
+    )
     path = tiny_pipeline(prior, **options).save(tmp_path / "fitted.safetensors")
 
     def edit(d):
