@@ -219,7 +219,7 @@ def main() -> None:
             options["num_classes"] = data.num_classes
         prior = registry.create("prior", prior_name, **options)
         start, cpu = time.perf_counter(), time.process_time()
-        clustered = getattr(prior, "clusters", None) is not None
+        clustered = getattr(prior, "clustered", False)
         if clustered:  # as Pipeline.fit_prior does: cluster grids by their code vectors
             prior.code_vectors = pipe.token_vectors()
         prior.fit(inputs[prior.space], labels=data.train_labels, progress=True)

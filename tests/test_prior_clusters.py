@@ -147,7 +147,8 @@ def test_clusters_and_labels_do_not_mix():
         )
 
 
-def test_the_pipeline_clusters_grids_by_its_codebook(monkeypatch):
+@pytest.mark.parametrize("clusters", [3, "auto"])
+def test_the_pipeline_clusters_grids_by_its_codebook(monkeypatch, clusters):
     seen = []
 
     def spy(grids, clusters, vectors=None, **options):
@@ -169,7 +170,8 @@ def test_the_pipeline_clusters_grids_by_its_codebook(monkeypatch):
     data = vqtoolkit.ImageDataset(
         "tiny", images[:32], torch.zeros(32).long(), images[32:], torch.zeros(8).long(), 1, 1
     )
-    prior = pipe.fit_prior(data, "categorical", clusters=3, progress=False)
+    prior = pipe.fit_prior(data, "categorical", clusters=clusters, progress=False)
+    assert prior.clusters == (3 if clusters == 3 else auto_clusters(32))
     torch.testing.assert_close(seen[0], pipe.model.quantizer.codebook.detach())
     assert prior.code_vectors is None  # not kept after the fit
 

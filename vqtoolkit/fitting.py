@@ -211,7 +211,7 @@ class TwoStageFitting:
         if inputs is None:  # the ranks that leave the fit to rank 0
             return
         log.info(f"stage 2 · fitting {component_name(prior)} prior on {tuple(inputs.shape)} {prior.space}")
-        clustered = prior if isinstance(prior, IndexPrior) and prior.clusters is not None else None
+        clustered = prior if isinstance(prior, IndexPrior) and prior.clustered else None
         if clustered is not None:  # grids cluster by what they decode to
             clustered.code_vectors = self.token_vectors()
         saver = None if checkpoint_path is None else FitCheckpoint(Path(checkpoint_path), resume=resume)

@@ -191,6 +191,11 @@ class IndexPrior(Prior):
         return value if isinstance(value, int) else None
 
     @property
+    def clustered(self) -> bool:
+        """Whether ``fit`` clusters the grids (``clusters`` is a number or ``"auto"``)."""
+        return self._config.get("clusters") is not None
+
+    @property
     def cluster_model(self) -> GridClusters | None:
         """The fitted k-means of the training grids (``None`` without clusters, or in older bundles)."""
         tensors = [tensor for name in self.CLUSTER_BUFFERS if (tensor := self._buffers.get(name)) is not None]
@@ -280,7 +285,7 @@ class IndexPrior(Prior):
             raise ShapeError(f"a prior needs at least 2 index grids to fit; got {len(data)}")
         labels = self.check_labels(labels, len(data), fitting=True)
         self._config["grid_shape"] = [int(s) for s in data.shape[1:]]
-        if self._config.get("clusters") is not None:
+        if self.clustered:
             labels = self._fit_clusters(data)
         if labels is not None:
             classes = self.groups or int(labels.max()) + 1
