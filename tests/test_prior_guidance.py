@@ -13,8 +13,7 @@ import vqtoolkit
 from vqtoolkit import registry
 from vqtoolkit.cli import main
 from vqtoolkit.errors import ConfigError
-from vqtoolkit.priors.neural import DEFAULT_CONDITION_DROPOUT
-from vqtoolkit.priors.pixelcnn import PixelCNNPrior
+from vqtoolkit.priors.neural import DEFAULT_CONDITION_DROPOUT, DEFAULT_GUIDANCE
 from vqtoolkit.testing import check_prior
 
 NETWORK_PRIORS = ["pixelcnn", "transformer"]
@@ -107,7 +106,7 @@ def test_guidance_needs_a_network_trained_without_its_condition():
 @pytest.mark.parametrize(
     ("options", "dropout", "guidance"),
     [
-        ({"conditional": True}, DEFAULT_CONDITION_DROPOUT, "the class's"),
+        ({"conditional": True}, DEFAULT_CONDITION_DROPOUT, DEFAULT_GUIDANCE),
         ({"clusters": 4}, DEFAULT_CONDITION_DROPOUT, "the class's"),
         ({"clusters": 4, "condition_dropout": 0}, 0, 1),
         ({"clusters": None}, 0, 1),
@@ -116,7 +115,7 @@ def test_guidance_needs_a_network_trained_without_its_condition():
 def test_priors_with_a_condition_are_guided_by_default(options, dropout, guidance):
     for name in NETWORK_PRIORS:
         prior = registry.create("prior", name, num_codes=4, **options)
-        expected = prior.default_guidance if guidance == "the class's" else guidance
+        expected = prior.default_cluster_guidance if guidance == "the class's" else guidance
         assert (prior.config["condition_dropout"], prior.config["guidance"]) == (dropout, expected)
 
 
@@ -132,7 +131,7 @@ def guided_bundle(tmp_path_factory) -> Path:
 
 def test_a_guided_prior_round_trips_through_a_bundle(guided_bundle):
     loaded = vqtoolkit.load(guided_bundle)
-    assert loaded.prior.guidance == PixelCNNPrior.default_guidance
+    assert loaded.prior.guidance == DEFAULT_GUIDANCE  # a label's guidance
     assert loaded.prior.config["condition_dropout"] == DEFAULT_CONDITION_DROPOUT
     again = vqtoolkit.load(guided_bundle)
     draw = lambda p: p.sample(4, label=3, generator=torch.Generator().manual_seed(0))  # noqa: E731
@@ -149,9 +148,7 @@ def test_the_cli_sets_guidance_for_sample_and_refuses_it_where_there_is_none(gui
         assert result.exit_code == 0, result.output
         return np.load(out)
 
-    assert np.array_equal(
-        sample(), sample("--guidance", str(PixelCNNPrior.default_guidance))
-    )  # the bundle's value
+    assert np.array_equal(sample(), sample("--guidance", str(DEFAULT_GUIDANCE)))  # the bundle's value
     assert not np.array_equal(sample(), sample("--guidance", "4"))
 
     plain = vqtoolkit.load(guided_bundle)

@@ -19,8 +19,8 @@ if TYPE_CHECKING:
 
 Space = Literal["indices", "latents"]
 #: A clustered prior's likelihood sums ``p(c) p(x | c)`` over every cluster up to this many, else
-#: over this many nearest the grid in its k-means space: a lower bound of the exact sum, within
-#: 0.002 bits/code of it on MNIST with 256 clusters (``docs/priors.md``), at the cost of 16.
+#: over this many nearest the grid in its k-means space: a lower bound of the exact sum (its gap is
+#: measured in ``docs/priors.md``) at the cost of this many network passes, not one per cluster.
 LIKELIHOOD_CLUSTERS = 16
 
 

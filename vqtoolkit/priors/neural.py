@@ -26,8 +26,8 @@ from vqtoolkit.priors.training import FitHooks, FitSettings, Precision, fit_netw
 DEFAULT_CLUSTERS: Final = "auto"
 #: Share of training grids fitted without their label or cluster when a prior has one (``None``).
 DEFAULT_CONDITION_DROPOUT = 0.1
-#: Classifier-free guidance of a prior fitted with condition dropout (``guidance=None``), unless the
-#: prior class sets its own :attr:`NeuralIndexPrior.default_guidance`.
+#: Classifier-free guidance of a prior fitted with condition dropout on its label (``guidance=None``),
+#: and on its clusters unless the prior class sets :attr:`NeuralIndexPrior.default_cluster_guidance`.
 DEFAULT_GUIDANCE = 1.5
 
 
@@ -71,8 +71,9 @@ class NeuralIndexPrior(IndexPrior):
     learned "no condition", so the same network also models ``p(x)``; ``guidance`` then samples
     from ``softmax(l_∅ + guidance · (l_c − l_∅))`` (classifier-free guidance; 1: plain ``p(x | c)``,
     above 1: samples truer to their label or cluster). Likelihoods always use ``p(x | c)``. Both
-    default (``None``) to :data:`DEFAULT_CONDITION_DROPOUT` and :attr:`default_guidance` for a
-    prior with a label or clusters, and to 0 and 1 (off) for one without.
+    default (``None``) to :data:`DEFAULT_CONDITION_DROPOUT` and, as guidance, :data:`DEFAULT_GUIDANCE`
+    for a prior with a label or :attr:`default_cluster_guidance` for one with clusters, and to 0 and
+    1 (off) for one without.
     ``clusters`` (default :data:`DEFAULT_CLUSTERS`: sized from the data) conditions an
     unconditional network on the k-means cluster of each grid (see
     :class:`~vqtoolkit.priors.base.IndexPrior`): samples keep their global shape, as a conditional
@@ -98,9 +99,10 @@ class NeuralIndexPrior(IndexPrior):
     )
     added_options: ClassVar[Mapping[str, Any]] = {"condition_dropout": 0.0, "guidance": 1.0}
 
-    #: Guidance of a prior fitted with condition dropout when ``guidance=None``, chosen by measuring
-    #: the class's default network (``docs/priors.md``, the guidance sweep).
-    default_guidance: ClassVar[float] = DEFAULT_GUIDANCE
+    #: Guidance of a clustered prior fitted with condition dropout when ``guidance=None``, chosen by
+    #: measuring the class's default network (``docs/priors.md``, the guidance sweep): a cluster
+    #: steers less than a label, so it may take more.
+    default_cluster_guidance: ClassVar[float] = DEFAULT_GUIDANCE
     #: Optimizer steps of the default budget (``epochs=None``), sized so that this prior's default
     #: network fits MNIST in about 10 minutes on one quiet CPU core (``None``: ``AUTO_STEPS``).
     auto_steps: int | None = None
@@ -135,7 +137,8 @@ class NeuralIndexPrior(IndexPrior):
                 "condition_dropout needs a condition to drop: fit with clusters=k or conditional=True"
             )
         if guidance is None:
-            guidance = self._config["guidance"] = self.default_guidance if condition_dropout else 1.0
+            guided = DEFAULT_GUIDANCE if self.conditional else self.default_cluster_guidance
+            guidance = self._config["guidance"] = guided if condition_dropout else 1.0
         elif guidance != 1 and not condition_dropout:
             raise ConfigError(
                 f"guidance={guidance} needs a network that also learned p(x) without its condition: "

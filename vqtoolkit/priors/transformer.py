@@ -147,8 +147,8 @@ class TransformerPrior(NeuralIndexPrior):
 
     #: A step costs about 1.45× the PixelCNN's, so the default budget takes fewer steps (4 MNIST epochs).
     auto_steps = 1800
-    #: Guidance 2.5: on MNIST (256 clusters) its classifier score reaches 96 % of real images' only there.
-    default_guidance = 2.5
+    #: 2.5: on MNIST (256 clusters) its classifier score reaches 96 % of real images' only there.
+    default_cluster_guidance = 2.5
 
     def __init__(
         self,
