@@ -220,3 +220,11 @@ def test_the_kept_model_round_trips_through_a_bundle_and_older_bundles_sum_over_
     older.load_state_dict({k: v for k, v in prior.state_dict().items() if not k.startswith("cluster_")})
     assert older.cluster_model is None
     torch.testing.assert_close(older.log_prob(grids), torch.logsumexp(prior.log_joint(grids), 0))
+
+
+def test_auto_clusters_are_sized_again_by_every_fit():
+    prior = registry.create("prior", "categorical", num_codes=4, clusters="auto")
+    prior.fit(two_families(40)[0], progress=False)
+    assert prior.clusters == auto_clusters(40) == 16
+    prior.fit(two_families(6000)[0], progress=False)
+    assert prior.clusters == auto_clusters(6000) == 30 and len(prior.class_log_prior) == 30

@@ -171,6 +171,8 @@ class IndexPrior(Prior):
             )
         super().__init__()
         self.num_codes, self.conditional = num_codes, conditional
+        #: ``clusters="auto"`` was asked for: every ``fit`` sizes k from its own data.
+        self.sizes_clusters = clusters == "auto"
         classes = (num_classes or 1) if conditional else (self.clusters or 1)
         self.register_buffer("class_log_prior", torch.full((classes,), -math.log(classes)))
         self._register_cluster_buffers()
@@ -299,7 +301,7 @@ class IndexPrior(Prior):
 
     def _fit_clusters(self, data: Tensor) -> Tensor:
         """Fit and keep the k-means of ``data`` (resolving ``clusters="auto"``); each grid's cluster."""
-        if self._config.get("clusters") == "auto":
+        if self.sizes_clusters:
             self._config["clusters"] = auto_clusters(len(data))
         clusters = self.clusters
         assert clusters is not None  # "auto" is resolved above; None never calls this
