@@ -2,7 +2,7 @@
 
 An autoregressive prior told which digit to draw keeps the whole image coherent; one that is not
 often loses the global shape. ``clusters=k`` (any :class:`~vqtoolkit.priors.base.IndexPrior`)
-gives an unconditional prior a global variable of its own: :func:`fit_clusters` groups the
+gives an unconditional prior a global variable of its own: :func:`cluster_grids` groups the
 training grids by k-means on their stage-1 code vectors (reduced by PCA), the prior learns
 ``p(x | c)`` conditioned on each grid's cluster ``c`` and ``p(c)`` from the cluster sizes, samples
 by drawing ``c`` first, and scores ``p(x) = Σ_c p(c) p(x | c)``. The fitted k-means is kept as
@@ -86,19 +86,21 @@ class GridClusters:
         return self.distances(grids).topk(count, dim=1, largest=False).indices
 
 
-def fit_clusters(
+def cluster_grids(
     grids: Tensor,
     clusters: int,
     vectors: Tensor | None = None,
     *,
     num_codes: int | None = None,
     seed: int = 0,
-) -> GridClusters:
-    """k-means with ``clusters`` centres of index grids ``(N, H, W)`` (scikit-learn's PCA and KMeans).
+) -> tuple[GridClusters, Tensor]:
+    """k-means with ``clusters`` centres of index grids ``(N, H, W)``, and every grid's cluster.
 
-    ``vectors`` ``(num_codes, D)`` are the stage-1 code vectors (the quantizer's codebook), so grids
-    that decode alike cluster together; without them, seeded random vectors make the distance count
-    the positions whose codes differ. PCA and k-means fit on at most :data:`MAX_FIT_ROWS` grids.
+    Returns the fitted :class:`GridClusters` and the cluster ``(N,)`` (long, in ``[0, clusters)``)
+    of every grid. ``vectors`` ``(num_codes, D)`` are the stage-1 code vectors (the quantizer's
+    codebook), so grids that decode alike cluster together; without them, seeded random vectors make
+    the distance count the positions whose codes differ. scikit-learn's PCA and KMeans fit on at most
+    :data:`MAX_FIT_ROWS` grids. Warns when some clusters hold no grid (too few distinct grids).
     """
     from sklearn.cluster import KMeans
     from sklearn.decomposition import PCA
@@ -119,22 +121,7 @@ def fit_clusters(
     centers = torch.zeros(clusters, PCA_DIM)
     centers[:, : len(pca.components_)] = torch.from_numpy(kmeans.cluster_centers_).float()
     mean = torch.from_numpy(pca.mean_).float()
-    return GridClusters(vectors, axes, centers + mean @ axes.T)
-
-
-def cluster_grids(
-    grids: Tensor,
-    clusters: int,
-    vectors: Tensor | None = None,
-    *,
-    num_codes: int | None = None,
-    seed: int = 0,
-) -> tuple[GridClusters, Tensor]:
-    """:func:`fit_clusters`, and the cluster ``(N,)`` (long, in ``[0, clusters)``) of every grid.
-
-    Warns when some clusters hold no grid (too few distinct grids for ``clusters``).
-    """
-    model = fit_clusters(grids, clusters, vectors, num_codes=num_codes, seed=seed)
+    model = GridClusters(vectors, axes, centers + mean @ axes.T)
     labels = model.assign(grids).to(grids.device)
     used = int((torch.bincount(labels, minlength=clusters) > 0).sum())
     if used < clusters:
