@@ -273,18 +273,38 @@ def test_fitting_stops_after_patience_epochs_without_improvement_and_keeps_the_b
 def test_the_default_epoch_budget_follows_the_data_size():
     from vqtoolkit.priors.training import FitSettings
 
-    assert FitSettings().budget(445) < FitSettings().budget(11) <= 50
-    assert FitSettings(epochs=3).budget(11) == 3
-    assert FitSettings().batch(1366) < FitSettings().batch(57_000) == 128  # digits: more, smaller steps
+    assert FitSettings().budget(57_000) == 6 and FitSettings().budget(1_365) == 10  # MNIST, digits
+    assert FitSettings(epochs=3).budget(1_365) == 3
+    assert FitSettings().batch(1366) < FitSettings().batch(57_000) == 64  # digits: more, smaller steps
     assert FitSettings(batch_size=7).batch(57_000) == 7
 
 
-def test_a_dearer_prior_takes_fewer_default_steps():
-    """The 10-minute MNIST budget: a transformer step costs more, so it trains fewer of them."""
-    mnist_steps_per_epoch = 445
+@pytest.mark.parametrize("name", ["pixelcnn", "transformer"])
+def test_auto_dropout_is_set_from_each_fits_data_size(name, monkeypatch):
+    from vqtoolkit.priors import neural
+
+    monkeypatch.setattr(neural, "DROPOUT_FREE_ROWS", 50)  # grids() gives 64; 40 of them stay below
+
+    def rates(prior) -> set[float]:
+        layers = [m.p for m in prior.net.modules() if isinstance(m, torch.nn.Dropout)]
+        return set(layers) | {m.dropout for m in prior.net.modules() if hasattr(m, "heads")}
+
+    prior = registry.create("prior", name, num_codes=K, **TINY[name])
+    assert prior.config["dropout"] == "auto"
+    data, _ = grids()
+    prior.fit(data[:40], progress=False)
+    assert prior.config["dropout"] == neural.AUTO_DROPOUT and rates(prior) == {neural.AUTO_DROPOUT}
+    prior.fit(data, progress=False)  # refitted on more grids: sized again, not kept from the first fit
+    assert prior.config["dropout"] == 0.0 and rates(prior) == {0.0}
+    assert registry.create("prior", name, num_codes=K, **{**TINY[name], "dropout": 0.3}).dropout_rate == 0.3
+
+
+def test_a_dearer_prior_trains_on_fewer_grids_by_default():
+    """The 10-minute MNIST budget: a transformer grid costs more, so it trains on fewer."""
+    mnist_rows = 57_000
     pixelcnn, transformer = (registry.create("prior", name).settings for name in ("pixelcnn", "transformer"))
-    assert transformer.budget(mnist_steps_per_epoch) < pixelcnn.budget(mnist_steps_per_epoch)
-    assert transformer.budget(43) == pixelcnn.budget(43) == 10  # small data: both get the epoch cap
+    assert transformer.budget(mnist_rows) < pixelcnn.budget(mnist_rows)
+    assert transformer.budget(1_365) == pixelcnn.budget(1_365) == 10  # small data: both get the epoch cap
 
 
 # -- determinism and bundles -----------------------------------------------------------------------

@@ -67,7 +67,7 @@ def test_an_interrupted_prior_fit_resumes_exactly(name: str, stage1, tmp_path: P
 
 @pytest.mark.slow  # two `vqtool build` runs on digits: about a minute on 2 cores
 def test_build_resumes_in_stage_2_without_retraining_stage_1(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(training, "AUTO_STEPS", 20)  # 2 short prior epochs on digits
+    monkeypatch.setattr(training, "AUTO_GRIDS", 20)  # the fewest epochs: 2 short prior epochs on digits
     out = tmp_path / "m.safetensors"
     args = ["build", "--prior", "pixelcnn", "--epochs", "1", "--num-codes", "8", "--dim", "4"]
     args += ["-n", "4", "--quiet", "-o", str(out)]

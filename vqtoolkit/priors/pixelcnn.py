@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import nullcontext
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -166,8 +166,9 @@ class PixelCNNPrior(NeuralIndexPrior):
 
     ``channels`` wide, ``layers`` gated layers of ``kernel_size`` with dilations chosen from the
     grid size (:func:`dilations`) so every earlier position reaches every later one, ``dropout``
-    on each layer's gated output, and a peak learning rate ``lr`` of its own (higher than the
-    transformer's). Fitting options (``epochs``, ``patience``, ...) are those
+    on each layer's gated output (``"auto"``: from the data size, see
+    :func:`~vqtoolkit.priors.neural.auto_dropout`), and a peak learning rate ``lr`` of its own
+    (higher than the transformer's). Fitting options (``epochs``, ``patience``, ...) are those
     of :class:`~vqtoolkit.priors.neural.NeuralIndexPrior`.
     """
 
@@ -181,7 +182,7 @@ class PixelCNNPrior(NeuralIndexPrior):
         channels: int = 48,
         layers: int = 6,
         kernel_size: int = 3,
-        dropout: float = 0.1,
+        dropout: float | Literal["auto"] = "auto",
         lr: float = 5e-3,
         **options: Any,
     ) -> None:
@@ -195,7 +196,7 @@ class PixelCNNPrior(NeuralIndexPrior):
         grid = c["grid_shape"] or (1, 1)
         rates = dilations(grid, c["layers"], c["kernel_size"])
         return GatedPixelCNN(
-            self.num_codes, c["channels"], rates, c["kernel_size"], self.condition_rows, c["dropout"]
+            self.num_codes, c["channels"], rates, c["kernel_size"], self.condition_rows, self.dropout_rate
         )
 
     # -- using it -----------------------------------------------------------------------------

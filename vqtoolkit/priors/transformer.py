@@ -16,12 +16,13 @@ forward step of one token per position, batched over the ``n`` grids.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from contextlib import nullcontext
-from typing import Any, ClassVar, cast
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any, ClassVar, Literal, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from vqtoolkit.config import Limit, bounds
 from vqtoolkit.errors import ConfigError
@@ -43,6 +44,17 @@ class KVCache:
         return keys, values
 
 
+def attention_kernel(q: Tensor) -> AbstractContextManager[None]:
+    """The ``scaled_dot_product_attention`` kernel for queries ``q``: the math one for bfloat16 on a CPU.
+
+    There torch's default fused kernel runs a training step's attention several times slower
+    (``benchmarks/prior_threads.py``); everywhere else torch's own choice stands.
+    """
+    if q.device.type == "cpu" and q.dtype == torch.bfloat16:
+        return sdpa_kernel(SDPBackend.MATH)
+    return nullcontext()
+
+
 class Block(nn.Module):
     """Pre-norm causal self-attention and MLP, each residual."""
 
@@ -62,7 +74,8 @@ class Block(nn.Module):
         q, k, v = self.qkv(self.attention_norm(x)).view(n, t, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
         if cache is None:
             dropout = self.dropout if self.training else 0.0
-            attended = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
+            with attention_kernel(q):
+                attended = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
         else:  # one new position attends to every cached one, itself included: no mask needed
             if t != 1:
                 raise ValueError(f"a cached step takes one position at a time; got {t}")
@@ -134,6 +147,8 @@ class CausalTransformer(nn.Module):
 class TransformerPrior(NeuralIndexPrior):
     """Causal transformer prior: ``dim`` wide, ``layers`` blocks of ``heads`` heads, ``dropout``.
 
+    ``dropout="auto"`` sets the rate from the data size (:func:`~vqtoolkit.priors.neural.auto_dropout`).
+
     ``condition_every_position`` adds the label or cluster embedding to every position's input, not
     only the start token (bundles written before the option load with it off). ``lr`` is the peak
     learning rate.
@@ -145,10 +160,12 @@ class TransformerPrior(NeuralIndexPrior):
     limits = bounds(dim=Limit(1), layers=Limit(1), heads=Limit(1), dropout=Limit(0, 1, high_open=True))
     added_options: ClassVar[Mapping[str, Any]] = {"condition_every_position": False}
 
-    #: A step costs about 1.45× the PixelCNN's, so the default budget takes fewer steps (4 MNIST epochs).
-    auto_steps = 1800
-    #: 2.5: on MNIST (256 clusters) its classifier score reaches 96 % of real images' only there.
-    default_cluster_guidance = 2.5
+    #: A grid costs about 1.15× the PixelCNN's to train on, so the default budget takes fewer:
+    #: 5 MNIST epochs.
+    auto_grids = 285_000
+    #: 1.75: on MNIST (256 clusters) its best classifier score; 1.5 gives a lower Fréchet distance
+    #: but a score barely at 96 % of real images'.
+    default_cluster_guidance = 1.75
 
     def __init__(
         self,
@@ -156,7 +173,7 @@ class TransformerPrior(NeuralIndexPrior):
         dim: int = 96,
         layers: int = 3,
         heads: int = 4,
-        dropout: float = 0.1,
+        dropout: float | Literal["auto"] = "auto",
         condition_every_position: bool = True,
         lr: float = 3e-3,
         **options: Any,
@@ -176,7 +193,7 @@ class TransformerPrior(NeuralIndexPrior):
             c["layers"],
             c["heads"],
             self.condition_rows,
-            c["dropout"],
+            self.dropout_rate,
             c["condition_every_position"],
         )
 
