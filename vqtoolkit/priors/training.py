@@ -33,7 +33,7 @@ LossFn = Callable[[nn.Module, Tensor, "Tensor | None"], Tensor]
 
 #: Training grids the default epoch budget aims for (``epochs=None``), within :data:`EPOCH_LIMITS`,
 #: unless a prior sets its own (``NeuralIndexPrior.auto_grids``, sized to its cost per grid): about
-#: 10 CPU minutes of the PixelCNN on MNIST's 57 000 training grids, 6 epochs.
+#: 9 CPU minutes of the PixelCNN on MNIST's 57 000 training grids, 6 epochs.
 AUTO_GRIDS = 345_000
 #: Fewest and most epochs of the default budget: MNIST gets 6 epochs of the PixelCNN, the small
 #: ``digits`` set 10 (early stopping may end both sooner).
