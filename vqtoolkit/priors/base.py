@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
@@ -151,6 +151,9 @@ class IndexPrior(Prior):
     #: Set by :meth:`~vqtoolkit.pipeline.Pipeline.fit_prior` for the next ``fit``: the stage-1 vector
     #: of every code ``(num_codes, D)``, which ``clusters`` groups grids by (random vectors without it).
     code_vectors: Tensor | None = None
+    #: Options that take ``"auto"``, each with what sizes it from the number of grids fitted: every
+    #: ``fit`` resolves them from its own data and writes the value into ``config``.
+    sized_by_data: ClassVar[Mapping[str, Callable[[int], Any]]] = {"clusters": auto_clusters}
 
     def __init__(
         self,
@@ -171,8 +174,8 @@ class IndexPrior(Prior):
             )
         super().__init__()
         self.num_codes, self.conditional = num_codes, conditional
-        #: ``clusters="auto"`` was asked for: every ``fit`` sizes k from its own data.
-        self.sizes_clusters = clusters == "auto"
+        #: The :attr:`sized_by_data` options asked for as ``"auto"``: every ``fit`` sizes them again.
+        self.auto_options = [name for name in self.sized_by_data if self._config.get(name) == "auto"]
         classes = (num_classes or 1) if conditional else (self.clusters or 1)
         self.register_buffer("class_log_prior", torch.full((classes,), -math.log(classes)))
         self._register_cluster_buffers()
@@ -287,6 +290,8 @@ class IndexPrior(Prior):
             raise ShapeError(f"a prior needs at least 2 index grids to fit; got {len(data)}")
         labels = self.check_labels(labels, len(data), fitting=True)
         self._config["grid_shape"] = [int(s) for s in data.shape[1:]]
+        for name in self.auto_options:
+            self._config[name] = self.sized_by_data[name](len(data))
         if self.clustered:
             labels = self._fit_clusters(data)
         if labels is not None:
@@ -300,11 +305,9 @@ class IndexPrior(Prior):
         return self
 
     def _fit_clusters(self, data: Tensor) -> Tensor:
-        """Fit and keep the k-means of ``data`` (resolving ``clusters="auto"``); each grid's cluster."""
-        if self.sizes_clusters:
-            self._config["clusters"] = auto_clusters(len(data))
+        """Fit and keep the k-means of ``data``; each grid's cluster."""
         clusters = self.clusters
-        assert clusters is not None  # "auto" is resolved above; None never calls this
+        assert clusters is not None  # fit resolves "auto" first; None never calls this
         if len(data) < clusters:
             raise ShapeError(f"clusters={clusters} needs at least {clusters} grids to fit; got {len(data)}")
         model, labels = cluster_grids(data, clusters, self.code_vectors, num_codes=self.num_codes)

@@ -8,7 +8,7 @@ stopping and the best weights kept), likelihoods and the options every such prio
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from typing import Any, ClassVar, Final, Literal
 
@@ -85,8 +85,8 @@ class NeuralIndexPrior(IndexPrior):
     default (``None``) to :data:`DEFAULT_CONDITION_DROPOUT` and, as guidance, :data:`DEFAULT_GUIDANCE`
     for a prior with a label or :attr:`default_cluster_guidance` for one with clusters, and to 0 and
     1 (off) for one without.
-    A subclass with a ``dropout`` option may default it to ``"auto"`` (:func:`auto_dropout`): every
-    ``fit`` then sets it from its own data and writes the rate into ``config``; the network reads it
+    A subclass with a ``dropout`` option may default it to ``"auto"`` (:func:`auto_dropout`, one of
+    :attr:`sized_by_data`): every ``fit`` then sets the rate from its own data; the network reads it
     as :attr:`dropout_rate`.
     ``clusters`` (default :data:`DEFAULT_CLUSTERS`: sized from the data) conditions an
     unconditional network on the k-means cluster of each grid (see
@@ -112,6 +112,10 @@ class NeuralIndexPrior(IndexPrior):
         guidance=Limit(0),
     )
     added_options: ClassVar[Mapping[str, Any]] = {"condition_dropout": 0.0, "guidance": 1.0}
+    sized_by_data: ClassVar[Mapping[str, Callable[[int], Any]]] = {
+        **IndexPrior.sized_by_data,
+        "dropout": auto_dropout,
+    }
 
     #: Guidance of a clustered prior fitted with condition dropout when ``guidance=None``, chosen by
     #: measuring the class's default network (``docs/priors.md``, the guidance sweep): a cluster
@@ -158,8 +162,6 @@ class NeuralIndexPrior(IndexPrior):
                 f"guidance={guidance} needs a network that also learned p(x) without its condition: "
                 f"fit with condition_dropout > 0 (e.g. {DEFAULT_CONDITION_DROPOUT}), or keep guidance=1"
             )
-        #: ``dropout="auto"`` was asked for: every ``fit`` sets the rate from its own data.
-        self.sizes_dropout = self._config.get("dropout") == "auto"
         self.settings = FitSettings(
             epochs, batch_size, lr, val_fraction, patience, seed, threads, self.auto_grids, precision
         )
@@ -239,8 +241,6 @@ class NeuralIndexPrior(IndexPrior):
         hooks = self.hooks
         if self.fit_checkpoint is not None:  # stage 2 of a resumable build: save every epoch
             hooks = self.fit_checkpoint.hooks(hooks, {"config": self.config, "data": list(data.shape)})
-        if self.sizes_dropout:
-            self._config["dropout"] = auto_dropout(len(data))
         # seeded initialisation and dropout, without touching the caller's random state
         with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
             torch.manual_seed(self.settings.seed)
