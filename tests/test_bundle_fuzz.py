@@ -34,6 +34,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import vqtoolkit
+from vqtoolkit import deadline
 from vqtoolkit.errors import BundleError
 
 EXAMPLES = int(os.environ.get("VQTOOLKIT_FUZZ_EXAMPLES", "30"))
@@ -53,6 +54,15 @@ def original() -> tuple[Any, bytes]:
 #: Extra address space a load may map, and how long it may take, before the case counts as a failure.
 ADDRESS_SPACE = 1 << 30
 TIMEOUT = 20.0
+#: CPU seconds a build on meta may take here: a config looping for the whole BUILD_SECONDS (10 s)
+#: would be refused correctly, but too close to TIMEOUT on a busy machine (CI once took 20 s for it).
+FUZZ_BUILD_SECONDS = 2.0
+
+
+@pytest.fixture(autouse=True)
+def quick_build_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Forked children inherit the shorter deadline; test_bundle.py tests the deadline itself."""
+    monkeypatch.setattr(deadline, "BUILD_SECONDS", FUZZ_BUILD_SECONDS)
 
 
 def try_load(path: Path, check: Callable[[Any], None]) -> str:
