@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -158,6 +159,36 @@ def test_a_config_asking_for_absurd_work_is_stopped(saved: Path, tmp_path: Path,
     with pytest.raises(BundleError, match=r"took more than 0\.5 s"):
         vqtoolkit.load(_edit(saved, tmp_path, edit_document=edit))
     assert time.monotonic() - start < 30
+
+
+def _spin(cpu_seconds: float) -> None:
+    """Burn CPU in Python, where a signal handler can interrupt it."""
+    end = time.process_time() + cpu_seconds
+    while time.process_time() < end:
+        pass
+
+
+def test_the_build_deadline_outlasts_code_that_swallows_it() -> None:
+    """Torch may catch an exception raised mid-build and carry on: the refusal comes again, and a
+    block that swallows every one and still finishes late is refused when it leaves."""
+    swallowed = 0
+    late = pytest.raises(BundleError, match=r"took more than 0\.2 s")
+    with late, deadline.build_deadline("test component", 0.2):
+        try:
+            _spin(5)
+        except BundleError:
+            swallowed += 1
+        _spin(5)
+    assert swallowed == 1
+
+    with (
+        pytest.raises(BundleError, match=r"took more than 0\.2 s"),
+        deadline.build_deadline("test component", 0.2),
+    ):
+        for _ in range(3):
+            with contextlib.suppress(BundleError):
+                _spin(5)
+    assert signal.getitimer(signal.ITIMER_PROF) == (0.0, 0.0)
 
 
 def _drop_first(prefix: str):
