@@ -196,3 +196,8 @@ def test_sample_quality_is_shown_beside_its_ceiling(trained: vqtoolkit.Pipeline)
     assert re.search(r"<th>classifier_score</th><td[^>]*>6.25</td><td[^>]*>8.5</td><td[^>]*>9.125</td>", text)
     assert re.search(r"<th>frechet</th>.*<td>–</td></tr>", text)
     assert "<th>label_accuracy</th>" not in text  # no samples score: an unconditional prior
+    assert "By chance alone" not in text
+    scores["frechet"]["real_train_subsets"] = [1.5, 1.25, 2.0]
+    assert "3 random sets of real training images lie 1.25 to 2 from the test split" in render_report(
+        pipe, sample_quality=scores
+    )

@@ -12,7 +12,7 @@ import torch
 
 from vqtoolkit import classifier, metrics
 from vqtoolkit.data import load_digits
-from vqtoolkit.sample_quality import format_scores, score_samples
+from vqtoolkit.sample_quality import CEILING_SUBSETS, format_scores, score_samples
 
 # -- the metric functions ----------------------------------------------------------------------
 
@@ -136,6 +136,16 @@ def test_real_images_score_near_the_ceiling_and_noise_scores_badly(digits, cache
     assert real["frechet"]["reconstructions"] == pytest.approx(real["frechet"]["real_train"])
     assert real["label_accuracy"]["samples"] is None  # unconditional: no label asked for
     assert "label accuracy" not in "\n".join(format_scores(real))
+
+
+def test_the_frechet_ceiling_comes_with_its_spread_over_random_real_sets(digits, cache):
+    scores = score_samples(ImageSampler(digits.test_images), digits, 200, progress=False)
+    subsets = scores["frechet"]["real_train_subsets"]
+    assert len(subsets) == CEILING_SUBSETS and subsets[0] == scores["frechet"]["real_train"]
+    assert len(set(subsets)) == CEILING_SUBSETS  # different images, different distances
+    low, high = min(subsets), max(subsets)
+    line = format_scores(scores)[-1]
+    assert f"{CEILING_SUBSETS} random sets of 200 real training images are {low:.4g} to {high:.4g}" in line
 
 
 def test_label_accuracy_counts_samples_of_the_requested_class(digits, cache):

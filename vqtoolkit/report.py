@@ -91,6 +91,17 @@ def model_card(pipe: Pipeline, bundle: Path | None) -> str:
     )
 
 
+def chance_note(sample_quality: dict[str, Any]) -> str:
+    """How far the Fréchet ceiling moves over random sets of real images, when it was measured."""
+    subsets = (sample_quality.get("frechet") or {}).get("real_train_subsets") or []
+    if len(subsets) < 2:
+        return ""
+    return (
+        f" By chance alone, {len(subsets)} random sets of real training images lie {fmt(min(subsets))} to "
+        f"{fmt(max(subsets))} from the test split in Fréchet distance."
+    )
+
+
 def metrics_section(pipe: Pipeline, sample_quality: dict[str, Any] | None = None) -> str:
     """Recorded metrics, and sample quality beside its ceiling (the same score of real images).
 
@@ -129,6 +140,7 @@ def metrics_section(pipe: Pipeline, sample_quality: dict[str, Any] | None = None
     if figures or quality:
         body += note(
             "A score's ceiling is the same score of real images; no prior beats its stage-1 reconstructions."
+            + chance_note(sample_quality or {})
         )
     else:
         body += note(
