@@ -342,6 +342,26 @@ def test_sampling_without_a_prior_names_fit_prior():
         tiny_pipeline().sample(2)
 
 
+def test_the_pipelines_own_prior_fits_where_the_model_encodes(monkeypatch):
+    """``build(..., prior="pixelcnn")`` makes the prior on the CPU; under ``--device cuda`` the model
+    moves and the prior must follow it. A prior instance passed in stays where its owner put it."""
+    pipe = tiny_pipeline("categorical")
+    moves = []
+
+    def spy(prior):
+        move = prior.to
+        monkeypatch.setattr(prior, "to", lambda *args, **kw: moves.append(args[0]) or move(*args, **kw))
+        return prior
+
+    spy(pipe.prior)
+    pipe.fit_prior(tiny_images())
+    assert moves == [torch.device("cpu")] and pipe.prior.is_fitted
+
+    moves.clear()
+    pipe.fit_prior(tiny_images(), spy(registry.create("prior", "categorical", num_codes=16)))
+    assert moves == []
+
+
 def test_label_errors():
     with pytest.raises(ConfigError, match="unconditional"):
         fitted("pixelcnn", TINY_PIXELCNN).sample(2, label=1)

@@ -156,7 +156,8 @@ class TwoStageFitting:
         ``prior_config`` goes to a prior given by name, e.g.
         ``fit_prior(data, "pixelcnn", conditional=True, epochs=5)``; a conditional prior learns
         ``p(codes | label)`` from ``data``'s labels so ``sample`` can take ``label=``. The model's
-        parameters are frozen only while the prior fits.
+        parameters are frozen only while the prior fits. A prior given by name, or the pipeline's
+        own, is moved to the model's device first; an instance passed in fits where it is.
 
         Across processes (torchrun) each one encodes its share of the images; a prior that
         :attr:`~vqtoolkit.priors.base.Prior.fits_on_every_rank` (pixelcnn) gets all the codes on
@@ -173,10 +174,10 @@ class TwoStageFitting:
             if prior_config.get("conditional"):
                 shared["num_classes"] = data.num_classes
             self.prior = self.new_prior(prior, shared, prior_config)
-            if isinstance(prior, str):  # a new prior fits where the frozen model encodes
-                self.prior.to(device)
         if self.prior is None:
             raise ConfigError("this pipeline has no prior; pass one, e.g. fit_prior(data, 'gmm')")
+        if not isinstance(prior, Prior):  # one built here or by build() fits where the frozen model encodes
+            self.prior.to(device)
         self.check_prior_matches(self.prior)
         with frozen(self.model):
             self._fit_prior_on_codes(self.prior, data, progress, checkpoint_path, resume)
