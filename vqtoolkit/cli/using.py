@@ -239,7 +239,8 @@ def evaluate(
     (test_prior_bits_per_code_given_label adds the label); a latent prior (gmm) has none (null in
     --json, n/a in text). With -n/--num-samples N (or --samples N) it also scores N samples
     (classifier score, Fréchet distance to the test split, label accuracy of a conditional prior),
-    each beside the same figure for real images.
+    each beside the same figure for real images, and the Fréchet distance of 5 random sets of N
+    real images (how far it moves by chance alone).
 
     \b
     Example:
