@@ -99,7 +99,7 @@ def guidance_option() -> Callable[[F], F]:
         default=None,
         help="Classifier-free guidance for a prior fitted with a label or clusters (1: none, above 1: "
         "samples truer to their label or cluster).  "
-        "[default: the bundle's: 1.5 with a label, 1.75 with clusters]",
+        "[default: the bundle's: 1.5 with a label or clusters]",
     )
 
 

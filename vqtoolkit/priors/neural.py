@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from vqtoolkit.config import Limit, bounds
 from vqtoolkit.errors import ConfigError
 from vqtoolkit.priors.base import IndexPrior
+from vqtoolkit.priors.threads import Threads
 from vqtoolkit.priors.training import FitHooks, FitSettings, Precision, fit_network, torch_threads
 
 #: Default ``clusters`` of unconditional network priors: k-means clusters of the training grids,
@@ -76,7 +77,8 @@ class NeuralIndexPrior(IndexPrior):
     Shared options: ``epochs`` and ``batch_size`` (``None``: sized from the data),
     ``lr`` (peak of a warm-up + cosine schedule), ``val_fraction`` held out to score every epoch,
     ``patience`` epochs without a better held-out NLL before stopping, ``seed`` (initialisation,
-    split and shuffling) and ``threads`` (CPU threads while fitting; ``None`` keeps torch's).
+    split and shuffling) and ``threads`` (CPU threads while fitting: ``"auto"`` times the steps and
+    picks the fastest count, see :mod:`vqtoolkit.priors.threads`; ``None`` keeps torch's).
     ``top_p`` is the nucleus every ``sample`` draws from (1: the full distribution).
     ``condition_dropout`` replaces that share of the training grids' labels (or clusters) by a
     learned "no condition", so the same network also models ``p(x)``; ``guidance`` then samples
@@ -117,12 +119,12 @@ class NeuralIndexPrior(IndexPrior):
         "dropout": auto_dropout,
     }
 
-    #: Guidance of a clustered prior fitted with condition dropout when ``guidance=None``, chosen by
-    #: measuring the class's default network (``docs/priors.md``, the guidance sweep): a cluster
-    #: steers less than a label, so it may take more.
+    #: Guidance of a clustered prior fitted with condition dropout when ``guidance=None``: 1.5 gave
+    #: both built-in priors' default MNIST fits their lowest Fréchet distance (``docs/priors.md``, the
+    #: guidance sweep); a plugin whose clusters steer less may set more.
     default_cluster_guidance: ClassVar[float] = DEFAULT_GUIDANCE
     #: Training grids of the default budget (``epochs=None``), sized so that this prior's default
-    #: network fits MNIST in about 10 minutes on one quiet CPU core (``None``: ``AUTO_GRIDS``).
+    #: network fits MNIST in under 10 minutes on a quiet 2-core machine (``None``: ``AUTO_GRIDS``).
     auto_grids: int | None = None
 
     def __init__(
@@ -135,7 +137,7 @@ class NeuralIndexPrior(IndexPrior):
         val_fraction: float = 0.05,
         patience: int = 3,
         seed: int = 0,
-        threads: int | None = 1,
+        threads: Threads = "auto",
         precision: Precision = "auto",
         top_p: float = 1.0,
         clusters: int | Literal["auto"] | None = DEFAULT_CLUSTERS,

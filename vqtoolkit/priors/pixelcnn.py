@@ -173,8 +173,6 @@ class PixelCNNPrior(NeuralIndexPrior):
     """
 
     limits = bounds(channels=Limit(1), layers=Limit(1), dropout=Limit(0, 1, high_open=True))
-    #: 1.75: the best Fréchet distance on MNIST with its 256 clusters (1.5 on ``digits``, with 16).
-    default_cluster_guidance = 1.75
 
     def __init__(
         self,

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from vqtoolkit import distributed
 from vqtoolkit.errors import TrainingError, TrainingInterrupted
+from vqtoolkit.priors.threads import Threads, ThreadTuner, thread_candidates
 from vqtoolkit.schedule import lr_at
 
 logger = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ class FitSettings:
     val_fraction: float = 0.05
     patience: int = 3
     seed: int = 0
-    threads: int | None = 1
+    threads: Threads = "auto"
     #: Training grids the default budget aims for (``None``: :data:`AUTO_GRIDS`).
     auto_grids: int | None = None
     precision: Precision = "auto"
@@ -165,6 +166,16 @@ def torch_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def step_threads(threads: Threads, device: torch.device) -> ThreadTuner | None:
+    """The tuner that sets each training step's thread count for ``threads="auto"`` on a CPU, else ``None``.
+
+    Its candidates run up to torch's current setting (under ``torchrun``: one per process).
+    """
+    if threads != "auto" or device.type != "cpu":
+        return None
+    return ThreadTuner(thread_candidates(torch.get_num_threads()))
+
+
 def split_rows(n: int, val_fraction: float, generator: torch.Generator) -> tuple[Tensor, Tensor]:
     """Held-out and training row indices: a seeded ``val_fraction`` (at least one row) held out."""
     order = torch.randperm(n, generator=generator)
@@ -217,12 +228,15 @@ def fit_network(
     progress = progress and distributed.is_main()
     total_steps = state.epochs * steps_per_epoch
     val_labels = None if labels is None else labels[val]
-    with torch_threads(settings.threads):
+    tuner = step_threads(settings.threads, data.device)
+    with torch_threads(None if settings.threads == "auto" else settings.threads):
         while state.epoch < state.epochs and state.epochs_without_improvement < settings.patience:
             state.epoch += 1
             model.train()
+            batches = list(hooks.batches(train, generator, batch_size))
             bar = tqdm(
-                list(hooks.batches(train, generator, batch_size)),
+                tuner.steps(batches) if tuner else batches,
+                total=len(batches),
                 desc=f"stage 2 · {name} epoch {state.epoch}/{state.epochs}",
                 unit="batch",
                 disable=not progress,
@@ -257,6 +271,7 @@ def fit_network(
                 / max(1, seen * distributed.world_size())
                 / math.log(2),
                 "val_bits_per_code": held_out_bits(net, loss, data[val], val_labels, hooks),
+                "threads": tuner.choice if tuner else torch.get_num_threads(),
             }
             state.history.append(record)
             if record["val_bits_per_code"] < state.best_bits:
@@ -266,6 +281,7 @@ def fit_network(
                 logger.info(
                     f"{name} epoch {state.epoch}/{state.epochs}  train {record['train_bits_per_code']:.4f} "
                     f"bits/code  | held-out {record['val_bits_per_code']:.4f} bits/code"
+                    f"  | {record['threads']} thread{'s' if record['threads'] > 1 else ''}"
                 )
             if hooks.on_epoch_end:
                 hooks.on_epoch_end(state)
