@@ -64,7 +64,12 @@ def test_a_slow_first_step_of_each_count_is_not_held_against_it():
 
 def test_one_slow_step_does_not_decide():
     tuner = ThreadTuner([1, 2], clock=FakeClock())
-    run_epoch(tuner, 100, lambda threads, step: 10.0 if step == PROBE_STEPS + 2 else {1: 0.3, 2: 0.1}[threads])
+    slow_second_step_on_two = PROBE_STEPS + 2
+    run_epoch(
+        tuner,
+        100,
+        lambda threads, step: 10.0 if step == slow_second_step_on_two else {1: 0.3, 2: 0.1}[threads],
+    )
     assert tuner.choice == 2  # the median of each count's steps
 
 
@@ -80,8 +85,18 @@ def test_an_epoch_too_short_to_measure_runs_on_one_thread():
 
 
 def fit_transformer(threads, grids: int = 16):
-    prior = registry.create("prior", "transformer", num_codes=5, dim=8, layers=1, heads=1, epochs=1,
-                            clusters=None, threads=threads, batch_size=1)
+    prior = registry.create(
+        "prior",
+        "transformer",
+        num_codes=5,
+        dim=8,
+        layers=1,
+        heads=1,
+        epochs=1,
+        clusters=None,
+        threads=threads,
+        batch_size=1,
+    )
     prior.fit(torch.randint(0, 5, (grids, 3, 3), generator=torch.Generator().manual_seed(0)), progress=False)
     return prior
 
@@ -105,7 +120,9 @@ def test_small_auto_fits_are_identical_for_a_seed():
     torch.set_num_threads(2)
     a, b = fit_transformer("auto"), fit_transformer("auto")
     assert a.history[-1]["threads"] == 1
-    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert all(
+        torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    )
 
 
 def test_thread_option_errors_name_the_choices():

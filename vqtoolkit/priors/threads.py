@@ -1,8 +1,8 @@
 """How many CPU threads a prior's training steps run on: ``threads="auto"`` times them and picks.
 
-A second thread makes a quiet machine's training steps faster (the transformer's 1.75× on 2 cores)
-but a busy one's several times slower, as the threads wait on each other whenever either is
-descheduled (``docs/priors.md``, "Threads"). No fixed count is right on both, so
+A second thread makes a quiet machine's training steps faster but a busy one's several times
+slower, as the threads wait on each other whenever either is descheduled (``docs/priors.md``,
+"Threads: measured while fitting"). No fixed count is right on both, so
 :class:`ThreadTuner` measures: at the start of every epoch long enough to afford it, it times a few
 steps at each candidate count (1, 2, 4, … up to torch's own setting) and trains the rest of the
 epoch on the fastest. A fit too short to measure trains on one thread, as fixed seeds then give
@@ -33,20 +33,20 @@ def thread_candidates(most: int) -> list[int]:
     counts = [1]
     while counts[-1] * 2 < most:
         counts.append(counts[-1] * 2)
-    return counts + [most] if most > 1 else counts
+    return [*counts, most] if most > 1 else counts
 
 
 class ThreadTuner:
     """Sets torch's thread count for every training step, choosing it by timing (see the module).
 
-    ``choice`` holds the count of the last epoch's remaining steps (``None`` until one ran).
-    ``clock`` is swappable so tests can stage timings.
+    ``choice`` is the count of the last epoch's steps after its measurement (1 until an epoch was
+    measured). ``clock`` is swappable so tests can stage timings.
     """
 
     def __init__(self, candidates: Sequence[int], clock: Callable[[], float] = time.perf_counter) -> None:
         self.candidates = list(candidates)
         self.clock = clock
-        self.choice: int | None = None
+        self.choice = 1
 
     def steps(self, batches: Sequence[Item]) -> Iterator[Item]:
         """Yield ``batches`` one by one, each step run on the thread count this tuner sets.
@@ -57,8 +57,6 @@ class ThreadTuner:
         if len(self.candidates) == 1 or len(batches) < PROBE_SHARE * len(probe):
             probe = []
         seconds: dict[int, list[float]] = {count: [] for count in self.candidates}
-        if self.choice is None:
-            self.choice = 1
         for step, batch in enumerate(batches):
             measuring = step < len(probe)
             count = probe[step] if measuring else self.choice
