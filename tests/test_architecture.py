@@ -70,6 +70,7 @@ LAYERS: dict[str, list[str]] = {
         "priors",
         "priors.base",
         "priors.clusters",
+        "priors.threads",
         "priors.training",
     ],
     "components": [
