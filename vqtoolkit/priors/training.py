@@ -33,10 +33,10 @@ logger = logging.getLogger(__name__)
 LossFn = Callable[[nn.Module, Tensor, "Tensor | None"], Tensor]
 
 #: Training grids the default epoch budget aims for (``epochs=None``), within :data:`EPOCH_LIMITS`,
-#: unless a prior sets its own (``NeuralIndexPrior.auto_grids``, sized to its cost per grid): about
-#: 9 CPU minutes of the PixelCNN on MNIST's 57 000 training grids, 6 epochs.
+#: unless a prior sets its own (``NeuralIndexPrior.auto_grids``, sized to its cost per grid, as the
+#: built-in priors do): about 6 epochs of MNIST's 57 000 training grids.
 AUTO_GRIDS = 345_000
-#: Fewest and most epochs of the default budget: MNIST gets 6 epochs of the PixelCNN, the small
+#: Fewest and most epochs of the default budget: MNIST gets 8 epochs of the PixelCNN, the small
 #: ``digits`` set 10 (early stopping may end both sooner).
 EPOCH_LIMITS = (2, 10)
 #: Arithmetic of the training steps: ``auto`` is bfloat16 where the device computes it natively
