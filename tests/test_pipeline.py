@@ -105,3 +105,16 @@ def test_save_load_round_trip_is_exact(
     assert torch.equal(loaded.sample(4, generator=g1), trained.sample(4, generator=g2))
     assert loaded.info["metrics"] == trained.info["metrics"]
     assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]  # no temp files left behind
+
+
+def test_fit_takes_the_dataset_batch_size_unless_told(small_digits: ImageDataset) -> None:
+    images, labels = small_digits.train_images[:96], small_digits.train_labels[:96]
+    test_images, test_labels = small_digits.test_images[:16], small_digits.test_labels[:16]
+    data = ImageDataset("small", images, labels, test_images, test_labels, 10, 1, default_batch_size=32)
+    defaulted = vqtoolkit.build(dim=8, num_codes=16, prior=None)
+    defaulted.fit(data, progress=False)
+    assert defaulted.info["batch_size"] == 32 and defaulted.info["history"][-1]["step"] == 3  # 96 / 32
+    told = vqtoolkit.build(dim=8, num_codes=16, prior=None)
+    told.fit(data, batch_size=48, progress=False)
+    assert told.info["batch_size"] == 48 and told.info["history"][-1]["step"] == 2
+

@@ -32,13 +32,15 @@ def test_of_replaces_fields_and_refuses_unknown_options_with_the_closest_name() 
     changed = TrainConfig.of(base, batch_size=32, checkpoint_path="runs/c.safetensors")
     assert (changed.epochs, changed.lr, changed.batch_size) == (2, 1e-3, 32)
     assert changed.checkpoint_path == Path("runs/c.safetensors")  # a str path is stored as a Path
-    assert base.batch_size == 128  # frozen: the original is unchanged
+    assert base.batch_size is None  # frozen: the original is unchanged
     with pytest.raises(ConfigError, match="unknown training option 'batch'; did you mean 'batch_size'"):
         TrainConfig.of(base, batch=32)
     with pytest.raises(ConfigError, match="epochs must be an integer >= 1"):
         TrainConfig.of(base, epochs=-1)
 
 
-def test_the_dataset_default_fills_only_missing_epochs() -> None:
-    assert TrainConfig().with_default_epochs(7).epochs == 7
-    assert TrainConfig(epochs=3).with_default_epochs(7).epochs == 3
+def test_the_dataset_defaults_fill_only_missing_epochs_and_batch_size() -> None:
+    filled = TrainConfig().with_dataset_defaults(7, 32)
+    assert (filled.epochs, filled.batch_size) == (7, 32)
+    chosen = TrainConfig(epochs=3, batch_size=64).with_dataset_defaults(7, 32)
+    assert (chosen.epochs, chosen.batch_size) == (3, 64)

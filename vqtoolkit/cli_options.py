@@ -218,7 +218,11 @@ def training_options(command: F) -> F:
     """The stage-1 training options; their names are :class:`vqtoolkit.TrainConfig`'s fields."""
     return compose(
         count_option("--epochs", help="Stage-1 epochs [default: per dataset; the total when resuming]."),
-        count_option("--batch-size", default=128, help="Images per optimizer step (over all processes)."),
+        count_option(
+            "--batch-size",
+            help="Images per optimizer step, over all processes [default: per dataset; 32 for digits, "
+            "128 for the others].",
+        ),
         click.option(
             "--lr",
             type=FiniteFloat(min=0, min_open=True),

@@ -29,6 +29,9 @@ from vqtoolkit.streaming import to_tensor as pictures_to_tensor
 if TYPE_CHECKING:  # torchvision's datasets are imported lazily: they are slow to import
     from torchvision.datasets import MNIST
 
+#: The stage-1 batch where neither the caller nor the dataset chooses one.
+DEFAULT_BATCH_SIZE = 128
+
 
 @dataclass
 class ImageDataset:
@@ -45,6 +48,8 @@ class ImageDataset:
     default_epochs: int
     #: Codebook size the CLI uses unless told: small data gives a prior too few examples per code.
     default_num_codes: int = 512
+    #: Stage-1 batch unless told: a small dataset takes more, smaller steps per epoch.
+    default_batch_size: int = DEFAULT_BATCH_SIZE
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -71,7 +76,17 @@ def load_digits(root: str | Path | None = None, *, test_fraction: float = 0.2, s
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
     n_test = round(len(images) * test_fraction)
     test, train = order[:n_test], order[n_test:]
-    return ImageDataset("digits", images[train], labels[train], images[test], labels[test], 10, 40, 64)
+    return ImageDataset(
+        "digits",
+        images[train],
+        labels[train],
+        images[test],
+        labels[test],
+        10,
+        default_epochs=15,
+        default_num_codes=64,
+        default_batch_size=32,
+    )
 
 
 def _open_splits(

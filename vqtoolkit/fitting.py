@@ -81,13 +81,15 @@ class TwoStageFitting:
 
         ``config`` (a :class:`~vqtoolkit.train_config.TrainConfig`, or its fields as keywords:
         ``epochs``, ``batch_size``, ``lr``, ``device``, ``checkpoint_path``, ``resume``, ...) says
-        how; ``epochs`` defaults to the dataset's. ``seed`` fixes the shuffling and every random
-        draw during training, from a private random stream: with :func:`~vqtoolkit.build`'s
+        how; ``epochs`` and ``batch_size`` default to the dataset's. ``seed`` fixes the shuffling and
+        every random draw during training, from a private random stream: with :func:`~vqtoolkit.build`'s
         ``seed``, the same calls give the same weights and metrics bit for bit (same machine, torch
         version and threads). ``log_dir`` also writes TensorBoard scalars, grids and the code-usage
         histogram there; the JSON-lines ``log_path`` stays the default record.
         """
-        config = TrainConfig.of(config, **options).with_default_epochs(data.default_epochs)
+        config = TrainConfig.of(config, **options).with_dataset_defaults(
+            data.default_epochs, data.default_batch_size
+        )
         board = None
         on_step = None
         if config.log_dir is not None and distributed.is_main():  # under torchrun, rank 0 alone logs

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from vqtoolkit import checkpoint, distributed, metrics
 from vqtoolkit.atomic import atomic_write
+from vqtoolkit.data import DEFAULT_BATCH_SIZE
 from vqtoolkit.devices import autocast, check_precision, resolve_device
 from vqtoolkit.divergence import DivergenceGuard
 from vqtoolkit.errors import ConfigError, TrainingError, TrainingInterrupted
@@ -83,7 +84,7 @@ def train_autoencoder(
     write_log(run.log_path, run.history)
     model.train()
     with stop_requests(enabled=config.checkpoint_path is not None) as stop:
-        for epoch in range(start.epoch, config.epochs + 1):
+        for epoch in range(start.epoch, run.epochs + 1):
             tally = start.tally if epoch == start.epoch else Tally.zero(run)
             record = train_epoch(run, epoch, tally, stop, on_step)
             if run.test_images is not None:
@@ -94,7 +95,7 @@ def train_autoencoder(
             run.save(epoch + 1, 0, run.generator.get_state())
             write_log(run.log_path, run.history)
             if run.progress:
-                log.info(format_epoch(record, config.epochs))
+                log.info(format_epoch(record, run.epochs))
             if on_epoch_end is not None:
                 on_epoch_end(record)
     model.to(memory_format=torch.contiguous_format)  # channels-last is a training-time layout only
@@ -110,6 +111,7 @@ class Run:
     network: torch.nn.Module  # the model, or its DDP wrapper across processes
     config: TrainConfig
     epochs: int
+    batch_size: int  # the config's, or DEFAULT_BATCH_SIZE where it has none
     device: torch.device
     precision: str
     layout: torch.memory_format
@@ -129,7 +131,7 @@ class Run:
     @property
     def total_steps(self) -> int:
         """Optimizer steps over all ``epochs`` (the learning-rate schedule's length)."""
-        return self.epochs * distributed.batches_per_epoch(len(self.train_images), self.config.batch_size)
+        return self.epochs * distributed.batches_per_epoch(len(self.train_images), self.batch_size)
 
     def save(self, epoch: int, batches_done: int, shuffle_state: Tensor, tally: Tally | None = None) -> None:
         """Write the checkpoint of this run's current state (rank 0, and only with a checkpoint path)."""
@@ -170,11 +172,12 @@ def prepare(model: VQVAE, train_images: Images, test_images: Images | None, conf
     test_images = None if test_images is None else test_images.to(device=device, memory_format=layout)
     if config.start_at_mean and not config.resume:
         calibrate_output_mean(model, as_tensor(train_images[:CALIBRATION_IMAGES]).to(device))
+    batch_size = DEFAULT_BATCH_SIZE if config.batch_size is None else config.batch_size
     settings: dict[str, Any] = {}
     if config.checkpoint_path is not None:
         settings = {
             "model": checkpoint.describe_model(model),
-            "batch_size": config.batch_size,
+            "batch_size": batch_size,
             "lr": config.lr,
             "lr_schedule": config.lr_schedule,
             "seed": config.seed,
@@ -186,6 +189,7 @@ def prepare(model: VQVAE, train_images: Images, test_images: Images | None, conf
         network=distributed.wrap(model, device),
         config=config,
         epochs=config.epochs,
+        batch_size=batch_size,
         device=device,
         precision=precision,
         layout=layout,
@@ -277,7 +281,7 @@ def train_epoch(
     """One pass over the shuffled images (from ``tally.batches_done`` on); returns the epoch's metrics."""
     shuffle_state = run.generator.get_state()
     order = torch.randperm(len(run.train_images), generator=run.generator).to(run.device)
-    batches = distributed.shard_batches(order, run.config.batch_size)  # all of them in one process
+    batches = distributed.shard_batches(order, run.batch_size)  # all of them in one process
     first = tally.batches_done
     started = time.perf_counter()
     bar = tqdm(

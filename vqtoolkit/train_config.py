@@ -28,8 +28,9 @@ class TrainConfig:
 
     Attributes:
         epochs: Passes over the training images (``None``: the dataset's default, see
-            :meth:`with_default_epochs`); when resuming, the total including those already done.
-        batch_size: The global batch (split across processes under torchrun).
+            :meth:`with_dataset_defaults`); when resuming, the total including those already done.
+        batch_size: The global batch (split across processes under torchrun); ``None``: the
+            dataset's default.
         lr: Adam's peak learning rate.
         lr_schedule: ``cosine`` (warm-up, then down to zero at the last step) or ``constant``.
         seed: Shuffling and every random draw during training (k-means, revived codes).
@@ -47,7 +48,7 @@ class TrainConfig:
     """
 
     epochs: int | None = None
-    batch_size: int = 128
+    batch_size: int | None = None
     lr: float = DEFAULT_LR
     lr_schedule: str = DEFAULT_SCHEDULE
     seed: int = 0
@@ -70,7 +71,7 @@ class TrainConfig:
                 object.__setattr__(self, name, Path(value))
         if self.epochs is not None and (not isinstance(self.epochs, int) or self.epochs < 1):
             raise ConfigError(f"epochs must be an integer >= 1; got {self.epochs!r}")
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+        if self.batch_size is not None and (not isinstance(self.batch_size, int) or self.batch_size < 1):
             raise ConfigError(f"batch_size must be an integer >= 1; got {self.batch_size!r}")
         if not isinstance(self.lr, int | float) or not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"lr must be a finite number > 0; got {self.lr!r}")
@@ -91,6 +92,10 @@ class TrainConfig:
                 raise ConfigError(f"unknown training option {name!r}{hint}")
         return dataclasses.replace(config or cls(), **options)
 
-    def with_default_epochs(self, default: int) -> TrainConfig:
-        """This config with ``epochs`` set to ``default`` where it was left ``None``."""
-        return self if self.epochs is not None else dataclasses.replace(self, epochs=default)
+    def with_dataset_defaults(self, epochs: int, batch_size: int) -> TrainConfig:
+        """This config with ``epochs`` and ``batch_size`` set to a dataset's defaults where left ``None``."""
+        return dataclasses.replace(
+            self,
+            epochs=self.epochs if self.epochs is not None else epochs,
+            batch_size=self.batch_size if self.batch_size is not None else batch_size,
+        )
