@@ -117,4 +117,3 @@ def test_fit_takes_the_dataset_batch_size_unless_told(small_digits: ImageDataset
     told = vqtoolkit.build(dim=8, num_codes=16, prior=None)
     told.fit(data, batch_size=48, progress=False)
     assert told.info["batch_size"] == 48 and told.info["history"][-1]["step"] == 2
-
