@@ -8,7 +8,7 @@ torchrun starts them (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` ... in the envir
 CPU), one thread each. Images/s is the training loop's own figure for the last epoch (train images
 over the wall-clock seconds of its steps, rank 0's clock; evaluation excluded); test MSE is on all
 10 000 MNIST test images after the last epoch. vqtoolkit binds each of the 2 processes to its own
-core (``vqtoolkit.distributed.pin_to_own_cores``); the table says which cores each process had, and
+core (``vqtoolkit.runtime.distributed.pin_to_own_cores``); the table says which cores each process had, and
 the 1-minute load average before and after each configuration says how busy the machine was.
 
 Targets: ≥ 1.7× the images/s with 2 processes, and test MSE within 5 % of the single process.
@@ -57,8 +57,8 @@ def worker(rank: int, world: int, port: int, args: dict[str, Any], out: str, ind
     )
     torch.set_num_threads(1)
     import vqtoolkit
-    from vqtoolkit.distributed import pin_to_own_cores
-    from vqtoolkit.train import train_autoencoder
+    from vqtoolkit.runtime.distributed import pin_to_own_cores
+    from vqtoolkit.training.loop import train_autoencoder
 
     data = vqtoolkit.load_dataset("mnist", args["data_root"], seed=args["seed"])
     train = data.train_images[: args["train_images"]] if args["train_images"] else data.train_images

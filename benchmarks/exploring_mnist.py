@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 
 import vqtoolkit
-from vqtoolkit.atomic import atomic_write
-from vqtoolkit.images import grid_bytes
-from vqtoolkit.report import write_report
+from vqtoolkit._util.atomic import atomic_write
+from vqtoolkit.data.images import grid_bytes
+from vqtoolkit.reporting.report import write_report
 
 #: (from, to) held-out classes of the strips and of the edits.
 PAIRS = [(1, 7), (3, 8), (0, 6), (4, 9)]

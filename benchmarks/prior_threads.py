@@ -21,10 +21,10 @@ import time
 
 import torch
 
-from vqtoolkit import registry
+from vqtoolkit.components import registry
 from vqtoolkit.priors import transformer
-from vqtoolkit.priors.neural import auto_dropout, cross_entropy_loss
-from vqtoolkit.priors.training import Precision, native_bfloat16, torch_threads, training_autocast
+from vqtoolkit.priors.neural.base import auto_dropout, cross_entropy_loss
+from vqtoolkit.priors.neural.loop import Precision, native_bfloat16, torch_threads, training_autocast
 
 
 def time_steps(

@@ -4,7 +4,7 @@ Stage 1 is the default recipe (``build(prior=None)``: conv encoder, ``ema`` quan
 dataset's default K, conv decoder, the dataset's default epochs), trained once and cached as a
 bundle (``--stage1``). Every prior is then fitted on the same frozen codes, scored with
 ``Pipeline.prior_nll`` (the function ``vqtool eval`` uses) and with
-:func:`vqtoolkit.sample_quality.score_samples` (the scores of ``vqtool eval --samples``: classifier
+:func:`vqtoolkit.scoring.sample_quality.score_samples` (the scores of ``vqtool eval --samples``: classifier
 score, Fréchet distance to the test split, label accuracy of conditional priors), each beside the
 same figure for real training images. Each prior's grid is saved under ``--assets``.
 
@@ -28,10 +28,11 @@ from typing import Any
 import torch
 
 import vqtoolkit
-from vqtoolkit import metrics, registry
-from vqtoolkit.images import save_grid
+from vqtoolkit.scoring import metrics
+from vqtoolkit.components import registry
+from vqtoolkit.data.images import save_grid
 from vqtoolkit.priors.base import LIKELIHOOD_CLUSTERS
-from vqtoolkit.sample_quality import score_samples
+from vqtoolkit.scoring.sample_quality import score_samples
 
 #: Benchmark row → (registered prior, options).
 PRIORS: dict[str, tuple[str, dict[str, Any]]] = {

@@ -35,8 +35,8 @@ import torch
 from tutorial_layer import TutorialQuantizer  # benchmarks/ is on sys.path when run as a script
 
 import vqtoolkit
-from vqtoolkit import metrics
-from vqtoolkit.train import train_autoencoder
+from vqtoolkit.scoring import metrics
+from vqtoolkit.training.loop import train_autoencoder
 
 K, D = 512, 64
 #: The configurations a default run compares. Any other is a label of the same form, given with

@@ -156,7 +156,7 @@ def run_tutorial(data_root: str, epochs: int, seed: int) -> Timed:
 # ---------------------------------------------------------------------------------------------------
 def run_vqtoolkit(data_root: str, epochs: int, seed: int) -> Timed:
     import vqtoolkit
-    from vqtoolkit.train import train_autoencoder
+    from vqtoolkit.training.loop import train_autoencoder
 
     torch.manual_seed(seed)
     start, cpu_start = time.perf_counter(), time.process_time()
@@ -178,7 +178,7 @@ def run_vqtoolkit(data_root: str, epochs: int, seed: int) -> Timed:
 @torch.inference_mode()
 def evaluate(encode_decode: Callable[[Tensor], tuple[Tensor, Tensor]], test: Tensor) -> dict[str, float]:
     """Shared scoring: test MSE over every pixel, perplexity and distinct codes over all test latents."""
-    from vqtoolkit import metrics
+    from vqtoolkit.scoring import metrics
 
     squared, counts = 0.0, torch.zeros(512, dtype=torch.long)
     for batch in test.split(1000):

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 import vqtoolkit
-from vqtoolkit.images import save_grid
+from vqtoolkit.data.images import save_grid
 
 FAST = os.environ.get("VQTOOLKIT_EXAMPLE_FAST") == "1"
 

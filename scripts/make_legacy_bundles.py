@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 import vqtoolkit
-from vqtoolkit.data import ImageDataset
+from vqtoolkit.data.datasets import ImageDataset
 
 OUT = Path(__file__).resolve().parents[1] / "tests" / "data" / "bundles-0.1"
 

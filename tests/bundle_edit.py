@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load as load_bytes
 from safetensors.torch import save as save_bytes
 
-from vqtoolkit import bundle
+from vqtoolkit.storage import bundle
 
 
 def split(data: bytes) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -45,7 +45,7 @@ def rewrite(path: Path, out: Path, *, sign: bool = True, edit_document=None, edi
 def tiny_pipeline(prior: str | None = "gmm", quantizer: str = "vq", **prior_config: Any):
     """An untrained, small pipeline with a fitted prior: a bundle of ~20 kB, built in well under a second."""
     import vqtoolkit
-    from vqtoolkit.data import ImageDataset
+    from vqtoolkit.data.datasets import ImageDataset
 
     torch.manual_seed(0)
     pipe = vqtoolkit.build(

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import vqtoolkit
-from vqtoolkit.data import ImageDataset
+from vqtoolkit.data.datasets import ImageDataset
 
 
 @pytest.fixture(scope="session")
@@ -45,7 +45,7 @@ def one_thread():
 
     Modules of small prior fits use it for every test: ``pytestmark = pytest.mark.usefixtures("one_thread")``.
     """
-    from vqtoolkit.priors.neural import single_thread
+    from vqtoolkit.priors.neural.base import single_thread
 
     with single_thread():
         yield

@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from vqtoolkit import registry
+from vqtoolkit.components import registry
 
 
 @contextlib.contextmanager

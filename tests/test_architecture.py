@@ -24,112 +24,38 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "vqtoolkit"
 DOC = ROOT / "docs" / "architecture.md"
 
-#: The layers, lowest first, and the modules in each (``vqtoolkit.`` left out; ``.`` is the package's
-#: ``__init__``). A module may import modules of its own layer or of layers below, never above.
+#: The layers, lowest first, as the folders (and top-level modules) in each (``vqtoolkit.`` left out;
+#: ``.`` is the package's ``__init__``). A module belongs to the longest name here that covers it: a
+#: folder's modules share its layer. A module may import its own layer or the layers below, never above.
 LAYERS: dict[str, list[str]] = {
-    "foundation": [
-        ".",
-        "_version",
-        "errors",
-        "config",
-        "atomic",
-        "lock",
-        "memory",
-        "devices",
-        "deadline",
-        "schedule",
-        "streaming",
-        "metrics",
-        "images",
-        "plots",
-        "divergence",
-        "modes",
-        "report_html",
-        "cli_options",
-    ],
-    "core": [
-        "component",
-        "registry",
-        "quantize.core",
-        "quantize.core.search",
-        "quantize.distributed",
-        "quantize.health",
-        "distributed",
-        "stopping",
-        "data",
-        "classifier",
-        "sample_quality",
-    ],
-    "contracts": [
-        "encoders",
-        "encoders.base",
-        "decoders",
-        "decoders.base",
-        "quantize",
-        "quantize.base",
-        "priors",
-        "priors.base",
-        "priors.clusters",
-        "priors.threads",
-        "priors.training",
-    ],
-    "components": [
-        "encoders.conv",
-        "decoders.conv",
-        "quantize.vq",
-        "quantize.ema",
-        "quantize.fsq",
-        "quantize.residual",
-        "priors.categorical",
-        "priors.gmm",
-        "priors.neural",
-        "priors.pixelcnn",
-        "priors.transformer",
-    ],
-    "model and storage": ["model", "bundle", "bundle_restore", "assemble", "checkpoint", "fit_checkpoint"],
-    "training": ["train_config", "evaluation", "train", "tensorboard", "fitting"],
-    "application": [
-        "pipeline",
-        "report",
-        "runs",
-        "cli",
-        "cli.common",
-        "cli.training",
-        "cli.bundles",
-        "cli.using",
-        "__main__",
-        "testing",
-        "testing.common",
-        "testing.autoencoders",
-        "testing.quantizers",
-        "testing.priors",
-    ],
+    "foundation": [".", "_version", "errors", "_compat", "_util"],
+    "core": ["components", "data", "scoring", "runtime", "storage"],
+    "components": ["encoders", "decoders", "quantize", "priors"],
+    "model": ["model"],
+    "stage 1": ["training"],
+    "two stages": ["stages"],
+    "application": ["pipeline", "reporting", "cli", "__main__", "testing"],
 }
 
 #: Imports the layers would allow but the design forbids: (importers, imported, why). A name covers
 #: the module and everything below it.
 FORBIDDEN: list[tuple[list[str], list[str], str]] = [
     (
-        ["bundle", "bundle_restore"],
-        ["model", "assemble", "pipeline", "encoders", "decoders", "quantize", "priors"],
-        "storage reads and writes components plus info; what they make together is assemble's job",
-    ),
-    (
         ["encoders", "decoders", "quantize", "priors"],
-        ["registry"],
+        ["components.registry"],
         "the registry finds components, components never look themselves up",
     ),
     (
-        [
-            name
-            for layer in LAYERS.values()
-            for name in layer
-            if name.split(".")[0] not in ("cli", "__main__")
-        ],
+        [name for names in LAYERS.values() for name in names if name not in ("cli", "__main__")],
         ["cli"],
         "the CLI is the outermost shell: only `python -m vqtoolkit` starts it",
     ),
 ]
+
+#: At most this many modules at the package's top, beside its folders: the public surface and little else.
+TOP_LEVEL_MODULES = 10
+#: No module longer than this many lines: one job each.
+MAX_LINES = 400
 
 
 def module_name(path: Path) -> str:
@@ -180,7 +106,18 @@ def imports_of(name: str, path: Path) -> set[str]:
 
 
 GRAPH = {name: imports_of(name, path) for name, path in MODULES.items()}
-LAYER_OF = {name: index for index, names in enumerate(LAYERS.values()) for name in names}
+_LAYER_ROOTS = {name: index for index, names in enumerate(LAYERS.values()) for name in names}
+
+
+def layer_index(name: str) -> int | None:
+    """The layer of module ``name`` (short form): that of the longest :data:`LAYERS` entry covering it."""
+    covering = [root for root in _LAYER_ROOTS if root == name or name.startswith(root + ".")]
+    if name == ".":
+        covering = ["."]
+    return _LAYER_ROOTS[max(covering, key=len)] if covering else None
+
+
+LAYER_OF = {short(m): layer_index(short(m)) for m in MODULES if layer_index(short(m)) is not None}
 
 
 def covers(prefixes: list[str], name: str) -> bool:
@@ -197,8 +134,18 @@ def test_no_import_cycle_counting_imports_inside_functions() -> None:
 def test_every_module_sits_in_a_layer() -> None:
     unplaced = sorted(short(m) for m in MODULES if short(m) not in LAYER_OF)
     assert not unplaced, f"add these modules to LAYERS here and in docs/architecture.md: {unplaced}"
-    stale = sorted(set(LAYER_OF) - {short(m) for m in MODULES})
+    stale = sorted(set(_LAYER_ROOTS) - {short(m) for m in MODULES})
     assert not stale, f"LAYERS names modules that do not exist: {stale}"
+
+
+def test_the_top_of_the_package_holds_little_beside_its_folders() -> None:
+    top = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert len(top) <= TOP_LEVEL_MODULES, f"{len(top)} modules at the top of the package: {top}"
+
+
+def test_no_module_is_over_the_line_limit() -> None:
+    long = {short(m): n for m, p in MODULES.items() if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert not long, f"modules over {MAX_LINES} lines (split them by job): {long}"
 
 
 def test_modules_import_only_their_own_layer_or_below() -> None:
@@ -229,23 +176,23 @@ def test_the_graph_reader_sees_lazy_imports_and_skips_type_checking(tmp_path: Pa
     source = textwrap.dedent(
         """
         from typing import TYPE_CHECKING
-        from vqtoolkit import registry
+        from vqtoolkit.components import registry
         if TYPE_CHECKING:
             from vqtoolkit.pipeline import Pipeline
         def later():
-            from vqtoolkit.model import VQVAE
-            import vqtoolkit.bundle
+            from vqtoolkit.model.vqvae import VQVAE
+            import vqtoolkit.storage.bundle
         """
     )
     probe = tmp_path / "probe.py"
     probe.write_text(source)
     found = imports_of("vqtoolkit.probe", probe)
-    assert found == {"vqtoolkit.registry", "vqtoolkit.model", "vqtoolkit.bundle"}
+    assert found == {"vqtoolkit.components.registry", "vqtoolkit.model.vqvae", "vqtoolkit.bundle"}
 
 
 def layer_table() -> str:
     """The markdown table of :data:`LAYERS` that docs/architecture.md shows."""
-    rows = ["| layer | modules (`vqtoolkit.` left out) |", "| --- | --- |"]
+    rows = ["| layer | folders and modules (`vqtoolkit.` left out) |", "| --- | --- |"]
     rows += [
         f"| {i}. {layer} | {', '.join(f'`{m}`' for m in modules)} |"
         for i, (layer, modules) in enumerate(LAYERS.items())
@@ -262,8 +209,32 @@ def forbidden_list() -> str:
     return "\n".join(lines)
 
 
+def package_tree() -> str:
+    """The package's folders and modules, each with the first line of its docstring, as the doc draws it."""
+    lines = []
+
+    def summary(path: Path) -> str:
+        doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+        return doc.strip().splitlines()[0] if doc.strip() else ""
+
+    def walk(folder: Path, depth: int) -> None:
+        entries = sorted(folder.iterdir(), key=lambda p: (p.is_dir(), p.name))
+        for entry in entries:
+            if entry.name == "__init__.py" or entry.name.startswith("__pycache__"):
+                continue
+            if entry.is_dir() and (entry / "__init__.py").exists():
+                lines.append(f"{'  ' * depth}{entry.name}/  {summary(entry / '__init__.py')}")
+                walk(entry, depth + 1)
+            elif entry.suffix == ".py":
+                lines.append(f"{'  ' * depth}{entry.name}  {summary(entry)}")
+
+    walk(PACKAGE, 1)
+    return "\n".join(["vqtoolkit/", *lines])
+
+
 def test_the_architecture_doc_shows_these_rules() -> None:
     text = DOC.read_text()
+    assert package_tree() in text, "docs/architecture.md must draw this tree:\n" + package_tree()
     assert layer_table() in text, "docs/architecture.md must show this table:\n" + layer_table()
     assert forbidden_list() in text, "docs/architecture.md must show this list:\n" + forbidden_list()
 

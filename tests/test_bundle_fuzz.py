@@ -34,7 +34,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import vqtoolkit
-from vqtoolkit import deadline
+from vqtoolkit._util import deadline
 from vqtoolkit.errors import BundleError
 
 EXAMPLES = int(os.environ.get("VQTOOLKIT_FUZZ_EXAMPLES", "30"))

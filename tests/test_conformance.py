@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vqtoolkit import registry
+from vqtoolkit.components import registry
 from vqtoolkit.encoders.conv import ConvEncoder
 from vqtoolkit.errors import ConfigError
 from vqtoolkit.priors.base import Prior

@@ -12,9 +12,9 @@ import torch
 from PIL import Image
 
 import vqtoolkit
-from vqtoolkit.data import load_dataset
+from vqtoolkit.data.datasets import load_dataset
 from vqtoolkit.errors import DataError, ShapeError
-from vqtoolkit.train import train_autoencoder
+from vqtoolkit.training.loop import train_autoencoder
 
 
 def write_idx(folder: Path, prefix: str, images: np.ndarray, labels: np.ndarray) -> None:

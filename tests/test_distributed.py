@@ -14,8 +14,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
-from vqtoolkit import registry
-from vqtoolkit.quantize.distributed import overlapped_sums
+from vqtoolkit.components import registry
+from vqtoolkit.runtime.collectives import overlapped_sums
 
 OPTIONS = {"num_codes": 16, "dim": 3, "ema": True, "kmeans_init": True, "revive_after": 2, "decay": 0.8}
 #: Plain EMA (nothing random after construction): two half-batches must equal one whole batch.
@@ -97,7 +97,7 @@ def test_each_local_process_is_bound_to_its_own_cores(
     switch: str,
     expected: set[int] | None,
 ) -> None:
-    from vqtoolkit import distributed
+    from vqtoolkit.runtime import distributed
 
     bound: dict[int, set[int]] = {}
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")

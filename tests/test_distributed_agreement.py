@@ -20,11 +20,11 @@ import torch.multiprocessing as mp
 from test_distributed import free_port
 
 import vqtoolkit
-from vqtoolkit import distributed
-from vqtoolkit.divergence import DivergenceGuard
+from vqtoolkit.runtime import distributed
+from vqtoolkit.training.divergence import DivergenceGuard
 from vqtoolkit.errors import TrainingError
-from vqtoolkit.priors.training import FitSettings, fit_network
-from vqtoolkit.train import train_autoencoder
+from vqtoolkit.priors.neural.loop import FitSettings, fit_network
+from vqtoolkit.training.loop import train_autoencoder
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
 

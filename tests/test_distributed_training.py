@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from test_distributed import free_port
 
 import vqtoolkit
-from vqtoolkit.data import ImageDataset
+from vqtoolkit.data.datasets import ImageDataset
 from vqtoolkit.errors import TrainingInterrupted
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")

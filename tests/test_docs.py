@@ -30,7 +30,7 @@ import pytest
 import torch
 
 import vqtoolkit
-import vqtoolkit.data
+import vqtoolkit.data.datasets
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -108,7 +108,7 @@ def tiny_loader(original: Callable[..., vqtoolkit.ImageDataset]) -> Callable[...
 
 def shrink_digits() -> None:
     """Make ``load_dataset("digits")`` return tiny digits in this process (examples' subprocesses)."""
-    vqtoolkit.data.DATASETS["digits"] = tiny_loader(vqtoolkit.data.DATASETS["digits"])
+    vqtoolkit.data.datasets.DATASETS["digits"] = tiny_loader(vqtoolkit.data.datasets.DATASETS["digits"])
 
 
 @pytest.fixture
@@ -117,7 +117,7 @@ def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.setenv(FAST_ENV, "1")
-    monkeypatch.setitem(vqtoolkit.data.DATASETS, "digits", tiny_loader(vqtoolkit.data.DATASETS["digits"]))
+    monkeypatch.setitem(vqtoolkit.data.datasets.DATASETS, "digits", tiny_loader(vqtoolkit.data.datasets.DATASETS["digits"]))
     torch.manual_seed(0)
     yield tmp_path
 
@@ -262,7 +262,7 @@ def test_sphinx_roles_become_links_resolved_through_imports() -> None:
     griffe = pytest.importorskip("griffe")  # a docs tool: installed by the dev extra
     extensions = griffe.load_extensions(f"{ROOT / 'scripts' / 'griffe_sphinx_roles.py'}:SphinxRoles")
     package = griffe.load("vqtoolkit", search_paths=[str(ROOT)], extensions=extensions)
-    create = package["registry"]["create"].docstring.value
+    create = package["components"]["registry"]["create"].docstring.value
     link = '<autoref identifier="vqtoolkit.errors.ConfigError" optional><code>ConfigError</code></autoref>'
     assert link in create
     assert ":class:" not in create

@@ -12,7 +12,7 @@ from PIL import Image
 
 import vqtoolkit
 from vqtoolkit.cli import main
-from vqtoolkit.data import ImageDataset
+from vqtoolkit.data.datasets import ImageDataset
 from vqtoolkit.errors import ConfigError, ShapeError
 
 

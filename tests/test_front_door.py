@@ -16,11 +16,11 @@ import torch
 from click.testing import CliRunner
 
 import vqtoolkit
-from vqtoolkit import registry
+from vqtoolkit.components import registry
 from vqtoolkit.cli import main
-from vqtoolkit.cli_options import DATASET_NAMES, PRECISIONS
-from vqtoolkit.data import DATASETS
-from vqtoolkit.devices import PRECISIONS as DEVICE_PRECISIONS
+from vqtoolkit.cli.options import DATASET_NAMES, PRECISIONS
+from vqtoolkit.data.datasets import DATASETS
+from vqtoolkit.runtime.devices import PRECISIONS as DEVICE_PRECISIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -274,7 +274,7 @@ def test_library_is_silent_and_never_writes_to_stdout(small_digits, capsys, capl
     captured = capsys.readouterr()
     assert captured.out == ""  # bars go to stderr, epoch lines to the logger
     assert "recon " not in captured.err and "stage 2" not in captured.err  # no handler: silent
-    assert any("epoch 1/1" in r.getMessage() and r.name == "vqtoolkit.train" for r in caplog.records)
+    assert any("epoch 1/1" in r.getMessage() and r.name == "vqtoolkit.training.loop" for r in caplog.records)
     assert any("stage 2" in r.getMessage() for r in caplog.records)
     assert any(isinstance(h, logging.NullHandler) for h in logging.getLogger("vqtoolkit").handlers)
 

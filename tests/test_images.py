@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from vqtoolkit.errors import ConfigError
-from vqtoolkit.images import grid_bytes, save_grid
+from vqtoolkit.data.images import grid_bytes, save_grid
 
 
 def pixels(data: bytes) -> np.ndarray:

@@ -11,9 +11,9 @@ import pytest
 from bundle_edit import tiny_pipeline
 from click.testing import CliRunner
 
-from vqtoolkit import atomic
+from vqtoolkit._util import atomic
 from vqtoolkit.cli import main
-from vqtoolkit.lock import OutputLockedError, lock_path, output_lock
+from vqtoolkit._util.lock import OutputLockedError, lock_path, output_lock
 
 
 def forked(body) -> int:  # type: ignore[no-untyped-def]

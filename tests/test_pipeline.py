@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import vqtoolkit
-from vqtoolkit.data import ImageDataset
+from vqtoolkit.data.datasets import ImageDataset
 from vqtoolkit.errors import ConfigError, ShapeError, TrainingError
 
 

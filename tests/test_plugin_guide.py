@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import vqtoolkit
-from vqtoolkit.config import Limit, bounds
+from vqtoolkit.components.options import Limit, bounds
 from vqtoolkit.errors import ConfigError, ShapeError
 from vqtoolkit.priors.base import Prior
 from vqtoolkit.testing import check_prior

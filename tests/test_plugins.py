@@ -17,9 +17,9 @@ from click.testing import CliRunner
 from fake_plugins import fake_distribution, fake_install
 
 import vqtoolkit
-from vqtoolkit import registry
+from vqtoolkit.components import registry
 from vqtoolkit.cli import main
-from vqtoolkit.data import ImageDataset
+from vqtoolkit.data.datasets import ImageDataset
 from vqtoolkit.errors import BundleError, ComponentNotFoundError
 from vqtoolkit.testing import check_decoder, check_encoder, check_prior
 
@@ -58,10 +58,10 @@ def tiny_data(monkeypatch: pytest.MonkeyPatch) -> ImageDataset:
     images = torch.rand(40, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     labels = torch.arange(40) % 2
     data = ImageDataset("tiny", images[:32], labels[:32], images[32:], labels[32:], 2, 1)
-    monkeypatch.setattr("vqtoolkit.data.load_dataset", lambda *args, **kwargs: data)
+    monkeypatch.setattr("vqtoolkit.data.datasets.load_dataset", lambda *args, **kwargs: data)
     # matplotlib would take most of this test's time; plotting has its own tests
-    monkeypatch.setattr("vqtoolkit.plots.training_curves", lambda history, path, **kwargs: path)
-    monkeypatch.setattr("vqtoolkit.plots.code_usage", lambda counts, path, **kwargs: path)
+    monkeypatch.setattr("vqtoolkit.reporting.plots.training_curves", lambda history, path, **kwargs: path)
+    monkeypatch.setattr("vqtoolkit.reporting.plots.code_usage", lambda counts, path, **kwargs: path)
     return data
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import vqtoolkit
-from vqtoolkit import registry
+from vqtoolkit.components import registry
 from vqtoolkit.errors import ConfigError, ShapeError
 from vqtoolkit.priors import clusters as clusters_module
 from vqtoolkit.priors.clusters import auto_clusters, cluster_grids
@@ -177,7 +177,7 @@ def test_the_pipeline_clusters_grids_by_its_codebook(monkeypatch, clusters):
 
 
 def test_the_fit_scores_held_out_cluster_and_grid_together_an_upper_bound_of_the_exact_nll():
-    from vqtoolkit.priors.training import split_rows
+    from vqtoolkit.priors.neural.loop import split_rows
 
     data = two_families(96)[0]
     options = {"channels": 8, "layers": 2, "epochs": 3, "dropout": 0.0, "clusters": 2}

@@ -10,10 +10,10 @@ import torch
 from click.testing import CliRunner
 
 import vqtoolkit
-from vqtoolkit import registry
+from vqtoolkit.components import registry
 from vqtoolkit.cli import main
 from vqtoolkit.errors import ConfigError
-from vqtoolkit.priors.neural import DEFAULT_CONDITION_DROPOUT, DEFAULT_GUIDANCE
+from vqtoolkit.priors.neural.base import DEFAULT_CONDITION_DROPOUT, DEFAULT_GUIDANCE
 from vqtoolkit.testing import check_prior
 
 NETWORK_PRIORS = ["pixelcnn", "transformer"]

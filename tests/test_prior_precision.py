@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from vqtoolkit import registry
+from vqtoolkit.components import registry
 from vqtoolkit.errors import ConfigError
-from vqtoolkit.priors.training import native_bfloat16, training_autocast
+from vqtoolkit.priors.neural.loop import native_bfloat16, training_autocast
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

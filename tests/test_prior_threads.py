@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vqtoolkit import registry
-from vqtoolkit.priors import threads as threads_module
-from vqtoolkit.priors.threads import PROBE_SHARE, PROBE_STEPS, ThreadTuner, thread_candidates
+from vqtoolkit.components import registry
+from vqtoolkit.runtime import threads as threads_module
+from vqtoolkit.runtime.threads import PROBE_SHARE, PROBE_STEPS, ThreadTuner, thread_candidates
 
 
 class FakeClock:

@@ -13,9 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import vqtoolkit
-from vqtoolkit import registry
+from vqtoolkit.components import registry
 from vqtoolkit.cli import main
-from vqtoolkit.data import ImageDataset
+from vqtoolkit.data.datasets import ImageDataset
 from vqtoolkit.errors import ConfigError, ShapeError
 from vqtoolkit.priors.pixelcnn import GatedPixelCNN, dilations
 
@@ -262,7 +262,7 @@ def test_fitting_stops_after_patience_epochs_without_improvement_and_keeps_the_b
     assert len(val) < 40 and len(val) == best + 1 + 2
     assert all(v >= val[best] for v in val[best + 1 :])
     held_out = prior.settings  # the same seeded split the loop used
-    from vqtoolkit.priors.training import split_rows
+    from vqtoolkit.priors.neural.loop import split_rows
 
     rows, _ = split_rows(len(data), held_out.val_fraction, torch.Generator().manual_seed(held_out.seed))
     with torch.no_grad():
@@ -271,7 +271,7 @@ def test_fitting_stops_after_patience_epochs_without_improvement_and_keeps_the_b
 
 
 def test_the_default_epoch_budget_follows_the_data_size():
-    from vqtoolkit.priors.training import FitSettings
+    from vqtoolkit.priors.neural.loop import FitSettings
 
     assert FitSettings().budget(57_000) == 6 and FitSettings().budget(1_365) == 10  # MNIST, digits
     assert FitSettings(epochs=3).budget(1_365) == 3
@@ -281,7 +281,7 @@ def test_the_default_epoch_budget_follows_the_data_size():
 
 @pytest.mark.parametrize("name", ["pixelcnn", "transformer"])
 def test_auto_dropout_is_set_from_each_fits_data_size(name, monkeypatch):
-    from vqtoolkit.priors import neural
+    from vqtoolkit.priors.neural import base as neural
 
     monkeypatch.setattr(neural, "DROPOUT_FREE_ROWS", 50)  # grids() gives 64; 40 of them stay below
 
@@ -482,7 +482,7 @@ def test_cli_sample_label_on_unconditional_prior(tmp_path, stage1_bundle):
 
 
 def test_top_p_draws_only_from_the_nucleus():
-    from vqtoolkit.priors.neural import draw
+    from vqtoolkit.priors.neural.base import draw
 
     logits = torch.tensor([[0.5, 0.3, 0.15, 0.05]]).log().repeat(4000, 1)
     g = torch.Generator().manual_seed(0)

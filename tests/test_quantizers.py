@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vqtoolkit import registry
+from vqtoolkit.components import registry
 from vqtoolkit.errors import ConfigError, ShapeError
 from vqtoolkit.quantize.base import Quantizer
 

@@ -6,7 +6,7 @@ from importlib import metadata
 
 import pytest
 
-from vqtoolkit import registry
+from vqtoolkit.components import registry
 from vqtoolkit.errors import ComponentNotFoundError, ConfigError
 from vqtoolkit.quantize.vq import VectorQuantizer
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import vqtoolkit
-from vqtoolkit import bundle
+from vqtoolkit.storage import bundle
 
 if sys.version_info >= (3, 11):
     import tomllib

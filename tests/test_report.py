@@ -17,8 +17,8 @@ import torch
 from PIL import Image
 
 import vqtoolkit
-from vqtoolkit.data import ImageDataset
-from vqtoolkit.report import render_report, write_report
+from vqtoolkit.data.datasets import ImageDataset
+from vqtoolkit.reporting.report import render_report, write_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(

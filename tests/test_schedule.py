@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vqtoolkit.schedule import WARMUP_FRACTION, lr_at
+from vqtoolkit.runtime.schedule import WARMUP_FRACTION, lr_at
 
 
 @given(total=st.integers(1, 5000), peak=st.floats(1e-5, 1.0))

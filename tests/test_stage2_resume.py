@@ -12,9 +12,10 @@ from click.testing import CliRunner
 
 import vqtoolkit
 from vqtoolkit.cli import main
-from vqtoolkit.data import ImageDataset
+from vqtoolkit.data.datasets import ImageDataset
 from vqtoolkit.errors import TrainingInterrupted
-from vqtoolkit.priors import neural, training
+from vqtoolkit.priors.neural import base as neural
+from vqtoolkit.priors.neural import loop as training
 
 PRIOR = {"channels": 4, "layers": 3, "epochs": 3, "batch_size": 8}
 #: Every network prior trains in the shared loop, so every one checkpoints and resumes the same way.

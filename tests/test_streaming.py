@@ -10,10 +10,10 @@ import torch
 from PIL import Image
 
 import vqtoolkit
-from vqtoolkit import streaming
-from vqtoolkit.data import ImageDataset, load_dataset
+from vqtoolkit.data import streaming
+from vqtoolkit.data.datasets import ImageDataset, load_dataset
 from vqtoolkit.errors import DataError
-from vqtoolkit.streaming import StreamedImages, as_tensor
+from vqtoolkit.data.streaming import StreamedImages, as_tensor
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import vqtoolkit
-from vqtoolkit.data import ImageDataset
+from vqtoolkit.data.datasets import ImageDataset
 from vqtoolkit.errors import ConfigError
 
 pytest.importorskip("tensorboard", reason='needs pip install "vqtoolkit[tensorboard]" (in the dev extra)')

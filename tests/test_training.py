@@ -13,12 +13,12 @@ from click.testing import CliRunner
 from safetensors import safe_open
 
 import vqtoolkit
-from vqtoolkit import train as train_module
+from vqtoolkit.training import loop as train_module
 from vqtoolkit.cli import main
-from vqtoolkit.devices import autocast, resolve_device
+from vqtoolkit.runtime.devices import autocast, resolve_device
 from vqtoolkit.errors import CheckpointError, ConfigError, ShapeError, TrainingError, TrainingInterrupted
-from vqtoolkit.schedule import SCHEDULES, lr_at
-from vqtoolkit.train import calibrate_output_mean, train_autoencoder
+from vqtoolkit.runtime.schedule import SCHEDULES, lr_at
+from vqtoolkit.training.loop import calibrate_output_mean, train_autoencoder
 
 TIMING = ("seconds", "images_per_s")
 

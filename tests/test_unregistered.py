@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import vqtoolkit
-from vqtoolkit.data import ImageDataset
+from vqtoolkit.data.datasets import ImageDataset
 from vqtoolkit.decoders.base import Decoder
 from vqtoolkit.encoders.base import Encoder
 from vqtoolkit.errors import BundleError

@@ -16,13 +16,16 @@ import logging
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
+from vqtoolkit import _compat
 from vqtoolkit._version import __version__
+
+_compat.install()  # the import paths that moved in 0.2 keep working, with a DeprecationWarning
 
 # A library stays silent unless its user asks: the CLI (or an application) attaches a real handler.
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 if TYPE_CHECKING:
-    from vqtoolkit.data import ImageDataset, load_dataset
+    from vqtoolkit.data.datasets import ImageDataset, load_dataset
     from vqtoolkit.errors import (
         BundleError,
         ComponentNotFoundError,
@@ -32,16 +35,16 @@ if TYPE_CHECKING:
         TrainingError,
         VQToolkitError,
     )
-    from vqtoolkit.model import VQVAE, VQVAEOutput
+    from vqtoolkit.model.vqvae import VQVAE, VQVAEOutput
     from vqtoolkit.pipeline import Pipeline, build, load
-    from vqtoolkit.registry import available, create
-    from vqtoolkit.train_config import TrainConfig
+    from vqtoolkit.components.registry import available, create
+    from vqtoolkit.training.config import TrainConfig
 
 #: Where each public name is defined. They are imported on first use, so ``import vqtoolkit`` (and
 #: ``vqtool --version``/``--help``) stays cheap until something needs torch.
 _EXPORTS = {
-    "ImageDataset": "vqtoolkit.data",
-    "load_dataset": "vqtoolkit.data",
+    "ImageDataset": "vqtoolkit.data.datasets",
+    "load_dataset": "vqtoolkit.data.datasets",
     "BundleError": "vqtoolkit.errors",
     "ComponentNotFoundError": "vqtoolkit.errors",
     "ConfigError": "vqtoolkit.errors",
@@ -49,14 +52,14 @@ _EXPORTS = {
     "ShapeError": "vqtoolkit.errors",
     "TrainingError": "vqtoolkit.errors",
     "VQToolkitError": "vqtoolkit.errors",
-    "VQVAE": "vqtoolkit.model",
-    "VQVAEOutput": "vqtoolkit.model",
+    "VQVAE": "vqtoolkit.model.vqvae",
+    "VQVAEOutput": "vqtoolkit.model.vqvae",
     "Pipeline": "vqtoolkit.pipeline",
     "build": "vqtoolkit.pipeline",
     "load": "vqtoolkit.pipeline",
-    "available": "vqtoolkit.registry",
-    "create": "vqtoolkit.registry",
-    "TrainConfig": "vqtoolkit.train_config",
+    "available": "vqtoolkit.components.registry",
+    "create": "vqtoolkit.components.registry",
+    "TrainConfig": "vqtoolkit.training.config",
 }
 
 

@@ -13,22 +13,23 @@ from typing import TYPE_CHECKING, Any, TypedDict
 import torch
 from torch import Tensor
 
-from vqtoolkit import distributed, registry
-from vqtoolkit.assemble import load_parts, save_parts
-from vqtoolkit.data import ImageDataset, load_dataset
+from vqtoolkit.runtime import distributed
+from vqtoolkit.components import registry
+from vqtoolkit.model.assemble import load_parts, save_parts
+from vqtoolkit.data.datasets import ImageDataset, load_dataset
 from vqtoolkit.decoders.base import Decoder
 from vqtoolkit.encoders.base import Encoder
 from vqtoolkit.errors import ConfigError, ShapeError, VQToolkitError
-from vqtoolkit.evaluation import evaluate_autoencoder
-from vqtoolkit.fitting import TwoStageFitting
-from vqtoolkit.memory import check_fits
-from vqtoolkit.model import VQVAE, check_wiring
-from vqtoolkit.modes import eval_mode
+from vqtoolkit.training.evaluation import evaluate_autoencoder
+from vqtoolkit.stages import TwoStageFitting
+from vqtoolkit._util.memory import check_fits
+from vqtoolkit.model.vqvae import VQVAE, check_wiring
+from vqtoolkit._util.modes import eval_mode
 from vqtoolkit.priors.base import Prior
 from vqtoolkit.quantize.base import Quantizer
-from vqtoolkit.streaming import Images
-from vqtoolkit.train import EpochCallback
-from vqtoolkit.train_config import TrainConfig
+from vqtoolkit.data.streaming import Images
+from vqtoolkit.training.loop import EpochCallback
+from vqtoolkit.training.config import TrainConfig
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -205,7 +206,7 @@ class Pipeline(TwoStageFitting):
 
     def to(self, device: str | torch.device) -> Pipeline:
         """Move model and prior to ``device`` (``auto``, ``cpu``, ``cuda[:i]``, ``mps``); returns self."""
-        from vqtoolkit.devices import resolve_device
+        from vqtoolkit.runtime.devices import resolve_device
 
         target = resolve_device(device)
         self.model.to(target)
@@ -218,7 +219,7 @@ class Pipeline(TwoStageFitting):
         created: Prior = _component("prior", prior, shared, config)
         return created
 
-    # -- training: the stages live in vqtoolkit.fitting ------------------------------------------
+    # -- training: the stages live in vqtoolkit.stages ------------------------------------------
     def fit(
         self,
         data: ImageDataset,
@@ -229,7 +230,7 @@ class Pipeline(TwoStageFitting):
     ) -> Pipeline:
         """Both stages: train the autoencoder on ``data``, then fit the prior on its codes.
 
-        ``config`` (or its :class:`~vqtoolkit.train_config.TrainConfig` fields as keywords: epochs,
+        ``config`` (or its :class:`~vqtoolkit.training.config.TrainConfig` fields as keywords: epochs,
         batch_size, lr, seed, device, precision, checkpoint_path, resume, log_path, log_dir, ...)
         goes to :meth:`fit_autoencoder`; with ``log_dir``, prior samples are logged there too.
         """
@@ -243,7 +244,7 @@ class Pipeline(TwoStageFitting):
 
     def log_samples(self, log_dir: str | Path, *, n: int = 32, seed: int = 0) -> None:
         """Write a grid of ``n`` prior samples to TensorBoard's ``images/samples`` at the last epoch."""
-        from vqtoolkit.tensorboard import log_samples
+        from vqtoolkit.training.tensorboard import log_samples
 
         samples = self.sample(n, generator=torch.Generator().manual_seed(seed))
         log_samples(log_dir, samples, int(self.info.get("epochs", 0)))
@@ -342,7 +343,7 @@ class Pipeline(TwoStageFitting):
 
         Name, split seed and image size come from what :meth:`fit_autoencoder` recorded; ``name``
         picks another dataset instead (e.g. to score on a different one), ``root`` is where its
-        files are (see :func:`~vqtoolkit.data.load_dataset`).
+        files are (see :func:`~vqtoolkit.data.datasets.load_dataset`).
         """
         name = name or self.info.get("dataset")
         if name is None:
@@ -360,7 +361,7 @@ class Pipeline(TwoStageFitting):
         return result
 
     def save(self, path: str | Path) -> Path:
-        """Write one ``.safetensors`` bundle (atomically); see :mod:`vqtoolkit.bundle`.
+        """Write one ``.safetensors`` bundle (atomically); see :mod:`vqtoolkit.storage.bundle`.
 
         Across processes only rank 0 writes (the others hold the same weights and return the path).
         """

@@ -17,7 +17,7 @@ import torch
 from vqtoolkit_markov import MarkovPrior
 
 import vqtoolkit
-from vqtoolkit.metrics import bits_per_code
+from vqtoolkit.scoring.metrics import bits_per_code
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """The ``vqtool`` command line: build, sample and inspect VQ-VAE models from registered components.
 
 Each module holds a few commands and does only command-line work (parse, call the library, print);
-the option grammar is declared once in :mod:`vqtoolkit.cli_options`. Nothing here imports torch at
+the option grammar is declared once in :mod:`vqtoolkit.cli.options`. Nothing here imports torch at
 import time, so ``vqtool --help`` and ``--version`` stay fast: the commands import it when they run.
 """
 
@@ -13,7 +13,7 @@ from vqtoolkit import __version__
 from vqtoolkit.cli.bundles import fit_prior, inspect, plugins, report_page
 from vqtoolkit.cli.training import build, train
 from vqtoolkit.cli.using import evaluate, interpolate, reconstruct, sample
-from vqtoolkit.cli_options import configure_logging, reset_logging
+from vqtoolkit.cli.options import configure_logging, reset_logging
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from vqtoolkit.cli.common import emit_json, friendly_errors, hold_output, prior_seed, text
-from vqtoolkit.cli_options import (
+from vqtoolkit.cli.options import (
     BundleSource,
     bundle_source,
     configure_logging,
@@ -80,7 +80,7 @@ def fit_prior(
       vqtool fit-prior mnist.safetensors --prior pixelcnn --conditional \\
           --data-root ../shared/data -o cond.safetensors
     """
-    from vqtoolkit.atomic import check_writable
+    from vqtoolkit._util.atomic import check_writable
 
     configure_logging(quiet=quiet or as_json)
     if output.resolve() == bundle.path.resolve():
@@ -92,7 +92,7 @@ def fit_prior(
     options = {**prior_seed(prior, seed), **_parse_options(prior_options)}
     if conditional:
         options["conditional"] = True
-    from vqtoolkit import distributed
+    from vqtoolkit.runtime import distributed
 
     # Under torchrun every process fits (pixelcnn trains with DDP); rank 0 alone writes.
     pipe.fit_prior(data, prior, progress=not quiet and not as_json, **options)
@@ -137,8 +137,8 @@ def report_page(
       vqtool report vqtool-out/model.safetensors -o report.html
       vqtool report mnist.safetensors --data-root ../shared/data
     """
-    from vqtoolkit.report import write_report
-    from vqtoolkit.runs import beside
+    from vqtoolkit.reporting.report import write_report
+    from vqtoolkit.reporting.runs import beside
 
     pipe = bundle.load()
     try:
@@ -161,7 +161,7 @@ def plugins(as_json: bool) -> None:
     Example:
       vqtool plugins
     """
-    from vqtoolkit import registry
+    from vqtoolkit.components import registry
 
     listing = {
         kind: [
@@ -207,8 +207,8 @@ def inspect(bundle: Path, as_json: bool) -> None:
       vqtool inspect vqtool-out/model.safetensors
       vqtool inspect vqtool-out/model.safetensors --json | jq .info.metrics
     """
-    from vqtoolkit.bundle import summary
-    from vqtoolkit.fitting import TRAINING_FACTS
+    from vqtoolkit.storage.bundle import summary
+    from vqtoolkit.stages import TRAINING_FACTS
 
     s = summary(bundle)
     if as_json:

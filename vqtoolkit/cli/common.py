@@ -61,8 +61,8 @@ def text(value: Any) -> str:
 
 
 def hold_output(output: Path) -> None:
-    """Lock ``output`` until the command ends: a second run writing it is refused (:mod:`vqtoolkit.lock`)."""
-    from vqtoolkit.lock import output_lock
+    """Lock ``output`` until the command ends: a second run writing it is refused (:mod:`vqtoolkit._util.lock`)."""
+    from vqtoolkit._util.lock import output_lock
 
     click.get_current_context().with_resource(output_lock(output))
 
@@ -82,7 +82,7 @@ def check_sample_memory(num_samples: int, image_shape: Any) -> None:
     """Refuse a sample count whose images (and the decoder's activations, ~8× as much) cannot fit."""
     import math
 
-    from vqtoolkit.memory import check_fits
+    from vqtoolkit._util.memory import check_fits
 
     check_fits(
         f"{num_samples} samples of {'×'.join(map(str, image_shape))} pixels",
@@ -93,8 +93,8 @@ def check_sample_memory(num_samples: int, image_shape: Any) -> None:
 
 def check_image_output(output: Path) -> None:
     """Fail before any work on an image ``-o`` whose suffix is unknown or whose place is unwritable."""
-    from vqtoolkit.atomic import check_writable
-    from vqtoolkit.images import check_image_path
+    from vqtoolkit._util.atomic import check_writable
+    from vqtoolkit.data.images import check_image_path
 
     check_image_path(output)
     check_writable(output)
@@ -102,7 +102,7 @@ def check_image_output(output: Path) -> None:
 
 def prior_seed(prior: str | None, seed: int) -> dict[str, Any]:
     """``{"seed": seed}`` for a prior that takes a seed (gmm, pixelcnn, ...), else nothing."""
-    from vqtoolkit import registry
+    from vqtoolkit.components import registry
 
     if prior is None:
         return {}

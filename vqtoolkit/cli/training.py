@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from vqtoolkit.cli.common import emit_json, friendly_errors, hold_output, prior_seed, resume_hint
-from vqtoolkit.cli_options import configure_logging, num_samples_option, stage1_options
+from vqtoolkit.cli.options import configure_logging, num_samples_option, stage1_options
 from vqtoolkit.errors import TrainingInterrupted
 
 if TYPE_CHECKING:
-    from vqtoolkit.data import ImageDataset
+    from vqtoolkit.data.datasets import ImageDataset
     from vqtoolkit.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
@@ -28,16 +28,17 @@ def train_stage1(
 ) -> tuple[Pipeline, ImageDataset, dict[str, Path]]:
     """Load data, build, check everything, train stage 1 (checkpointed), then write the run's pictures.
 
-    ``options`` are the command's :func:`~vqtoolkit.cli_options.stage1_options`; ``num_samples``
+    ``options`` are the command's :func:`~vqtoolkit.cli.options.stage1_options`; ``num_samples``
     images drawn later must fit in memory. Under torchrun every process runs this; rank 0 alone
     prints, draws and writes.
     """
-    from vqtoolkit import distributed, runs
-    from vqtoolkit.atomic import check_writable
+    from vqtoolkit.runtime import distributed
+    from vqtoolkit.reporting import runs
+    from vqtoolkit._util.atomic import check_writable
     from vqtoolkit.cli.common import check_sample_memory
-    from vqtoolkit.data import load_dataset
-    from vqtoolkit.devices import check_precision, resolve_device
-    from vqtoolkit.train_config import TrainConfig
+    from vqtoolkit.data.datasets import load_dataset
+    from vqtoolkit.runtime.devices import check_precision, resolve_device
+    from vqtoolkit.training.config import TrainConfig
 
     output: Path = options["output"]
     quiet = options["quiet"] or options["as_json"]
@@ -148,7 +149,8 @@ def build(
       vqtool build --data mnist --data-root ../shared/data --epochs 1 -o runs/mnist.safetensors
       vqtool build --data mnist --data-root ../shared/data --epochs 3 -o runs/mnist.safetensors --resume
     """
-    from vqtoolkit import distributed, runs
+    from vqtoolkit.runtime import distributed
+    from vqtoolkit.reporting import runs
 
     if legacy_num_samples is not None:  # the spelling before the one grammar; kept working for now
         log.warning("--samples is deprecated: use -n/--num-samples")
@@ -190,7 +192,7 @@ def train(**options: Any) -> None:
       vqtool train --data mnist --data-root ../shared/data --epochs 5 -o runs/mnist.safetensors --resume
       vqtool train --data cifar10 --data-root ~/datasets --device cuda --precision bf16
     """
-    from vqtoolkit import distributed
+    from vqtoolkit.runtime import distributed
 
     pipe, _, files = train_stage1(None, options)
     files = {"bundle": pipe.save(options["output"]), **files}

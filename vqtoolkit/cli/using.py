@@ -16,7 +16,7 @@ from vqtoolkit.cli.common import (
     friendly_errors,
     text,
 )
-from vqtoolkit.cli_options import (
+from vqtoolkit.cli.options import (
     BundleSource,
     bundle_source,
     count_option,
@@ -33,13 +33,13 @@ from vqtoolkit.errors import ConfigError
 if TYPE_CHECKING:
     from torch import Tensor
 
-    from vqtoolkit.data import ImageDataset
+    from vqtoolkit.data.datasets import ImageDataset
     from vqtoolkit.pipeline import Pipeline
 
 
 def with_guidance(pipe: Pipeline, guidance: float | None) -> Pipeline:
     """``pipe`` with its prior's classifier-free ``guidance`` set (``None``: as saved)."""
-    from vqtoolkit.priors.neural import NeuralIndexPrior
+    from vqtoolkit.priors.neural.base import NeuralIndexPrior
 
     if guidance is None:
         return pipe
@@ -82,7 +82,7 @@ def sample(
     """
     import torch
 
-    from vqtoolkit.images import save_grid
+    from vqtoolkit.data.images import save_grid
 
     check_image_output(output)
     pipe = with_guidance(bundle.load(), guidance)
@@ -123,9 +123,9 @@ def reconstruct(
     """
     import torch
 
-    from vqtoolkit import metrics
-    from vqtoolkit.images import save_grid
-    from vqtoolkit.streaming import as_tensor
+    from vqtoolkit.scoring import metrics
+    from vqtoolkit.data.images import save_grid
+    from vqtoolkit.data.streaming import as_tensor
 
     check_image_output(output)
     pipe = bundle.load()
@@ -142,8 +142,8 @@ def reconstruct(
 
 def _pick_image(spec: str, pipe: Pipeline, data: Callable[[], ImageDataset]) -> Tensor:
     """An image given as a test-split index of the bundle's dataset or as an image file path."""
-    from vqtoolkit.images import load_image
-    from vqtoolkit.streaming import as_tensor
+    from vqtoolkit.data.images import load_image
+    from vqtoolkit.data.streaming import as_tensor
 
     if spec.lstrip("-").isdigit():
         images = data().test_images
@@ -194,7 +194,7 @@ def interpolate(
       vqtool interpolate vqtool-out/model.safetensors --from 0 --to 7 -o strip.png
       vqtool interpolate mnist.safetensors --from three.png --to 12 --steps 8 --data-root ../shared/data
     """
-    from vqtoolkit.images import save_grid
+    from vqtoolkit.data.images import save_grid
 
     check_image_output(output)
     pipe = bundle.load()
@@ -247,7 +247,7 @@ def evaluate(
       vqtool eval vqtool-out/model.safetensors --json
       vqtool eval vqtool-out/model.safetensors --samples 1000
     """
-    from vqtoolkit import registry
+    from vqtoolkit.components import registry
 
     pipe = with_guidance(bundle.load(), guidance)
     data = pipe.dataset(data_root, name=dataset)
@@ -261,7 +261,7 @@ def evaluate(
     result.update({f"test_{key}": value for key, value in metrics.items()})
     num_samples = num_samples or samples_alias
     if num_samples is not None:
-        from vqtoolkit.sample_quality import format_scores, score_samples
+        from vqtoolkit.scoring.sample_quality import format_scores, score_samples
 
         result["sample_quality"] = score_samples(
             pipe, data, num_samples, temperature=temperature, seed=seed, progress=not as_json

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from vqtoolkit.component import Component
+from vqtoolkit.components.base import Component
 
 
 class Decoder(Component):
@@ -19,7 +19,7 @@ class Decoder(Component):
         """The per-channel bias added just before a final sigmoid, or ``None`` if there is none.
 
         Training shifts it once, before the first step of a fresh run, so that the mean output
-        matches the training images' mean (:func:`vqtoolkit.train.calibrate_output_mean`): a
+        matches the training images' mean (:func:`vqtoolkit.training.loop.calibrate_output_mean`): a
         decoder starting at 0.5 on mostly-black images is otherwise pushed so hard toward 0 in its
         first steps that the sigmoid saturates and stops learning.
         """

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vqtoolkit.component import Component
+from vqtoolkit.components.base import Component
 
 
 class Encoder(Component):

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from vqtoolkit.config import Limit, bounds, widths
+from vqtoolkit.components.options import Limit, bounds, widths
 from vqtoolkit.encoders.base import Encoder
 
 

@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import torch
 from torch import Tensor
 
-from vqtoolkit.component import Component
-from vqtoolkit.config import Limit, bounds
+from vqtoolkit.components.base import Component
+from vqtoolkit.components.options import Limit, bounds
 from vqtoolkit.errors import ConfigError, ShapeError
 from vqtoolkit.priors.clusters import PCA_DIM, GridClusters, auto_clusters, cluster_grids
 
 if TYPE_CHECKING:
-    from vqtoolkit.fit_checkpoint import FitCheckpoint
+    from vqtoolkit.priors.neural.checkpoint import FitCheckpoint
 
 Space = Literal["indices", "latents"]
 #: A clustered prior's likelihood sums ``p(c) p(x | c)`` over every cluster up to this many, else
@@ -41,13 +41,13 @@ class Prior(Component):
 
     kind = "prior"
     #: Set by :meth:`~vqtoolkit.pipeline.Pipeline.fit_prior` for a checkpointed fit; priors trained
-    #: in epochs save and resume through it (:mod:`vqtoolkit.fit_checkpoint`), others ignore it.
+    #: in epochs save and resume through it (:mod:`vqtoolkit.priors.neural.checkpoint`), others ignore it.
     fit_checkpoint: FitCheckpoint | None = None
     space: ClassVar[Space] = "indices"
     has_likelihood: ClassVar[bool] = False
     #: Under torch.distributed: ``True`` for priors trained by gradient steps, which ``fit`` on every
     #: process with the whole data, sharding batches and averaging gradients themselves
-    #: (:func:`vqtoolkit.distributed.shard_batches`, :func:`~vqtoolkit.distributed.wrap`);
+    #: (:func:`vqtoolkit.runtime.distributed.shard_batches`, :func:`~vqtoolkit.runtime.distributed.wrap`);
     #: ``False`` (closed-form fits such as gmm): fitted on rank 0 alone, then copied to every process.
     fits_on_every_rank: ClassVar[bool] = False
     conditional: bool = False

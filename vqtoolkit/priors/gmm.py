@@ -27,7 +27,7 @@ from sklearn.mixture import GaussianMixture
 from threadpoolctl import threadpool_limits
 from torch import Tensor
 
-from vqtoolkit.config import Limit, bounds
+from vqtoolkit.components.options import Limit, bounds
 from vqtoolkit.errors import ConfigError, ShapeError
 from vqtoolkit.priors.base import Prior
 

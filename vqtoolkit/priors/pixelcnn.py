@@ -29,9 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vqtoolkit.config import Limit, bounds
+from vqtoolkit.components.options import Limit, bounds
 from vqtoolkit.errors import ConfigError
-from vqtoolkit.priors.neural import NeuralIndexPrior, single_thread
+from vqtoolkit.priors.neural.base import NeuralIndexPrior, single_thread
 
 
 def dilations(grid_shape: Sequence[int], layers: int, kernel_size: int = 3) -> list[int]:
@@ -167,9 +167,9 @@ class PixelCNNPrior(NeuralIndexPrior):
     ``channels`` wide, ``layers`` gated layers of ``kernel_size`` with dilations chosen from the
     grid size (:func:`dilations`) so every earlier position reaches every later one, ``dropout``
     on each layer's gated output (``"auto"``: from the data size, see
-    :func:`~vqtoolkit.priors.neural.auto_dropout`), and a peak learning rate ``lr`` of its own
+    :func:`~vqtoolkit.priors.neural.base.auto_dropout`), and a peak learning rate ``lr`` of its own
     (higher than the transformer's). Fitting options (``epochs``, ``patience``, ...) are those
-    of :class:`~vqtoolkit.priors.neural.NeuralIndexPrior`.
+    of :class:`~vqtoolkit.priors.neural.base.NeuralIndexPrior`.
     """
 
     limits = bounds(channels=Limit(1), layers=Limit(1), dropout=Limit(0, 1, high_open=True))

@@ -24,9 +24,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from vqtoolkit.config import Limit, bounds
+from vqtoolkit.components.options import Limit, bounds
 from vqtoolkit.errors import ConfigError
-from vqtoolkit.priors.neural import NeuralIndexPrior, single_thread
+from vqtoolkit.priors.neural.base import NeuralIndexPrior, single_thread
 
 
 class KVCache:
@@ -147,14 +147,14 @@ class CausalTransformer(nn.Module):
 class TransformerPrior(NeuralIndexPrior):
     """Causal transformer prior: ``dim`` wide, ``layers`` blocks of ``heads`` heads, ``dropout``.
 
-    ``dropout="auto"`` sets the rate from the data size (:func:`~vqtoolkit.priors.neural.auto_dropout`).
+    ``dropout="auto"`` sets the rate from the data size (:func:`~vqtoolkit.priors.neural.base.auto_dropout`).
 
     ``condition_every_position`` adds the label or cluster embedding to every position's input, not
     only the start token (bundles written before the option load with it off). ``lr`` is the peak
     learning rate.
 
     Fitting options (``epochs``, ``patience``, ...) are those of
-    :class:`~vqtoolkit.priors.neural.NeuralIndexPrior`.
+    :class:`~vqtoolkit.priors.neural.base.NeuralIndexPrior`.
     """
 
     limits = bounds(dim=Limit(1), layers=Limit(1), heads=Limit(1), dropout=Limit(0, 1, high_open=True))

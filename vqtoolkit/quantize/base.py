@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from vqtoolkit import metrics
-from vqtoolkit.component import Component
-from vqtoolkit.config import Limit, bounds
+from vqtoolkit.scoring import metrics
+from vqtoolkit.components.base import Component
+from vqtoolkit.components.options import Limit, bounds
 from vqtoolkit.errors import ConfigError
 from vqtoolkit.quantize.core import from_flat, to_flat
 

@@ -7,7 +7,7 @@ defaults is told, with the runs behind them, in ``docs/quantizers.md``.
 
 from __future__ import annotations
 
-from vqtoolkit.config import defaults
+from vqtoolkit.components.options import defaults
 from vqtoolkit.quantize.vq import VectorQuantizer
 
 

@@ -19,7 +19,7 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from vqtoolkit.config import Limit, bounds
+from vqtoolkit.components.options import Limit, bounds
 from vqtoolkit.errors import ConfigError
 from vqtoolkit.quantize.base import Quantizer, QuantizerOutput
 from vqtoolkit.quantize.core import straight_through, to_flat

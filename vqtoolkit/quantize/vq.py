@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vqtoolkit.config import Limit, bounds
+from vqtoolkit.components.options import Limit, bounds
 from vqtoolkit.quantize.base import Quantizer, QuantizerOutput
 from vqtoolkit.quantize.core import (
     DEFAULT_CHUNK_BYTES,
@@ -35,7 +35,7 @@ from vqtoolkit.quantize.core import (
     to_flat,
     vq_losses,
 )
-from vqtoolkit.quantize.distributed import broadcast_, sum_then
+from vqtoolkit.runtime.collectives import broadcast_, sum_then
 from vqtoolkit.quantize.health import ema_update_, kmeans
 
 

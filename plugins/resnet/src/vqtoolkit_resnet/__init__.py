@@ -13,7 +13,7 @@ import itertools
 
 from torch import Tensor, nn
 
-from vqtoolkit.config import Limit, bounds
+from vqtoolkit.components.options import Limit, bounds
 from vqtoolkit.decoders.base import Decoder
 from vqtoolkit.encoders.base import Encoder
 

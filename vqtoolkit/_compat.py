@@ -1,0 +1,101 @@
+"""Import paths that moved in 0.2, kept working for one release with a ``DeprecationWarning``.
+
+``import vqtoolkit.config`` (and ``from vqtoolkit import config``) still gives the module that now
+lives at ``vqtoolkit.components.options``, and warns once with the new path. A meta-path finder
+serves the old names, so no stub module is left in the tree for each; 0.3 removes them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import importlib.machinery
+import sys
+import warnings
+from types import ModuleType
+
+#: Old module (``vqtoolkit.`` left out) → where it lives now.
+MOVED = {
+    "atomic": "_util.atomic",
+    "lock": "_util.lock",
+    "memory": "_util.memory",
+    "deadline": "_util.deadline",
+    "modes": "_util.modes",
+    "component": "components.base",
+    "config": "components.options",
+    "registry": "components.registry",
+    "streaming": "data.streaming",
+    "images": "data.images",
+    "metrics": "scoring.metrics",
+    "classifier": "scoring.classifier",
+    "sample_quality": "scoring.sample_quality",
+    "devices": "runtime.devices",
+    "distributed": "runtime.distributed",
+    "quantize.distributed": "runtime.collectives",
+    "schedule": "runtime.schedule",
+    "stopping": "runtime.stopping",
+    "priors.threads": "runtime.threads",
+    "bundle": "storage.bundle",
+    "bundle_restore": "storage.restore",
+    "checkpoint": "storage.checkpoint",
+    "fit_checkpoint": "priors.neural.checkpoint",
+    "priors.training": "priors.neural.loop",
+    "assemble": "model.assemble",
+    "train_config": "training.config",
+    "train": "training.loop",
+    "evaluation": "training.evaluation",
+    "tensorboard": "training.tensorboard",
+    "divergence": "training.divergence",
+    "fitting": "stages",
+    "report": "reporting.report",
+    "report_html": "reporting.html",
+    "plots": "reporting.plots",
+    "runs": "reporting.runs",
+    "cli_options": "cli.options",
+}
+
+
+class _MovedModuleLoader(importlib.abc.Loader):
+    def __init__(self, new_name: str) -> None:
+        self.new_name = new_name
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
+        warnings.warn(
+            f"{spec.name} moved to {self.new_name} in vqtoolkit 0.2; import it from there "
+            f"(the old path goes in 0.3)",
+            DeprecationWarning,
+            stacklevel=_caller_level(),
+        )
+        return importlib.import_module(self.new_name)
+
+    def exec_module(self, module: ModuleType) -> None:
+        """The module is the new one, already executed."""
+
+
+class MovedModuleFinder(importlib.abc.MetaPathFinder):
+    """Finds the old names of :data:`MOVED` and hands out the modules that replaced them."""
+
+    def find_spec(
+        self, fullname: str, path: object = None, target: object = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        """A spec for an old name of :data:`MOVED`; ``None`` for every other module."""
+        old = fullname.removeprefix("vqtoolkit.")
+        if not fullname.startswith("vqtoolkit.") or old not in MOVED:
+            return None
+        return importlib.machinery.ModuleSpec(fullname, _MovedModuleLoader(f"vqtoolkit.{MOVED[old]}"))
+
+
+def _caller_level() -> int:
+    """The stack level of the first frame outside importlib, so the warning names the importing file."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and (
+        frame.f_code.co_filename.startswith("<frozen importlib") or frame.f_globals.get("__name__") == __name__
+    ):
+        frame, level = frame.f_back, level + 1  # type: ignore[assignment]
+    return level
+
+
+def install() -> None:
+    """Put the finder on ``sys.meta_path`` once (``vqtoolkit/__init__`` calls it)."""
+    if not any(isinstance(f, MovedModuleFinder) for f in sys.meta_path):
+        sys.meta_path.append(MovedModuleFinder())

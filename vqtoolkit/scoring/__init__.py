@@ -1,0 +1,1 @@
+"""Scores on one scale for every component: metrics, and sample quality judged by a dataset's classifier."""

@@ -1,0 +1,1 @@
+"""Stage 1: the autoencoder's options, its training loop, held-out evaluation and TensorBoard logging."""
