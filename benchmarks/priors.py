@@ -28,11 +28,12 @@ from typing import Any
 import torch
 
 import vqtoolkit
-from vqtoolkit.scoring import metrics
 from vqtoolkit.components import registry
 from vqtoolkit.data.images import save_grid
-from vqtoolkit.priors.base import LIKELIHOOD_CLUSTERS
+from vqtoolkit.priors.clustered import LIKELIHOOD_CLUSTERS
+from vqtoolkit.scoring import metrics
 from vqtoolkit.scoring.sample_quality import score_samples
+from vqtoolkit.stages import fit_inputs_taken
 
 #: Benchmark row → (registered prior, options).
 PRIORS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -228,9 +229,9 @@ def main() -> None:
         prior = registry.create("prior", prior_name, **options)
         start, cpu = time.perf_counter(), time.process_time()
         clustered = getattr(prior, "clustered", False)
-        if clustered:  # as Pipeline.fit_prior does: cluster grids by their code vectors
-            prior.code_vectors = pipe.token_vectors()
-        prior.fit(inputs[prior.space], labels=data.train_labels, progress=True)
+        # as stage 2 does: what the prior's fit asks for, here the code vectors clusters group grids by
+        offered = fit_inputs_taken(prior, code_vectors=pipe.code_vectors())
+        prior.fit(inputs[prior.space], labels=data.train_labels, progress=True, **offered)
         fit_s, fit_cpu_s = time.perf_counter() - start, time.process_time() - cpu
         pipe.prior = prior
         nll = pipe.prior_nll(data.test_images)

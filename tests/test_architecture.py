@@ -33,7 +33,7 @@ LAYERS: dict[str, list[str]] = {
     "components": ["encoders", "decoders", "quantize", "priors"],
     "model": ["model"],
     "stage 1": ["training"],
-    "two stages": ["stages"],
+    "composition and stages": ["compose", "stages"],
     "application": ["pipeline", "reporting", "cli", "__main__", "testing"],
 }
 
@@ -187,7 +187,7 @@ def test_the_graph_reader_sees_lazy_imports_and_skips_type_checking(tmp_path: Pa
     probe = tmp_path / "probe.py"
     probe.write_text(source)
     found = imports_of("vqtoolkit.probe", probe)
-    assert found == {"vqtoolkit.components.registry", "vqtoolkit.model.vqvae", "vqtoolkit.bundle"}
+    assert found == {"vqtoolkit.components.registry", "vqtoolkit.model.vqvae", "vqtoolkit.storage.bundle"}
 
 
 def layer_table() -> str:
@@ -310,3 +310,22 @@ def test_every_module_imports_alone_in_a_fresh_interpreter() -> None:
     )
     failures = json.loads(out.stdout.strip().splitlines()[-1])
     assert not failures, "\n\n".join(f"{name}:\n{trace}" for name, trace in failures.items())
+
+
+def test_nothing_in_the_project_imports_a_moved_path() -> None:
+    """The old paths of ``vqtoolkit._compat.MOVED`` are for users' code; ours uses the new ones."""
+    from vqtoolkit._compat import MOVED
+
+    old = {f"vqtoolkit.{name}" for name in MOVED}
+    sources = [*PACKAGE.rglob("*.py"), *(ROOT / "tests").glob("*.py"), *(ROOT / "benchmarks").glob("*.py")]
+    sources += [*(ROOT / "examples").glob("*.py"), *(ROOT / "plugins").rglob("*.py")]
+    found = []
+    for path in sources:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+            found += [f"{path.relative_to(ROOT)}:{node.lineno} {n}" for n in names if n in old]
+    assert not found, "imports of moved paths (use the new ones):\n" + "\n".join(found)

@@ -19,11 +19,11 @@ from click.testing import CliRunner
 from safetensors.torch import save as save_bytes
 
 import vqtoolkit
-from vqtoolkit.storage import bundle
 from vqtoolkit._util import deadline
 from vqtoolkit.cli import main
 from vqtoolkit.errors import BundleError
 from vqtoolkit.quantize.vq import VectorQuantizer
+from vqtoolkit.storage import bundle
 
 
 @pytest.fixture(scope="module")

@@ -20,10 +20,10 @@ import torch.multiprocessing as mp
 from test_distributed import free_port
 
 import vqtoolkit
-from vqtoolkit.runtime import distributed
-from vqtoolkit.training.divergence import DivergenceGuard
 from vqtoolkit.errors import TrainingError
 from vqtoolkit.priors.neural.loop import FitSettings, fit_network
+from vqtoolkit.runtime import distributed
+from vqtoolkit.training.divergence import DivergenceGuard
 from vqtoolkit.training.loop import train_autoencoder
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")

@@ -11,8 +11,8 @@ from click.testing import CliRunner
 import vqtoolkit
 from vqtoolkit.cli import main
 from vqtoolkit.data.datasets import ImageDataset
-from vqtoolkit.training.divergence import DivergenceGuard, variance
 from vqtoolkit.errors import TrainingDiverged
+from vqtoolkit.training.divergence import DivergenceGuard, variance
 
 DIVERGING = ["train", "--quantizer", "fsq", "--dim", "4", "--lr", "1e6", "--lr-schedule", "constant"]
 

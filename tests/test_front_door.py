@@ -16,9 +16,9 @@ import torch
 from click.testing import CliRunner
 
 import vqtoolkit
-from vqtoolkit.components import registry
 from vqtoolkit.cli import main
 from vqtoolkit.cli.options import DATASET_NAMES, PRECISIONS
+from vqtoolkit.components import registry
 from vqtoolkit.data.datasets import DATASETS
 from vqtoolkit.runtime.devices import PRECISIONS as DEVICE_PRECISIONS
 

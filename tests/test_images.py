@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from vqtoolkit.errors import ConfigError
 from vqtoolkit.data.images import grid_bytes, save_grid
+from vqtoolkit.errors import ConfigError
 
 
 def pixels(data: bytes) -> np.ndarray:

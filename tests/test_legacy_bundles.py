@@ -35,4 +35,6 @@ def test_legacy_bundle_draws_the_same_samples(name: str) -> None:
 def test_legacy_bundle_reconstructs_the_same(name: str) -> None:
     pipe = vqtoolkit.load(DATA / f"{name}.safetensors")
     images = torch.rand(48, 1, 28, 28, generator=torch.Generator().manual_seed(0))[32:36]
-    torch.testing.assert_close(pipe.reconstruct(images), EXPECTED[f"{name}.reconstructions"], rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        pipe.reconstruct(images), EXPECTED[f"{name}.reconstructions"], rtol=0, atol=1e-6
+    )

@@ -12,8 +12,8 @@ from bundle_edit import tiny_pipeline
 from click.testing import CliRunner
 
 from vqtoolkit._util import atomic
-from vqtoolkit.cli import main
 from vqtoolkit._util.lock import OutputLockedError, lock_path, output_lock
+from vqtoolkit.cli import main
 
 
 def forked(body) -> int:  # type: ignore[no-untyped-def]

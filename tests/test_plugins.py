@@ -17,8 +17,8 @@ from click.testing import CliRunner
 from fake_plugins import fake_distribution, fake_install
 
 import vqtoolkit
-from vqtoolkit.components import registry
 from vqtoolkit.cli import main
+from vqtoolkit.components import registry
 from vqtoolkit.data.datasets import ImageDataset
 from vqtoolkit.errors import BundleError, ComponentNotFoundError
 from vqtoolkit.testing import check_decoder, check_encoder, check_prior

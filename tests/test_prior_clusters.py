@@ -155,7 +155,7 @@ def test_the_pipeline_clusters_grids_by_its_codebook(monkeypatch, clusters):
         seen.append(vectors)
         return cluster_grids(grids, clusters, vectors, **options)
 
-    monkeypatch.setattr("vqtoolkit.priors.base.cluster_grids", spy)
+    monkeypatch.setattr("vqtoolkit.priors.clustered.cluster_grids", spy)
     pipe = vqtoolkit.build(
         "conv",
         "vq",
@@ -173,7 +173,7 @@ def test_the_pipeline_clusters_grids_by_its_codebook(monkeypatch, clusters):
     prior = pipe.fit_prior(data, "categorical", clusters=clusters, progress=False)
     assert prior.clusters == (3 if clusters == 3 else auto_clusters(32))
     torch.testing.assert_close(seen[0], pipe.model.quantizer.codebook.detach())
-    assert prior.code_vectors is None  # not kept after the fit
+    assert not hasattr(prior, "code_vectors")  # an argument of the fit, never kept on the prior
 
 
 def test_the_fit_scores_held_out_cluster_and_grid_together_an_upper_bound_of_the_exact_nll():
@@ -194,7 +194,7 @@ def test_the_fit_scores_held_out_cluster_and_grid_together_an_upper_bound_of_the
 
 
 def test_many_clusters_sum_the_likelihood_over_the_nearest_a_lower_bound_of_the_exact_sum(monkeypatch):
-    monkeypatch.setattr("vqtoolkit.priors.base.LIKELIHOOD_CLUSTERS", 3)
+    monkeypatch.setattr("vqtoolkit.priors.clustered.LIKELIHOOD_CLUSTERS", 3)
     grids = torch.randint(0, 4, (120, 3, 3), generator=torch.Generator().manual_seed(0))
     prior = registry.create("prior", "categorical", num_codes=4, clusters=8).fit(grids, progress=False)
     exact = torch.logsumexp(prior.log_joint(grids), 0)
@@ -203,7 +203,7 @@ def test_many_clusters_sum_the_likelihood_over_the_nearest_a_lower_bound_of_the_
     by_hand = torch.logsumexp(prior.log_joint(grids).T.gather(1, nearest), 1)
     torch.testing.assert_close(bound, by_hand)
     assert (bound <= exact + 1e-6).all() and (bound < exact - 1e-3).any()  # a bound, and not the sum
-    monkeypatch.setattr("vqtoolkit.priors.base.LIKELIHOOD_CLUSTERS", 8)
+    monkeypatch.setattr("vqtoolkit.priors.clustered.LIKELIHOOD_CLUSTERS", 8)
     torch.testing.assert_close(prior.log_prob(grids), exact)  # every cluster: exact again
 
 

@@ -10,8 +10,8 @@ import torch
 from click.testing import CliRunner
 
 import vqtoolkit
-from vqtoolkit.components import registry
 from vqtoolkit.cli import main
+from vqtoolkit.components import registry
 from vqtoolkit.errors import ConfigError
 from vqtoolkit.priors.neural.base import DEFAULT_CONDITION_DROPOUT, DEFAULT_GUIDANCE
 from vqtoolkit.testing import check_prior

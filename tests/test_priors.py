@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import vqtoolkit
-from vqtoolkit.components import registry
 from vqtoolkit.cli import main
+from vqtoolkit.components import registry
 from vqtoolkit.data.datasets import ImageDataset
 from vqtoolkit.errors import ConfigError, ShapeError
 from vqtoolkit.priors.pixelcnn import GatedPixelCNN, dilations

@@ -10,9 +10,8 @@ import pytest
 import scipy.linalg
 import torch
 
-from vqtoolkit.scoring import classifier
-from vqtoolkit.scoring import metrics
 from vqtoolkit.data.datasets import load_digits
+from vqtoolkit.scoring import classifier, metrics
 from vqtoolkit.scoring.sample_quality import CEILING_SUBSETS, format_scores, score_samples
 
 # -- the metric functions ----------------------------------------------------------------------

@@ -12,8 +12,8 @@ from PIL import Image
 import vqtoolkit
 from vqtoolkit.data import streaming
 from vqtoolkit.data.datasets import ImageDataset, load_dataset
-from vqtoolkit.errors import DataError
 from vqtoolkit.data.streaming import StreamedImages, as_tensor
+from vqtoolkit.errors import DataError
 
 
 @pytest.fixture(scope="module")

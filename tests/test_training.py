@@ -13,11 +13,11 @@ from click.testing import CliRunner
 from safetensors import safe_open
 
 import vqtoolkit
-from vqtoolkit.training import loop as train_module
 from vqtoolkit.cli import main
-from vqtoolkit.runtime.devices import autocast, resolve_device
 from vqtoolkit.errors import CheckpointError, ConfigError, ShapeError, TrainingError, TrainingInterrupted
+from vqtoolkit.runtime.devices import autocast, resolve_device
 from vqtoolkit.runtime.schedule import SCHEDULES, lr_at
+from vqtoolkit.training import loop as train_module
 from vqtoolkit.training.loop import calibrate_output_mean, train_autoencoder
 
 TIMING = ("seconds", "images_per_s")

@@ -25,6 +25,7 @@ _compat.install()  # the import paths that moved in 0.2 keep working, with a Dep
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 if TYPE_CHECKING:
+    from vqtoolkit.components.registry import available, create
     from vqtoolkit.data.datasets import ImageDataset, load_dataset
     from vqtoolkit.errors import (
         BundleError,
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
     )
     from vqtoolkit.model.vqvae import VQVAE, VQVAEOutput
     from vqtoolkit.pipeline import Pipeline, build, load
-    from vqtoolkit.components.registry import available, create
     from vqtoolkit.training.config import TrainConfig
 
 #: Where each public name is defined. They are imported on first use, so ``import vqtoolkit`` (and

@@ -86,13 +86,44 @@ class MovedModuleFinder(importlib.abc.MetaPathFinder):
 
 
 def _caller_level() -> int:
-    """The stack level of the first frame outside importlib, so the warning names the importing file."""
-    frame, level = sys._getframe(1), 1
-    while frame is not None and (
-        frame.f_code.co_filename.startswith("<frozen importlib") or frame.f_globals.get("__name__") == __name__
+    """The stack level of the first frame outside importlib and vqtoolkit: the file that imported."""
+    return outside_stacklevel(2)
+
+
+def outside_stacklevel(start: int = 1) -> int:
+    """``warnings.warn``'s ``stacklevel`` naming the first caller outside vqtoolkit (and importlib).
+
+    Args:
+        start: Frames from here up to the function that calls ``warnings.warn`` (1: this one's caller).
+
+    Returns:
+        The level, counted from that function, of the user's (or plugin's) own code.
+    """
+    frame, level = sys._getframe(start), 1
+    while frame.f_back is not None and (
+        frame.f_code.co_filename.startswith("<frozen importlib")
+        or str(frame.f_globals.get("__name__", "")).startswith("vqtoolkit.")
     ):
-        frame, level = frame.f_back, level + 1  # type: ignore[assignment]
+        frame, level = frame.f_back, level + 1
     return level
+
+
+def deprecated_super_options(cls: type, options: dict[str, object], warned: set[type]) -> None:
+    """Warn, once per class, that a constructor passed its options on to ``super().__init__()``.
+
+    The guide before 0.2 said to (``super().__init__(num_codes=num_codes, ...)``); since 0.2 a
+    component's options are captured from its constructor's signature, so the base takes none.
+    """
+    if cls in warned:
+        return
+    warned.add(cls)
+    warnings.warn(
+        f"{cls.__name__}.__init__ passes its options ({', '.join(sorted(options))}) to "
+        f"super().__init__(): that is deprecated since vqtoolkit 0.2 and stops working in 0.3. Call "
+        f"super().__init__() without them; the options are recorded from your constructor's signature",
+        DeprecationWarning,
+        stacklevel=outside_stacklevel(1),
+    )
 
 
 def install() -> None:

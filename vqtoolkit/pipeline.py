@@ -6,57 +6,32 @@ evaluates and saves.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
 import torch
 from torch import Tensor
 
-from vqtoolkit.runtime import distributed
+from vqtoolkit import stages
+from vqtoolkit._util.modes import eval_mode
 from vqtoolkit.components import registry
-from vqtoolkit.model.assemble import load_parts, save_parts
+from vqtoolkit.compose import SHARED_OPTIONS, check_model_fits, component, components, describe
 from vqtoolkit.data.datasets import ImageDataset, load_dataset
+from vqtoolkit.data.streaming import Images
 from vqtoolkit.decoders.base import Decoder
 from vqtoolkit.encoders.base import Encoder
-from vqtoolkit.errors import ConfigError, ShapeError, VQToolkitError
-from vqtoolkit.training.evaluation import evaluate_autoencoder
-from vqtoolkit.stages import TwoStageFitting
-from vqtoolkit._util.memory import check_fits
-from vqtoolkit.model.vqvae import VQVAE, check_wiring
-from vqtoolkit._util.modes import eval_mode
+from vqtoolkit.errors import ConfigError, ShapeError
+from vqtoolkit.model.assemble import load_parts, save_parts
+from vqtoolkit.model.vqvae import VQVAE
 from vqtoolkit.priors.base import Prior
 from vqtoolkit.quantize.base import Quantizer
-from vqtoolkit.data.streaming import Images
-from vqtoolkit.training.loop import EpochCallback
+from vqtoolkit.runtime import distributed
 from vqtoolkit.training.config import TrainConfig
+from vqtoolkit.training.evaluation import evaluate_autoencoder
+from vqtoolkit.training.loop import EpochCallback
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
-
-#: build()'s shared options, and the constructor option each component receives them as.
-SHARED_OPTIONS: dict[str, dict[str, str]] = {
-    "encoder": {"in_channels": "in_channels", "dim": "dim"},
-    "quantizer": {"dim": "dim", "num_codes": "num_codes", "beta": "beta"},
-    "decoder": {"in_channels": "out_channels", "dim": "dim"},
-    "prior": {"num_codes": "num_codes", "num_classes": "num_classes"},
-}
-
-
-def _component(kind: str, spec: Any, shared: dict[str, Any], config: dict[str, Any] | None) -> Any:
-    """A ready component: an instance is used as is; a name is created with shared + own options."""
-    if not isinstance(spec, str):
-        if config:
-            raise ConfigError(f"{kind}_config applies to a {kind} given by name, not to an instance")
-        return spec
-    accepted = registry.accepted_options(registry.get_class(kind, spec))
-    options = {
-        option: shared[key]
-        for key, option in SHARED_OPTIONS[kind].items()
-        if shared.get(key) is not None and (accepted is None or option in accepted)
-    }
-    options.update(config or {})
-    return registry.create(kind, spec, **options)
 
 
 def build(
@@ -98,54 +73,10 @@ def build(
     )
     configs = (encoder_config, quantizer_config, decoder_config, prior_config)
     with torch.random.fork_rng(devices=[]):  # the caller's random stream is left as it was
-        _check_model_fits(lambda: _components(encoder, quantizer, decoder, prior, dict(shared), configs))
+        check_model_fits(lambda: components(encoder, quantizer, decoder, prior, dict(shared), configs))
         torch.manual_seed(seed)
-        enc, quant, dec, pri = _components(encoder, quantizer, decoder, prior, dict(shared), configs)
+        enc, quant, dec, pri = components(encoder, quantizer, decoder, prior, dict(shared), configs)
     return Pipeline(VQVAE(enc, quant, dec), pri)
-
-
-def _components(
-    encoder: str | Encoder,
-    quantizer: str | Quantizer,
-    decoder: str | Decoder,
-    prior: str | Prior | None,
-    shared: dict[str, Any],
-    configs: tuple[dict[str, Any] | None, ...],
-) -> tuple[Any, Any, Any, Any]:
-    """Create the four components; the quantizer first, so its ``dim`` is the default for the others."""
-    quant = _component("quantizer", quantizer, shared, configs[1])
-    if shared.get("dim") is None:  # e.g. fsq's dim is len(levels): the encoder and decoder follow it
-        shared["dim"] = getattr(quant, "dim", None)
-    enc = _component("encoder", encoder, shared, configs[0])
-    dec = _component("decoder", decoder, shared, configs[2])
-    check_wiring(enc, quant, dec)
-    shared["num_codes"] = quant.num_tokens
-    pri = None if prior is None else _component("prior", prior, shared, configs[3])
-    return enc, quant, dec, pri
-
-
-def _check_model_fits(make: Callable[[], tuple[Any, ...]]) -> None:
-    """Refuse components whose training state (weights, gradients, Adam's two moments) cannot fit.
-
-    ``make()`` creates them; here it runs on the ``meta`` device, which allocates nothing. Components
-    that cannot be built there are left to the real build.
-    """
-    try:
-        with torch.device("meta"):
-            components = make()
-    except VQToolkitError:
-        raise
-    except Exception:
-        return
-    modules = [c for c in components if isinstance(c, torch.nn.Module)]
-    values = sum(t.numel() for m in modules for t in (*m.parameters(), *m.buffers()))
-    config = getattr(components[1], "config", {})
-    described = ", ".join(f"{k}={v}" for k, v in config.items() if k in ("num_codes", "dim"))
-    check_fits(
-        f"a model of {values:.3g} values ({described})",
-        values * 4 * 4,
-        "choose a smaller num_codes or dim (--num-codes, --dim)",
-    )
 
 
 class SampleOptions(TypedDict, total=False):
@@ -156,7 +87,7 @@ class SampleOptions(TypedDict, total=False):
     generator: torch.Generator | None
 
 
-class Pipeline(TwoStageFitting):
+class Pipeline:
     """A stage-1 :class:`VQVAE` plus an optional stage-2 :class:`Prior`.
 
     ``info`` records training facts (dataset, image shape, epochs, per-epoch history, metrics)
@@ -170,34 +101,7 @@ class Pipeline(TwoStageFitting):
 
     def __repr__(self) -> str:
         """Each component by registered name with its config, and what training recorded."""
-
-        def describe(component: Any) -> str:
-            name = getattr(component, "registered_name", None) or type(component).__name__
-            config = ", ".join(f"{k}={v!r}" for k, v in getattr(component, "config", {}).items())
-            return f"{name}({config})"
-
-        parts = [
-            f"  {role}={describe(component)}"
-            for role, component in (
-                ("encoder", self.model.encoder),
-                ("quantizer", self.model.quantizer),
-                ("decoder", self.model.decoder),
-                ("prior", self.prior),
-            )
-            if component is not None
-        ]
-        if self.prior is None:
-            parts.append("  prior=None")
-        elif not self.prior.is_fitted:
-            parts.append("  prior_fitted=False")
-        facts: dict[str, Any] = {k: self.info[k] for k in ("dataset", "epochs", "seed") if k in self.info}
-        metrics = self.info.get("metrics", {})
-        facts.update(
-            {k: round(v, 5) for k in ("test_mse", "test_perplexity") if (v := metrics.get(k)) is not None}
-        )
-        if facts:
-            parts.append("  trained: " + ", ".join(f"{k}={v}" for k, v in facts.items()))
-        return "Pipeline(\n" + ",\n".join(parts) + ",\n)"
+        return describe(self.model, self.prior, self.info)
 
     @property
     def device(self) -> torch.device:
@@ -214,11 +118,6 @@ class Pipeline(TwoStageFitting):
             self.prior.to(target)
         return self
 
-    def new_prior(self, prior: str | Prior, shared: dict[str, Any], config: dict[str, Any]) -> Prior:
-        """A prior from a name (with the ``shared`` options it takes) or an instance, as in :func:`build`."""
-        created: Prior = _component("prior", prior, shared, config)
-        return created
-
     # -- training: the stages live in vqtoolkit.stages ------------------------------------------
     def fit(
         self,
@@ -230,9 +129,17 @@ class Pipeline(TwoStageFitting):
     ) -> Pipeline:
         """Both stages: train the autoencoder on ``data``, then fit the prior on its codes.
 
-        ``config`` (or its :class:`~vqtoolkit.training.config.TrainConfig` fields as keywords: epochs,
-        batch_size, lr, seed, device, precision, checkpoint_path, resume, log_path, log_dir, ...)
-        goes to :meth:`fit_autoencoder`; with ``log_dir``, prior samples are logged there too.
+        Args:
+            data: Training and held-out images (and labels, for a conditional prior).
+            config: How stage 1 trains (see :meth:`fit_autoencoder`).
+            on_epoch_end: Called with each stage-1 epoch's metrics record.
+            **options: :class:`~vqtoolkit.training.config.TrainConfig` fields instead of ``config``
+                (``epochs``, ``batch_size``, ``lr``, ``seed``, ``device``, ``precision``,
+                ``checkpoint_path``, ``resume``, ``log_path``, ``log_dir``, ...); with ``log_dir``,
+                prior samples are logged there too.
+
+        Returns:
+            ``self``, trained.
         """
         config = TrainConfig.of(config, **options)
         self.fit_autoencoder(data, config, on_epoch_end=on_epoch_end)
@@ -241,6 +148,102 @@ class Pipeline(TwoStageFitting):
             if config.log_dir is not None and distributed.is_main():
                 self.log_samples(config.log_dir, seed=config.seed)
         return self
+
+    def fit_autoencoder(
+        self,
+        data: ImageDataset,
+        config: TrainConfig | None = None,
+        *,
+        on_epoch_end: EpochCallback | None = None,
+        **options: Any,
+    ) -> list[dict[str, Any]]:
+        """Stage 1: train encoder, quantizer and decoder (:func:`~vqtoolkit.stages.train_autoencoder_stage`).
+
+        ``epochs`` and ``batch_size`` default to the dataset's. ``seed`` fixes the shuffling and
+        every random draw during training, from a private random stream: with :func:`build`'s
+        ``seed``, the same calls give the same weights and metrics bit for bit (same machine, torch
+        version and threads). ``log_dir`` also writes TensorBoard scalars, grids and the code-usage
+        histogram there; the JSON-lines ``log_path`` stays the default record.
+
+        Args:
+            data: Training and held-out images.
+            config: A :class:`~vqtoolkit.training.config.TrainConfig`, or ``None`` for ``options``.
+            on_epoch_end: Called with each epoch's metrics record.
+            **options: ``TrainConfig`` fields (``epochs``, ``batch_size``, ``lr``, ``device``,
+                ``checkpoint_path``, ``resume``, ...).
+
+        Returns:
+            The per-epoch history (also kept in ``info``, with the rest of the training record).
+        """
+        record = stages.train_autoencoder_stage(
+            self.model, data, TrainConfig.of(config, **options), on_epoch_end=on_epoch_end
+        )
+        self.info.update(record.as_info())
+        return record.history
+
+    def fit_prior(
+        self,
+        data: ImageDataset,
+        prior: str | Prior | None = None,
+        *,
+        progress: bool = True,
+        checkpoint_path: str | Path | None = None,
+        resume: bool = False,
+        **prior_config: Any,
+    ) -> Prior:
+        """Stage 2: fit ``prior`` (a name, an instance, or the pipeline's own) on the frozen model's codes.
+
+        A prior given by name, or the pipeline's own, is moved to the model's device first; an
+        instance passed in fits where it is. See :func:`~vqtoolkit.stages.fit_prior_stage`.
+
+        Args:
+            data: Training images (and labels: a conditional prior learns ``p(codes | label)``, so
+                ``sample`` can take ``label=``); its test split scores the fitted prior.
+            prior: A registered name, a :class:`~vqtoolkit.priors.base.Prior`, or ``None`` for the
+                pipeline's own.
+            progress: Show progress.
+            checkpoint_path: A prior trained in epochs (pixelcnn) is checkpointed here after each
+                one, and Ctrl-C stops it with :class:`~vqtoolkit.errors.TrainingInterrupted`.
+            resume: Continue from that checkpoint.
+            **prior_config: Options of a prior given by name, e.g.
+                ``fit_prior(data, "pixelcnn", conditional=True, epochs=5)``.
+
+        Returns:
+            The fitted prior, now the pipeline's.
+
+        Raises:
+            ConfigError: No prior given and none in the pipeline, or one for another codebook size.
+        """
+        if prior is not None:
+            shared = {"num_codes": self.model.quantizer.num_tokens}
+            if prior_config.get("conditional"):
+                shared["num_classes"] = data.num_classes
+            self.prior = component("prior", prior, shared, prior_config)
+        if self.prior is None:
+            raise ConfigError("this pipeline has no prior; pass one, e.g. fit_prior(data, 'gmm')")
+        if not isinstance(prior, Prior):  # one built here or by build() fits where the frozen model encodes
+            self.prior.to(self.device)
+        self.prior = stages.fit_prior_stage(
+            self.model, self.prior, data, progress=progress, checkpoint_path=checkpoint_path, resume=resume
+        )
+        stages.record_prior_fit(self.info, self.model, self.prior, data)
+        return self.prior
+
+    def prior_inputs(self, images: Images, *, space: str, batch_size: int = 1024) -> Tensor:
+        """What a prior of ``space`` fits on: encoder latents or code indices of ``images``."""
+        return stages.prior_inputs(self.model, images, space=space, batch_size=batch_size)
+
+    def code_vectors(self) -> Tensor | None:
+        """The stage-1 vector of every code a prior models (what clustered priors group grids by)."""
+        return stages.code_vectors(self.model)
+
+    def prior_nll(self, images: Images, labels: Tensor | None = None) -> float | None:
+        """Held-out NLL of the prior in bits per code (see :func:`~vqtoolkit.stages.prior_nll`)."""
+        return stages.prior_nll(self.model, self.prior, images, labels)
+
+    def prior_metrics(self, images: Images, labels: Tensor | None = None) -> dict[str, float | None]:
+        """The prior's held-out bits per code, marginal and per label (see :func:`stages.prior_metrics`)."""
+        return stages.prior_metrics(self.model, self.prior, images, labels)
 
     def log_samples(self, log_dir: str | Path, *, n: int = 32, seed: int = 0) -> None:
         """Write a grid of ``n`` prior samples to TensorBoard's ``images/samples`` at the last epoch."""
@@ -263,7 +266,7 @@ class Pipeline(TwoStageFitting):
     def sample_indices(self, n: int, **options: Unpack[SampleOptions]) -> Tensor:
         """Code indices of ``n`` new images drawn from the prior (latent samples snapped to codes)."""
         prior = self._require_prior()
-        self.check_prior_matches(prior)
+        stages.check_prior_matches(self.model, prior)
         drawn = prior.sample(n, **options)
         if prior.space == "latents":
             return self.model.quantizer.quantize_indices(drawn)

@@ -1,39 +1,74 @@
-"""The training half of :class:`~vqtoolkit.pipeline.Pipeline`: stage 1, stage 2, and scoring the prior.
+"""The two stages as plain functions: what :meth:`Pipeline.fit` and the ``vqtool`` CLI both call.
 
-:class:`TwoStageFitting` is a mixin :class:`~vqtoolkit.pipeline.Pipeline` inherits, so the public
-methods stay on the pipeline while this module holds how they train: stage 1 hands a
-:class:`~vqtoolkit.training.config.TrainConfig` to :func:`~vqtoolkit.training.loop.train_autoencoder`; stage 2
-encodes the images with the frozen model (each process its share under torchrun) and fits the prior.
-The mixin needs only ``model``, ``prior``, ``info`` and :meth:`TwoStageFitting.new_prior`.
+:func:`train_autoencoder_stage` trains encoder, quantizer and decoder from a
+:class:`~vqtoolkit.training.config.TrainConfig` and returns a :class:`TrainingRecord` of how;
+:func:`fit_prior_stage` encodes the images with the frozen model (each process its share under
+torchrun) and fits a prior on the result, handing it what its ``fit`` asks for as arguments (the
+code vectors, a checkpoint). The scoring helpers below (:func:`prior_inputs`, :func:`prior_nll`)
+serve both stages' callers.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from vqtoolkit.runtime import distributed
-from vqtoolkit.storage.checkpoint import component_name
-from vqtoolkit.data.datasets import ImageDataset
-from vqtoolkit.errors import ConfigError
-from vqtoolkit.priors.neural.checkpoint import FitCheckpoint
-from vqtoolkit.scoring.metrics import bits_per_code
-from vqtoolkit.model.vqvae import VQVAE
 from vqtoolkit._util.modes import eval_mode, frozen
-from vqtoolkit.priors.base import IndexPrior, Prior
-from vqtoolkit.runtime.stopping import stop_requests
+from vqtoolkit.components.base import component_name
+from vqtoolkit.data.datasets import ImageDataset
 from vqtoolkit.data.streaming import Images, as_tensor
-from vqtoolkit.training.loop import EpochCallback, train_autoencoder
+from vqtoolkit.errors import ConfigError
+from vqtoolkit.model.vqvae import VQVAE
+from vqtoolkit.priors.base import Prior
+from vqtoolkit.priors.neural.checkpoint import FitCheckpoint
+from vqtoolkit.runtime import distributed
+from vqtoolkit.runtime.devices import check_precision, resolve_device
+from vqtoolkit.runtime.stopping import stop_requests
+from vqtoolkit.scoring.metrics import bits_per_code
 from vqtoolkit.training.config import TrainConfig
+from vqtoolkit.training.loop import EpochCallback, train_autoencoder
 
 log = logging.getLogger(__name__)
 
-#: The ``Pipeline.info`` keys that describe how stage 1 was trained (what ``inspect`` and reports show).
+#: Version of the :class:`TrainingRecord` layout in a bundle's ``info`` (absent: written before 0.2).
+INFO_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TrainingRecord:
+    """How stage 1 was trained: what a bundle's ``info`` records, from Python and the CLI alike."""
+
+    dataset: str
+    image_shape: list[int]
+    num_classes: int
+    epochs: int
+    batch_size: int
+    lr: float
+    lr_schedule: str
+    seed: int
+    #: Where it trained (``cpu``, ``cuda:0``, ...) and in which arithmetic (``32``, ``bf16``, ``16``).
+    device: str
+    precision: str
+    #: Processes it trained in (1 without torchrun).
+    world_size: int
+    history: list[dict[str, Any]]
+    metrics: dict[str, float]
+    schema_version: int = INFO_SCHEMA_VERSION
+
+    def as_info(self) -> dict[str, Any]:
+        """The record as the JSON-ready entries of a pipeline's ``info``."""
+        return dataclasses.asdict(self)
+
+
+#: The ``info`` keys that describe how stage 1 was trained (what ``inspect`` and reports show).
 TRAINING_FACTS = (
     "dataset",
     "image_shape",
@@ -58,228 +93,227 @@ def chain(*callbacks: EpochCallback | None) -> Callable[[dict[str, Any]], None]:
     return call
 
 
-class TwoStageFitting:
-    """Fitting and scoring methods of a pipeline holding ``model``, ``prior`` and ``info``."""
+def settle_device(config: TrainConfig, model: VQVAE) -> TrainConfig:
+    """``config`` with its device resolved (joining torchrun's group) and its precision checked, once.
 
-    model: VQVAE
-    prior: Prior | None
-    info: dict[str, Any]
+    Args:
+        config: The run's options; ``device=None`` means where the model already is.
+        model: The model to train (its device is the default).
 
-    def new_prior(self, prior: str | Prior, shared: dict[str, Any], config: dict[str, Any]) -> Prior:
-        """A prior from a name (with the ``shared`` options it takes) or an instance; see ``build``."""
-        raise NotImplementedError  # the pipeline composes components
+    Returns:
+        The same options with ``device`` a concrete :class:`torch.device`.
 
-    def fit_autoencoder(
-        self,
-        data: ImageDataset,
-        config: TrainConfig | None = None,
-        *,
-        on_epoch_end: EpochCallback | None = None,
-        **options: Any,
-    ) -> list[dict[str, Any]]:
-        """Stage 1: train encoder, quantizer and decoder; returns the per-epoch history.
+    Raises:
+        ConfigError: The device does not exist here, or cannot compute in that precision.
+    """
+    device = next(model.parameters()).device if config.device is None else resolve_device(config.device)
+    check_precision(config.precision, device)
+    return dataclasses.replace(config, device=distributed.init_from_env(device))
 
-        ``config`` (a :class:`~vqtoolkit.training.config.TrainConfig`, or its fields as keywords:
-        ``epochs``, ``batch_size``, ``lr``, ``device``, ``checkpoint_path``, ``resume``, ...) says
-        how; ``epochs`` and ``batch_size`` default to the dataset's. ``seed`` fixes the shuffling and
-        every random draw during training, from a private random stream: with :func:`~vqtoolkit.build`'s
-        ``seed``, the same calls give the same weights and metrics bit for bit (same machine, torch
-        version and threads). ``log_dir`` also writes TensorBoard scalars, grids and the code-usage
-        histogram there; the JSON-lines ``log_path`` stays the default record.
-        """
-        config = TrainConfig.of(config, **options).with_dataset_defaults(
-            data.default_epochs, data.default_batch_size
+
+def train_autoencoder_stage(
+    model: VQVAE,
+    data: ImageDataset,
+    config: TrainConfig,
+    *,
+    on_epoch_end: EpochCallback | None = None,
+) -> TrainingRecord:
+    """Stage 1: train ``model`` on ``data`` as ``config`` says; returns the record of the run.
+
+    Args:
+        model: The autoencoder; trained in place.
+        data: Training and held-out images (``epochs`` and ``batch_size`` default to the dataset's).
+        config: How to train; with ``log_dir``, TensorBoard scalars, grids and code usage go there.
+        on_epoch_end: Called with each epoch's metrics record.
+
+    Returns:
+        What the run was and what it measured, for the bundle's ``info``.
+    """
+    config = settle_device(config, model).with_dataset_defaults(data.default_epochs, data.default_batch_size)
+    board = None
+    on_step = None
+    if config.log_dir is not None and distributed.is_main():  # under torchrun, rank 0 alone logs
+        from vqtoolkit.training.tensorboard import USAGE_IMAGES, TensorBoardLogger
+
+        board = TensorBoardLogger(config.log_dir, model, as_tensor(data.test_images[:USAGE_IMAGES]))
+        on_step, on_epoch_end = board.on_step, chain(on_epoch_end, board.on_epoch_end)
+    try:
+        with torch.random.fork_rng():
+            torch.manual_seed(config.seed)
+            history = train_autoencoder(
+                model, data.train_images, data.test_images, config, on_epoch_end=on_epoch_end, on_step=on_step
+            )
+    finally:
+        if board is not None:
+            board.close()
+    assert config.epochs is not None and config.batch_size is not None  # the dataset's defaults
+    return TrainingRecord(
+        dataset=data.name,
+        image_shape=list(data.image_shape),
+        num_classes=data.num_classes,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        lr_schedule=config.lr_schedule,
+        seed=config.seed,
+        device=str(config.device),
+        precision=config.precision,
+        world_size=distributed.world_size(),
+        history=history,
+        metrics={k: v for k, v in history[-1].items() if k.startswith("test_")},
+    )
+
+
+@torch.inference_mode()
+def prior_inputs(model: VQVAE, images: Images, *, space: str, batch_size: int = 1024) -> Tensor:
+    """What a prior of ``space`` fits on: encoder latents (``"latents"``) or code indices of ``images``."""
+    device = next(model.parameters()).device
+    with eval_mode(model):
+        encode = model.encode_latents if space == "latents" else model.encode_tokens
+        return torch.cat([encode(batch.to(device)) for batch in images.split(batch_size)])
+
+
+def gathered_prior_inputs(model: VQVAE, images: Images, *, space: str, to_all: bool) -> Tensor | None:
+    """:func:`prior_inputs` of ``images``, each process encoding its share.
+
+    In one process, simply :func:`prior_inputs`; across processes the whole comes together on rank 0
+    (``None`` elsewhere) or, with ``to_all``, on every process.
+    """
+    world = distributed.world_size()
+    share = images if world == 1 else images[distributed.rank() :: world]
+    return distributed.gather_rows(prior_inputs(model, share, space=space), len(images), to_all=to_all)
+
+
+@torch.inference_mode()
+def code_vectors(model: VQVAE, max_tokens: int = 65_536) -> Tensor | None:
+    """The stage-1 vector ``(num_tokens, D)`` of every prior token; ``None`` past ``max_tokens``."""
+    quantizer = model.quantizer
+    if quantizer.num_tokens > max_tokens:
+        return None
+    device = next(model.parameters()).device
+    tokens = torch.arange(quantizer.num_tokens, device=device)[:, None]
+    return quantizer.lookup(quantizer.from_tokens(tokens))[..., 0].clone()
+
+
+def check_prior_matches(model: VQVAE, prior: Prior) -> None:
+    """Refuse an index prior fitted for a codebook of another size than ``model``'s."""
+    prior_codes = prior.config.get("num_codes")
+    num_codes = model.quantizer.num_tokens
+    if prior.space == "indices" and prior_codes is not None and prior_codes != num_codes:
+        raise ConfigError(
+            f"the {component_name(prior)} prior models {prior_codes} codes but the quantizer has "
+            f"{num_codes}; refit it with `vqtool fit-prior`"
         )
-        board = None
-        on_step = None
-        if config.log_dir is not None and distributed.is_main():  # under torchrun, rank 0 alone logs
-            from vqtoolkit.training.tensorboard import USAGE_IMAGES, TensorBoardLogger
 
-            board = TensorBoardLogger(config.log_dir, self.model, as_tensor(data.test_images[:USAGE_IMAGES]))
-            on_step, on_epoch_end = board.on_step, chain(on_epoch_end, board.on_epoch_end)
-        try:
-            with torch.random.fork_rng():
-                torch.manual_seed(config.seed)
-                history = train_autoencoder(
-                    self.model,
-                    data.train_images,
-                    data.test_images,
-                    config,
-                    on_epoch_end=on_epoch_end,
-                    on_step=on_step,
-                )
-        finally:
-            if board is not None:
-                board.close()
-        self.info.update(
-            dataset=data.name,
-            image_shape=list(data.image_shape),
-            num_classes=data.num_classes,
-            epochs=config.epochs,
-            batch_size=config.batch_size,
-            lr=config.lr,
-            lr_schedule=config.lr_schedule,
-            seed=config.seed,
-            history=history,
-        )
-        self.info["metrics"] = {k: v for k, v in history[-1].items() if k.startswith("test_")}
-        return history
 
-    @torch.inference_mode()
-    def prior_inputs(self, images: Images, *, space: str, batch_size: int = 1024) -> Tensor:
-        """What a prior of ``space`` fits on: encoder latents or code indices of ``images``."""
-        device = next(self.model.parameters()).device
-        with eval_mode(self.model):
-            encode = self.model.encode_latents if space == "latents" else self.model.encode_tokens
-            return torch.cat([encode(batch.to(device)) for batch in images.split(batch_size)])
+def fit_inputs_taken(prior: Prior, **inputs: Any) -> dict[str, Any]:
+    """The fit-time ``inputs`` that ``prior.fit`` names as keyword parameters: the ones it asks for."""
+    parameters = inspect.signature(prior.fit).parameters
+    return {name: value for name, value in inputs.items() if name in parameters}
 
-    def gathered_prior_inputs(self, images: Images, *, space: str, to_all: bool) -> Tensor | None:
-        """:meth:`prior_inputs` of ``images``, each process encoding its share; see ``gather_rows``.
 
-        In one process, simply :meth:`prior_inputs`; across processes the whole comes together on
-        rank 0 (``None`` elsewhere) or, with ``to_all``, on every process.
-        """
-        world = distributed.world_size()
-        share = images if world == 1 else images[distributed.rank() :: world]
-        return distributed.gather_rows(self.prior_inputs(share, space=space), len(images), to_all=to_all)
+def fit_prior_stage(
+    model: VQVAE,
+    prior: Prior,
+    data: ImageDataset,
+    *,
+    progress: bool = True,
+    checkpoint_path: str | Path | None = None,
+    resume: bool = False,
+) -> Prior:
+    """Stage 2: fit ``prior`` on the codes (or latents) of ``data``'s training images under ``model``.
 
-    def fit_prior(
-        self,
-        data: ImageDataset,
-        prior: str | Prior | None = None,
-        *,
-        progress: bool = True,
-        checkpoint_path: str | Path | None = None,
-        resume: bool = False,
-        **prior_config: Any,
-    ) -> Prior:
-        """Stage 2: fit ``prior`` (a name, an instance, or the pipeline's own) on the frozen model's codes.
+    The model is frozen while the prior fits. A prior that fits on a subsample of the rows
+    (:meth:`~vqtoolkit.priors.base.Prior.fit_rows`) has only those images encoded. Across processes
+    each one encodes its share; a prior that
+    :attr:`~vqtoolkit.priors.base.Prior.fits_on_every_rank` gets every code on every process and
+    trains with DDP, any other is fitted on rank 0 and copied to the rest.
 
-        ``prior_config`` goes to a prior given by name, e.g.
-        ``fit_prior(data, "pixelcnn", conditional=True, epochs=5)``; a conditional prior learns
-        ``p(codes | label)`` from ``data``'s labels so ``sample`` can take ``label=``. The model's
-        parameters are frozen only while the prior fits. A prior given by name, or the pipeline's
-        own, is moved to the model's device first; an instance passed in fits where it is.
+    Args:
+        model: The trained stage-1 model.
+        prior: The prior to fit, on the model's device.
+        data: Training images (and labels, for a conditional prior).
+        progress: Show progress (rank 0 only).
+        checkpoint_path: A prior trained in epochs saves its fit here after each one; Ctrl-C then
+            stops it with :class:`~vqtoolkit.errors.TrainingInterrupted`, leaving it resumable.
+        resume: Continue from ``checkpoint_path``.
 
-        Across processes (torchrun) each one encodes its share of the images; a prior that
-        :attr:`~vqtoolkit.priors.base.Prior.fits_on_every_rank` (pixelcnn) gets all the codes on
-        every process and trains with DDP, any other (gmm) is fitted on rank 0 and copied to the rest.
-        ``checkpoint_path`` gets a prior trained in epochs (pixelcnn) checkpointed after each one, and
-        Ctrl-C stops it with :class:`~vqtoolkit.errors.TrainingInterrupted`; ``resume=True``
-        continues from that checkpoint (:mod:`vqtoolkit.priors.neural.checkpoint`).
-        """
-        device = next(self.model.parameters()).device
-        distributed.init_from_env(device)
-        progress = progress and distributed.is_main()
-        if prior is not None:
-            shared = {"num_codes": self.model.quantizer.num_tokens}
-            if prior_config.get("conditional"):
-                shared["num_classes"] = data.num_classes
-            self.prior = self.new_prior(prior, shared, prior_config)
-        if self.prior is None:
-            raise ConfigError("this pipeline has no prior; pass one, e.g. fit_prior(data, 'gmm')")
-        if not isinstance(prior, Prior):  # one built here or by build() fits where the frozen model encodes
-            self.prior.to(device)
-        self.check_prior_matches(self.prior)
-        with frozen(self.model):
-            self._fit_prior_on_codes(self.prior, data, progress, checkpoint_path, resume)
-        if not self.prior.fits_on_every_rank:
-            prior_class = type(self.prior)
-            self.prior = distributed.broadcast_module(self.prior, lambda config: prior_class(**config))
-        self.info.pop("prior_history", None)  # facts about a replaced prior must not linger
-        if getattr(self.prior, "history", None):
-            self.info["prior_history"] = self.prior.history
-        metrics = self.info.setdefault("metrics", {})
-        for key in ("test_prior_bits_per_code", "test_prior_bits_per_code_given_label"):
-            metrics.pop(key, None)
-        for key, value in self.prior_metrics(data.test_images, data.test_labels).items():
-            if value is not None:
-                metrics[f"test_{key}"] = value
-        return self.prior
-
-    def _fit_prior_on_codes(
-        self,
-        prior: Prior,
-        data: ImageDataset,
-        progress: bool,
-        checkpoint_path: str | Path | None,
-        resume: bool,
-    ) -> None:
-        """Encode the training images (the prior's subsample of them) and fit ``prior`` on the result."""
+    Returns:
+        The fitted prior (a copy received from rank 0 on the other processes, for closed-form fits).
+    """
+    distributed.init_from_env(next(model.parameters()).device)
+    progress = progress and distributed.is_main()
+    check_prior_matches(model, prior)
+    with frozen(model):
         images, labels = data.train_images, data.train_labels
         rows = prior.fit_rows(len(images))
         if rows is not None:  # the prior learns from a subsample: encode only those images
             images, labels = images[rows], labels[rows]
-        inputs = self.gathered_prior_inputs(images, space=prior.space, to_all=prior.fits_on_every_rank)
-        if inputs is None:  # the ranks that leave the fit to rank 0
-            return
-        log.info(f"stage 2 · fitting {component_name(prior)} prior on {tuple(inputs.shape)} {prior.space}")
-        clustered = prior if isinstance(prior, IndexPrior) and prior.clustered else None
-        if clustered is not None:  # grids cluster by what they decode to
-            clustered.code_vectors = self.token_vectors()
-        saver = None if checkpoint_path is None else FitCheckpoint(Path(checkpoint_path), resume=resume)
-        prior.fit_checkpoint = saver
-        try:  # with a checkpoint, Ctrl-C stops the fit after a step and leaves it resumable
-            with stop_requests(enabled=saver is not None) as stop:
-                if saver is not None:
-                    saver.stop = stop
-                prior.fit(inputs, labels=labels, progress=progress)
-        finally:
-            prior.fit_checkpoint = None
-            if clustered is not None:
-                clustered.code_vectors = None
-
-    @torch.inference_mode()
-    def token_vectors(self, max_tokens: int = 65_536) -> Tensor | None:
-        """The stage-1 vector ``(num_tokens, D)`` of every prior token; ``None`` past ``max_tokens``."""
-        quantizer = self.model.quantizer
-        if quantizer.num_tokens > max_tokens:
-            return None
-        device = next(self.model.parameters()).device
-        tokens = torch.arange(quantizer.num_tokens, device=device)[:, None]
-        return quantizer.lookup(quantizer.from_tokens(tokens))[..., 0].clone()
-
-    def check_prior_matches(self, prior: Prior) -> None:
-        """Refuse an index prior fitted for a codebook of another size."""
-        prior_codes = prior.config.get("num_codes")
-        num_codes = self.model.quantizer.num_tokens
-        if prior.space == "indices" and prior_codes is not None and prior_codes != num_codes:
-            raise ConfigError(
-                f"the {component_name(prior)} prior models {prior_codes} codes but the quantizer has "
-                f"{num_codes}; refit it with `vqtool fit-prior`"
+        inputs = gathered_prior_inputs(model, images, space=prior.space, to_all=prior.fits_on_every_rank)
+        if inputs is not None:  # None: the ranks that leave the fit to rank 0
+            log.info(
+                f"stage 2 · fitting {component_name(prior)} prior on {tuple(inputs.shape)} {prior.space}"
             )
+            # with a checkpoint, Ctrl-C stops the fit after a step and leaves it resumable
+            with stop_requests(enabled=checkpoint_path is not None) as stop:
+                checkpoint = None
+                if checkpoint_path is not None:
+                    checkpoint = FitCheckpoint(Path(checkpoint_path), resume=resume, stop=stop)
+                offered = {"checkpoint": checkpoint} if checkpoint is not None else {}
+                if prior.space == "indices":  # grids cluster by what they decode to
+                    offered["code_vectors"] = code_vectors(model)
+                prior.fit(inputs, labels=labels, progress=progress, **fit_inputs_taken(prior, **offered))
+    if not prior.fits_on_every_rank:
+        prior_class = type(prior)
+        prior = distributed.broadcast_module(prior, lambda config: prior_class(**config))
+    return prior
 
-    @torch.inference_mode()
-    def prior_nll(
-        self, images: Images, labels: Tensor | None = None, *, batch_size: int = 1024
-    ) -> float | None:
-        """Held-out NLL of the prior in bits per code, or ``None`` where it has no index likelihood.
 
-        Without ``labels`` a conditional prior is scored by its marginal ``p(codes)``, the number
-        comparable across priors; with them, by ``p(codes | label)``. Unconditional priors ignore labels.
-        """
-        if self.prior is None or not self.prior.has_likelihood or not self.prior.is_fitted:
-            return None
-        indices = self.prior_inputs(images, space="indices")
-        if not self.prior.conditional:
-            labels = None
-        label_batches = (
-            [None] * len(indices.split(batch_size)) if labels is None else labels.split(batch_size)
-        )
-        total = sum(
-            float(-self.prior.log_prob(batch, batch_labels).sum())
-            for batch, batch_labels in zip(indices.split(batch_size), label_batches, strict=True)
-        )
-        return bits_per_code(total, indices.numel())
+@torch.inference_mode()
+def prior_nll(
+    model: VQVAE, prior: Prior | None, images: Images, labels: Tensor | None = None, *, batch_size: int = 1024
+) -> float | None:
+    """Held-out NLL of ``prior`` in bits per code, or ``None`` where it has no index likelihood.
 
-    def prior_metrics(self, images: Images, labels: Tensor | None = None) -> dict[str, float | None]:
-        """The prior's held-out bits per code, marginal and (when labels are given) per label.
+    Without ``labels`` a conditional prior is scored by its marginal ``p(codes)``, the number
+    comparable across priors; with them, by ``p(codes | label)``. Unconditional priors ignore labels.
+    """
+    if prior is None or not prior.has_likelihood or not prior.is_fitted:
+        return None
+    indices = prior_inputs(model, images, space="indices")
+    if not prior.conditional:
+        labels = None
+    label_batches = [None] * len(indices.split(batch_size)) if labels is None else labels.split(batch_size)
+    total = sum(
+        float(-prior.log_prob(batch, batch_labels).sum())
+        for batch, batch_labels in zip(indices.split(batch_size), label_batches, strict=True)
+    )
+    return bits_per_code(total, indices.numel())
 
-        ``prior_bits_per_code`` is marginal, comparable across priors (``None`` for latent priors
-        such as gmm, whose density is over continuous latents); for a conditional prior given
-        ``labels``, ``prior_bits_per_code_given_label`` adds the label.
-        """
-        result = {"prior_bits_per_code": self.prior_nll(images)}
-        if self.prior is not None and self.prior.conditional and labels is not None:
-            result["prior_bits_per_code_given_label"] = self.prior_nll(images, labels)
-        return result
+
+def prior_metrics(
+    model: VQVAE, prior: Prior | None, images: Images, labels: Tensor | None = None
+) -> dict[str, float | None]:
+    """The prior's held-out bits per code, marginal and (when labels are given) per label.
+
+    ``prior_bits_per_code`` is marginal, comparable across priors (``None`` for latent priors such
+    as gmm, whose density is over continuous latents); for a conditional prior given ``labels``,
+    ``prior_bits_per_code_given_label`` adds the label.
+    """
+    result = {"prior_bits_per_code": prior_nll(model, prior, images)}
+    if prior is not None and prior.conditional and labels is not None:
+        result["prior_bits_per_code_given_label"] = prior_nll(model, prior, images, labels)
+    return result
+
+
+def record_prior_fit(info: dict[str, Any], model: VQVAE, prior: Prior, data: ImageDataset) -> None:
+    """Write into ``info`` what a prior fit leaves: its history and its held-out scores on ``data``."""
+    info.pop("prior_history", None)  # facts about a replaced prior must not linger
+    if getattr(prior, "history", None):
+        info["prior_history"] = prior.history
+    metrics = info.setdefault("metrics", {})
+    for key in ("test_prior_bits_per_code", "test_prior_bits_per_code_given_label"):
+        metrics.pop(key, None)
+    for key, value in prior_metrics(model, prior, data.test_images, data.test_labels).items():
+        if value is not None:
+            metrics[f"test_{key}"] = value

@@ -21,8 +21,8 @@ def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
     try:
         yield module
     finally:
-        for m, training in modes:
-            m.training = training
+        for m, training in modes:  # parents first: each child's own mode lands after its parent's
+            m.train(training)
 
 
 @contextlib.contextmanager

@@ -11,9 +11,9 @@ import click
 
 from vqtoolkit import __version__
 from vqtoolkit.cli.bundles import fit_prior, inspect, plugins, report_page
+from vqtoolkit.cli.options import configure_logging, reset_logging
 from vqtoolkit.cli.training import build, train
 from vqtoolkit.cli.using import evaluate, interpolate, reconstruct, sample
-from vqtoolkit.cli.options import configure_logging, reset_logging
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

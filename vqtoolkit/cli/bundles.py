@@ -207,8 +207,8 @@ def inspect(bundle: Path, as_json: bool) -> None:
       vqtool inspect vqtool-out/model.safetensors
       vqtool inspect vqtool-out/model.safetensors --json | jq .info.metrics
     """
-    from vqtoolkit.storage.bundle import summary
     from vqtoolkit.stages import TRAINING_FACTS
+    from vqtoolkit.storage.bundle import summary
 
     s = summary(bundle)
     if as_json:

@@ -32,11 +32,11 @@ def train_stage1(
     images drawn later must fit in memory. Under torchrun every process runs this; rank 0 alone
     prints, draws and writes.
     """
-    from vqtoolkit.runtime import distributed
-    from vqtoolkit.reporting import runs
     from vqtoolkit._util.atomic import check_writable
     from vqtoolkit.cli.common import check_sample_memory
     from vqtoolkit.data.datasets import load_dataset
+    from vqtoolkit.reporting import runs
+    from vqtoolkit.runtime import distributed
     from vqtoolkit.runtime.devices import check_precision, resolve_device
     from vqtoolkit.training.config import TrainConfig
 
@@ -89,9 +89,6 @@ def train_stage1(
         if not main:  # every rank stopped at the same step; rank 0 says how to resume
             raise SystemExit(1) from err
         raise click.ClickException(f"{err}\n  {resume_hint()}") from err
-    pipe.info.update(device=str(device), precision=config.precision)
-    if distributed.is_distributed():
-        pipe.info["world_size"] = distributed.world_size()
     pipe.model.cpu()  # stage 2, grids and the bundle run on the CPU (scikit-learn priors live there)
     if main:
         files.update(runs.stage1_pictures(pipe, data, output))
@@ -149,8 +146,8 @@ def build(
       vqtool build --data mnist --data-root ../shared/data --epochs 1 -o runs/mnist.safetensors
       vqtool build --data mnist --data-root ../shared/data --epochs 3 -o runs/mnist.safetensors --resume
     """
-    from vqtoolkit.runtime import distributed
     from vqtoolkit.reporting import runs
+    from vqtoolkit.runtime import distributed
 
     if legacy_num_samples is not None:  # the spelling before the one grammar; kept working for now
         log.warning("--samples is deprecated: use -n/--num-samples")

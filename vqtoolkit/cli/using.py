@@ -123,9 +123,9 @@ def reconstruct(
     """
     import torch
 
-    from vqtoolkit.scoring import metrics
     from vqtoolkit.data.images import save_grid
     from vqtoolkit.data.streaming import as_tensor
+    from vqtoolkit.scoring import metrics
 
     check_image_output(output)
     pipe = bundle.load()

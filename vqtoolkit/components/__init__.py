@@ -1,3 +1,1 @@
-"""What every component is built on: the :class:`~vqtoolkit.components.base.Component` base, option
-checking (:mod:`~vqtoolkit.components.options`) and the entry-point registry
-(:mod:`~vqtoolkit.components.registry`)."""
+"""What every component is built on: the ``Component`` base, option checking and the registry."""

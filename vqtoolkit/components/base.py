@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 from torch import nn
 
+from vqtoolkit._compat import deprecated_super_options
 from vqtoolkit.components.options import Limit, accepted_options, capture, merged_over_bases, signature
 
 
@@ -58,6 +59,18 @@ class Component(nn.Module):
         if "preset" in cls.__dict__ and "__init__" not in cls.__dict__:
             _install_preset(cls)
 
+    def __init__(self, **legacy_options: Any) -> None:
+        """A component; its options were captured from the subclass's constructor already.
+
+        Args:
+            **legacy_options: What constructors written for vqtoolkit 0.1 passed on to the base
+                (``super().__init__(num_codes=num_codes)``): accepted with a ``DeprecationWarning``
+                and ignored, since ``config`` already holds them.
+        """
+        if legacy_options:
+            deprecated_super_options(type(self), legacy_options, _WARNED_LEGACY_INIT)
+        super().__init__()
+
     @classmethod
     def saved_config(cls, config: Mapping[str, Any]) -> dict[str, Any]:
         """``config`` as saved by any release, completed with the :attr:`added_options` it predates.
@@ -76,6 +89,21 @@ class Component(nn.Module):
     def extra_repr(self) -> str:
         """The config in ``repr(module)``, so printed models show how they were built."""
         return ", ".join(f"{k}={v!r}" for k, v in self._config.items())
+
+
+#: Classes already warned about passing options to ``super().__init__()`` (one warning each).
+_WARNED_LEGACY_INIT: set[type] = set()
+
+
+def component_name(component: Any) -> str:
+    """How messages and records name a component, without a registry lookup.
+
+    The name it was created under, else its class's ``name`` attribute, else ``module:QualName``
+    (an unregistered class). :func:`vqtoolkit.components.registry.name_of` adds the lookup.
+    """
+    cls = type(component)
+    name = getattr(component, "registered_name", None) or getattr(cls, "name", None)
+    return str(name or f"{cls.__module__}:{cls.__qualname__}")
 
 
 def _constructible_without_arguments(cls: type) -> bool:

@@ -12,6 +12,7 @@ from functools import cache
 from importlib import metadata
 from typing import Any
 
+from vqtoolkit.components.base import component_name
 from vqtoolkit.components.options import accepted_options as accepted_options  # what a registered class takes
 from vqtoolkit.components.options import check_config
 from vqtoolkit.errors import ComponentNotFoundError, ConfigError
@@ -226,8 +227,7 @@ def check_taken(shared: dict[str, Any], chosen: dict[str, Any], routes: dict[str
             if (option := routes[kind][key])
         )
         names = ", ".join(
-            f"{kind} {c if isinstance(c, str) else getattr(c, 'registered_name', None) or type(c).__name__!r}"
-            for kind, c in chosen.items()
+            f"{kind} {c if isinstance(c, str) else component_name(c)!r}" for kind, c in chosen.items()
         )
         raise ConfigError(
             f"build({key}={value!r}): no chosen component takes {key} ({names}); {others}. "
@@ -241,10 +241,10 @@ def name_of(component: Any) -> str:
     The name it was created under, its class's ``name`` attribute, or the name its class is
     registered as (so a directly constructed built-in still has a name).
     """
-    name = getattr(component, "registered_name", None) or getattr(type(component), "name", None)
-    if not name:
-        cls = type(component)
-        target = f"{cls.__module__}:{cls.__qualname__}"
+    name = component_name(component)
+    cls = type(component)
+    target = f"{cls.__module__}:{cls.__qualname__}"
+    if name == target:
         kind = getattr(component, "kind", "")
         found = [s.name for s in specs(kind) if s.value == target] if kind in KINDS else []
         if not found:

@@ -21,10 +21,17 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from vqtoolkit.errors import DataError
 from vqtoolkit._util.memory import check_fits
-from vqtoolkit.data.streaming import Images, StreamedImages, all_grey, default_workers, read_image, should_stream
+from vqtoolkit.data.streaming import (
+    Images,
+    StreamedImages,
+    all_grey,
+    default_workers,
+    read_image,
+    should_stream,
+)
 from vqtoolkit.data.streaming import to_tensor as pictures_to_tensor
+from vqtoolkit.errors import DataError
 
 if TYPE_CHECKING:  # torchvision's datasets are imported lazily: they are slow to import
     from torchvision.datasets import MNIST

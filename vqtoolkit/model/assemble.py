@@ -16,10 +16,10 @@ from typing import Any, cast
 
 from torch import nn
 
-from vqtoolkit.storage import bundle
 from vqtoolkit.errors import BundleError, VQToolkitError
 from vqtoolkit.model.vqvae import VQVAE
 from vqtoolkit.priors.base import Prior
+from vqtoolkit.storage import bundle
 
 #: Most latent positions a prior may sample per image (a 128×128 grid, e.g. 512×512 images at /4).
 MAX_POSITIONS = 128 * 128

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from vqtoolkit.components.base import component_name
 from vqtoolkit.decoders.base import Decoder
 from vqtoolkit.encoders.base import Encoder
 from vqtoolkit.errors import ShapeError
@@ -26,7 +27,7 @@ def check_wiring(encoder: Encoder, quantizer: Quantizer, decoder: Decoder) -> No
     """Raise a :class:`ShapeError` naming both sides of any mismatch between components."""
 
     def label(c: Any) -> str:
-        return f"{c.kind} {getattr(c, 'registered_name', None) or type(c).__name__!r}"
+        return f"{c.kind} {component_name(c)!r}"
 
     same_dim = f"pass the quantizer's dim to every component, build(dim={getattr(quantizer, 'dim', None)})"
     pairs = [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
@@ -12,16 +12,8 @@ from torch import Tensor
 from vqtoolkit.components.base import Component
 from vqtoolkit.components.options import Limit, bounds
 from vqtoolkit.errors import ConfigError, ShapeError
-from vqtoolkit.priors.clusters import PCA_DIM, GridClusters, auto_clusters, cluster_grids
-
-if TYPE_CHECKING:
-    from vqtoolkit.priors.neural.checkpoint import FitCheckpoint
 
 Space = Literal["indices", "latents"]
-#: A clustered prior's likelihood sums ``p(c) p(x | c)`` over every cluster up to this many, else
-#: over this many nearest the grid in its k-means space: a lower bound of the exact sum (its gap is
-#: measured in ``docs/priors.md``) at the cost of this many network passes, not one per cluster.
-LIKELIHOOD_CLUSTERS = 16
 
 
 class Prior(Component):
@@ -40,9 +32,6 @@ class Prior(Component):
     """
 
     kind = "prior"
-    #: Set by :meth:`~vqtoolkit.pipeline.Pipeline.fit_prior` for a checkpointed fit; priors trained
-    #: in epochs save and resume through it (:mod:`vqtoolkit.priors.neural.checkpoint`), others ignore it.
-    fit_checkpoint: FitCheckpoint | None = None
     space: ClassVar[Space] = "indices"
     has_likelihood: ClassVar[bool] = False
     #: Under torch.distributed: ``True`` for priors trained by gradient steps, which ``fit`` on every
@@ -53,8 +42,8 @@ class Prior(Component):
     conditional: bool = False
     fitted: Tensor
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, **legacy_options: Any) -> None:
+        super().__init__(**legacy_options)  # 0.1's constructors passed their options: see Component
         self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
 
     @property
@@ -64,11 +53,30 @@ class Prior(Component):
 
     @property
     def sample_shape(self) -> tuple[int, ...] | None:
-        """Shape of one sample, without the batch (``None`` while unknown); bundles check it on load."""
-        return None
+        """Shape of one sample, without the batch (``None`` while unknown); bundles check it on load.
+
+        By default the ``grid_shape`` (index priors) or ``latent_shape`` (latent priors) a fit wrote
+        into the config.
+        """
+        shape = self._config.get("grid_shape" if self.space == "indices" else "latent_shape")
+        return None if shape is None else tuple(shape)
 
     def fit(self, data: Tensor, labels: Tensor | None = None, *, progress: bool = True) -> Prior:
-        """Learn the distribution of ``data``; returns ``self``."""
+        """Learn the distribution of ``data``.
+
+        Stage 2 passes a fit-time input only to a prior whose ``fit`` names it as a keyword
+        (scikit-learn's ``fit(X, y, **fit_params)``): ``code_vectors`` (the stage-1 vector of every
+        code, ``(num_codes, D)``) and ``checkpoint`` (a
+        :class:`~vqtoolkit.priors.neural.checkpoint.FitCheckpoint` to save and resume through).
+
+        Args:
+            data: Code indices ``(N, *spatial)`` (``space="indices"``) or latents ``(N, D, *spatial)``.
+            labels: Class labels ``(N,)`` for a conditional prior, else ``None``.
+            progress: Show a progress bar while fitting.
+
+        Returns:
+            ``self``, fitted.
+        """
         raise NotImplementedError
 
     def fit_rows(self, n: int) -> Tensor | None:
@@ -128,32 +136,20 @@ class IndexPrior(Prior):
     ``log p(x) = logsumexp_y [log p(y) + log p(x | y)]`` when no labels are given, so every index
     prior reports bits per code on one scale.
 
-    ``clusters=k`` gives an unconditional prior a global variable of its own: the k-means cluster
-    of each training grid (:mod:`vqtoolkit.priors.clusters`) takes the place of a label while
-    fitting, sampling draws a cluster by its frequency first, and the likelihood marginalises over
-    clusters as above (over the :data:`LIKELIHOOD_CLUSTERS` nearest a grid when there are more).
-    ``clusters="auto"`` sizes k from the training grids (:func:`~vqtoolkit.priors.clusters.auto_clusters`).
-    ``sample(label=...)`` stays refused: clusters are not classes.
+    A prior may add a global variable of its own in place of a label: the k-means clusters of
+    :class:`~vqtoolkit.priors.clustered.ClusteredIndexPrior`, which the built-in priors opt into.
 
-    ``grid_shape``, ``num_classes``, ``clusters`` and ``cluster_code_dim`` (the width of the code
-    vectors the k-means saw) are learned by ``fit`` and written into ``config`` so a bundle rebuilds
-    buffers of the right shape before loading them.
+    ``grid_shape`` and ``num_classes`` are learned by ``fit`` and written into ``config`` so a bundle
+    rebuilds buffers of the right shape before loading them.
     """
 
     space = "indices"
     has_likelihood = True
     class_log_prior: Tensor
-    #: Buffers of the fitted k-means of a clustered prior (:class:`GridClusters`), registered by a
-    #: clustered ``fit`` (or a config that records one): older bundles have none.
-    CLUSTER_BUFFERS = ("cluster_vectors", "cluster_axes", "cluster_centers")
-    limits = bounds(num_codes=Limit(1), num_classes=Limit(1), clusters=Limit(2), cluster_code_dim=Limit(1))
-    added_options: ClassVar[Mapping[str, Any]] = {"clusters": None}  # saved before clusters existed
-    #: Set by :meth:`~vqtoolkit.pipeline.Pipeline.fit_prior` for the next ``fit``: the stage-1 vector
-    #: of every code ``(num_codes, D)``, which ``clusters`` groups grids by (random vectors without it).
-    code_vectors: Tensor | None = None
+    limits = bounds(num_codes=Limit(1), num_classes=Limit(1))
     #: Options that take ``"auto"``, each with what sizes it from the number of grids fitted: every
     #: ``fit`` resolves them from its own data and writes the value into ``config``.
-    sized_by_data: ClassVar[Mapping[str, Callable[[int], Any]]] = {"clusters": auto_clusters}
+    sized_by_data: ClassVar[Mapping[str, Callable[[int], Any]]] = {}
 
     def __init__(
         self,
@@ -162,54 +158,20 @@ class IndexPrior(Prior):
         conditional: bool = False,
         num_classes: int | None = None,
         grid_shape: Sequence[int] | None = None,
-        clusters: int | Literal["auto"] | None = None,
-        cluster_code_dim: int | None = None,
     ) -> None:
         if grid_shape is not None and (len(grid_shape) != 2 or min(grid_shape) < 1):
             raise ConfigError(f"grid_shape must be two positive sizes (H, W); got {list(grid_shape)}")
-        if conditional and clusters is not None:
-            raise ConfigError(
-                "clusters gives an unconditional prior a global variable; a conditional prior has its "
-                "label already: drop clusters or conditional"
-            )
         super().__init__()
         self.num_codes, self.conditional = num_codes, conditional
         #: The :attr:`sized_by_data` options asked for as ``"auto"``: every ``fit`` sizes them again.
         self.auto_options = [name for name in self.sized_by_data if self._config.get(name) == "auto"]
-        classes = (num_classes or 1) if conditional else (self.clusters or 1)
+        classes = self.groups or 1
         self.register_buffer("class_log_prior", torch.full((classes,), -math.log(classes)))
-        self._register_cluster_buffers()
-
-    def _register_cluster_buffers(self) -> None:
-        """Zero k-means buffers of the shapes a config with a fitted k-means implies (else none)."""
-        dim, grid, clusters = self._config.get("cluster_code_dim"), self._config["grid_shape"], self.clusters
-        if dim is None or grid is None or clusters is None:
-            return
-        shapes = [(self.num_codes, dim), (PCA_DIM, dim * grid[0] * grid[1]), (clusters, PCA_DIM)]
-        for name, shape in zip(self.CLUSTER_BUFFERS, shapes, strict=True):
-            self.register_buffer(name, torch.zeros(shape))
-
-    @property
-    def clusters(self) -> int | None:
-        """Clusters of an unconditional prior (``None``: none, or ``"auto"`` before ``fit``)."""
-        value = self._config.get("clusters")
-        return value if isinstance(value, int) else None
-
-    @property
-    def clustered(self) -> bool:
-        """Whether ``fit`` clusters the grids (``clusters`` is a number or ``"auto"``)."""
-        return self._config.get("clusters") is not None
-
-    @property
-    def cluster_model(self) -> GridClusters | None:
-        """The fitted k-means of the training grids (``None`` without clusters, or in older bundles)."""
-        tensors = [tensor for name in self.CLUSTER_BUFFERS if (tensor := self._buffers.get(name)) is not None]
-        return GridClusters(*tensors) if len(tensors) == len(self.CLUSTER_BUFFERS) else None
 
     @property
     def groups(self) -> int | None:
-        """Values of the global variable ``p(x | ·)`` is conditioned on: classes, clusters, or ``None``."""
-        return self.num_classes if self.conditional else self.clusters
+        """Values of the global variable ``p(x | ·)`` is conditioned on: classes, or ``None``."""
+        return self.num_classes if self.conditional else None
 
     @property
     def num_classes(self) -> int | None:
@@ -282,8 +244,29 @@ class IndexPrior(Prior):
             raise ConfigError(f"label {label} is out of range: this prior knows classes 0..{classes - 1}")
 
     # -- the estimator interface -----------------------------------------------------------
-    def fit(self, data: Tensor, labels: Tensor | None = None, *, progress: bool = True) -> IndexPrior:
-        """Learn the distribution of index grids ``data`` ``(N, H, W)`` (and labels if conditional)."""
+    def fit(
+        self,
+        data: Tensor,
+        labels: Tensor | None = None,
+        *,
+        progress: bool = True,
+        **fit_params: Any,
+    ) -> IndexPrior:
+        """Learn the distribution of index grids (and of their labels, if conditional).
+
+        Args:
+            data: Code indices ``(N, H, W)``.
+            labels: Class labels ``(N,)``; required by a conditional prior, ignored otherwise.
+            progress: Show a progress bar while fitting.
+            **fit_params: Fit-time inputs (see :meth:`Prior.fit`), for :meth:`_fit_groups` and ``_fit``.
+
+        Returns:
+            ``self``, fitted.
+
+        Raises:
+            ShapeError: ``data`` is not a grid of integer codes, or has fewer than 2 grids.
+            ConfigError: codes or labels out of range, or a conditional prior without labels.
+        """
         self._config["grid_shape"] = None  # refitting may change the grid
         self.check_indices(data)
         if len(data) < 2:
@@ -292,38 +275,30 @@ class IndexPrior(Prior):
         self._config["grid_shape"] = [int(s) for s in data.shape[1:]]
         for name in self.auto_options:
             self._config[name] = self.sized_by_data[name](len(data))
-        if self.clustered:
-            labels = self._fit_clusters(data)
+        labels = self._fit_groups(data, labels, fit_params)
         if labels is not None:
             classes = self.groups or int(labels.max()) + 1
             if self.conditional:
                 self._config["num_classes"] = classes
             counts = torch.bincount(labels, minlength=classes).double() + 1.0  # add-one: no class has p = 0
             self.class_log_prior = (counts / counts.sum()).log().float().to(self.class_log_prior.device)
-        self._fit(data, labels, progress=progress)
+        self._fit(data, labels, progress=progress, **fit_params)
         self.fitted.fill_(True)
         return self
 
-    def _fit_clusters(self, data: Tensor) -> Tensor:
-        """Fit and keep the k-means of ``data``; each grid's cluster."""
-        clusters = self.clusters
-        assert clusters is not None  # fit resolves "auto" first; None never calls this
-        if len(data) < clusters:
-            raise ShapeError(f"clusters={clusters} needs at least {clusters} grids to fit; got {len(data)}")
-        model, labels = cluster_grids(data, clusters, self.code_vectors, num_codes=self.num_codes)
-        self._config["cluster_code_dim"] = int(model.vectors.shape[1])
-        device = self.class_log_prior.device
-        fitted = (model.vectors, model.axes, model.centers)
-        for name, tensor in zip(self.CLUSTER_BUFFERS, fitted, strict=True):
-            self.register_buffer(name, tensor.to(device))
+    def _fit_groups(self, data: Tensor, labels: Tensor | None, fit_params: dict[str, Any]) -> Tensor | None:
+        """Each grid's value of the global variable: its label here; a subclass may fit its own.
+
+        It may take (pop) the fit-time inputs it uses from ``fit_params``; the rest go to ``_fit``.
+        """
         return labels
 
     def log_prob(self, data: Tensor, labels: Tensor | None = None) -> Tensor:
         """Per-grid log-likelihood in nats ``(N,)``.
 
-        Marginal over classes (or clusters) when a conditional prior gets no labels, and always
-        for a clustered one (over the :data:`LIKELIHOOD_CLUSTERS` nearest each grid when it has
-        more: a lower bound); labels given to an unconditional prior are ignored.
+        Marginal over classes when a conditional prior gets no labels (and over clusters, always,
+        for a :class:`~vqtoolkit.priors.clustered.ClusteredIndexPrior`); labels given to an
+        unconditional prior are ignored.
         """
         if not self.is_fitted:
             raise ConfigError(f"{type(self).__name__} is not fitted; call fit() first")
@@ -331,14 +306,11 @@ class IndexPrior(Prior):
         labels = self.check_labels(labels, len(data))
         if self.groups is None or labels is not None:
             return self._log_likelihood(data, labels)
-        return torch.logsumexp(self._log_joint(data, self._likely_clusters(data)), dim=0)
+        return torch.logsumexp(self._log_joint(data, self._likely_groups(data)), dim=0)
 
-    def _likely_clusters(self, data: Tensor) -> Tensor | None:
-        """The :data:`LIKELIHOOD_CLUSTERS` clusters ``(N, m)`` nearest each grid (``None``: use all)."""
-        model = self.cluster_model
-        if model is None or self.groups is None or self.groups <= LIKELIHOOD_CLUSTERS:
-            return None
-        return model.nearest(data, LIKELIHOOD_CLUSTERS).to(data.device)
+    def _likely_groups(self, data: Tensor) -> Tensor | None:
+        """The groups ``(N, m)`` the marginal likelihood of each grid sums over (``None``: all of them)."""
+        return None
 
     def log_joint(self, data: Tensor) -> Tensor:
         """``log p(c) + log p(x | c)`` in nats ``(groups, N)`` for every class or cluster ``c``.
@@ -350,8 +322,8 @@ class IndexPrior(Prior):
             raise ConfigError(f"{type(self).__name__} is not fitted; call fit() first")
         if self.groups is None:
             raise ConfigError(
-                f"{type(self).__name__} has no classes or clusters; fit one with conditional=True or "
-                f"clusters=k"
+                f"{type(self).__name__} has no classes or clusters; fit one with conditional=True (or, "
+                f"for a prior that takes it, clusters=k)"
             )
         self.check_indices(data)
         return self._log_joint(data)
@@ -385,7 +357,7 @@ class IndexPrior(Prior):
             return torch.full((n,), label, dtype=torch.long, device=device)
         return torch.multinomial(self.class_log_prior.exp(), n, replacement=True, generator=generator)
 
-    def _fit(self, data: Tensor, labels: Tensor | None, *, progress: bool) -> None:
+    def _fit(self, data: Tensor, labels: Tensor | None, *, progress: bool, **fit_params: Any) -> None:
         raise NotImplementedError
 
     def _log_likelihood(self, data: Tensor, labels: Tensor | None) -> Tensor:

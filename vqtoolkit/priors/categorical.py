@@ -15,10 +15,10 @@ from einops import rearrange
 from torch import Tensor
 
 from vqtoolkit.components.options import Limit, bounds
-from vqtoolkit.priors.base import IndexPrior
+from vqtoolkit.priors.clustered import ClusteredIndexPrior
 
 
-class CategoricalPrior(IndexPrior):
+class CategoricalPrior(ClusteredIndexPrior):
     """Per-position code frequencies with additive (Laplace) ``smoothing``.
 
     ``log_probs`` holds ``log p(code | class, position)`` as a ``(classes, H·W, K)`` buffer;

@@ -1,7 +1,7 @@
 """Global clusters of code grids: an unsupervised stand-in for a class label.
 
 An autoregressive prior told which digit to draw keeps the whole image coherent; one that is not
-often loses the global shape. ``clusters=k`` (any :class:`~vqtoolkit.priors.base.IndexPrior`)
+often loses the global shape. ``clusters=k`` (any :class:`~vqtoolkit.priors.clustered.ClusteredIndexPrior`)
 gives an unconditional prior a global variable of its own: :func:`cluster_grids` groups the
 training grids by k-means on their stage-1 code vectors (reduced by PCA), the prior learns
 ``p(x | c)`` conditioned on each grid's cluster ``c`` and ``p(c)`` from the cluster sizes, samples

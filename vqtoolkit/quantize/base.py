@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from vqtoolkit.scoring import metrics
 from vqtoolkit.components.base import Component
 from vqtoolkit.components.options import Limit, bounds
 from vqtoolkit.errors import ConfigError
 from vqtoolkit.quantize.core import from_flat, to_flat
+from vqtoolkit.scoring import metrics
 
 
 @dataclass

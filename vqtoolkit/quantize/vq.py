@@ -35,8 +35,8 @@ from vqtoolkit.quantize.core import (
     to_flat,
     vq_losses,
 )
-from vqtoolkit.runtime.collectives import broadcast_, sum_then
 from vqtoolkit.quantize.health import ema_update_, kmeans
+from vqtoolkit.runtime.collectives import broadcast_, sum_then
 
 
 class VectorQuantizer(Quantizer):

@@ -18,16 +18,16 @@ from typing import Any
 import torch
 
 import vqtoolkit
-from vqtoolkit.reporting import plots
-from vqtoolkit.components import registry
 from vqtoolkit._util.atomic import atomic_write
+from vqtoolkit.components import registry
 from vqtoolkit.data.datasets import ImageDataset
-from vqtoolkit.errors import VQToolkitError
-from vqtoolkit.training.evaluation import code_counts
-from vqtoolkit.stages import TRAINING_FACTS
-from vqtoolkit.pipeline import Pipeline
-from vqtoolkit.reporting.html import PAGE, esc, fmt, grid_img, img, note, section, table
 from vqtoolkit.data.streaming import as_tensor
+from vqtoolkit.errors import VQToolkitError
+from vqtoolkit.pipeline import Pipeline
+from vqtoolkit.reporting import plots
+from vqtoolkit.reporting.html import PAGE, esc, fmt, grid_img, img, note, section, table
+from vqtoolkit.stages import TRAINING_FACTS
+from vqtoolkit.training.evaluation import code_counts
 
 log = logging.getLogger(__name__)
 

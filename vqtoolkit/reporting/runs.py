@@ -13,14 +13,14 @@ from typing import Any
 
 import torch
 
-from vqtoolkit.reporting import plots
 from vqtoolkit.components import registry
 from vqtoolkit.data.datasets import ImageDataset
-from vqtoolkit.training.evaluation import code_counts
 from vqtoolkit.data.images import save_grid
-from vqtoolkit.pipeline import Pipeline, build
-from vqtoolkit.reporting.report import write_report
 from vqtoolkit.data.streaming import as_tensor
+from vqtoolkit.pipeline import Pipeline, build
+from vqtoolkit.reporting import plots
+from vqtoolkit.reporting.report import write_report
+from vqtoolkit.training.evaluation import code_counts
 
 #: Held-out images in a run's reconstruction grid (originals above, reconstructions below).
 RECONSTRUCTIONS = 32

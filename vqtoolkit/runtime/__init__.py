@@ -1,2 +1,1 @@
-"""Where and how training steps run, for both stages: devices, processes and their collectives,
-thread counts, learning-rate schedules and clean stops."""
+"""Where and how training steps run, in both stages: devices, processes, threads, schedules, stops."""

@@ -24,8 +24,8 @@ from tqdm.auto import tqdm
 
 from vqtoolkit._util.atomic import atomic_write
 from vqtoolkit.data.datasets import ImageDataset
-from vqtoolkit.errors import DataError
 from vqtoolkit.data.streaming import as_tensor
+from vqtoolkit.errors import DataError
 
 logger = logging.getLogger(__name__)
 

@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from vqtoolkit.scoring import metrics
-from vqtoolkit.scoring.classifier import Classifier, classify, dataset_classifier
 from vqtoolkit.data.datasets import ImageDataset
 from vqtoolkit.data.streaming import as_tensor
+from vqtoolkit.scoring import metrics
+from vqtoolkit.scoring.classifier import Classifier, classify, dataset_classifier
 
 if TYPE_CHECKING:
     from vqtoolkit.pipeline import Pipeline

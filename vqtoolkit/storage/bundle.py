@@ -26,12 +26,12 @@ from safetensors import safe_open
 from safetensors.torch import save as save_bytes
 from torch import Tensor, nn
 
-from vqtoolkit.components import registry
-from vqtoolkit._version import __version__
 from vqtoolkit._util.atomic import atomic_write
-from vqtoolkit.storage.restore import restore_components
+from vqtoolkit._version import __version__
+from vqtoolkit.components import registry
 from vqtoolkit.components.options import check_json
 from vqtoolkit.errors import BundleError, VQToolkitError
+from vqtoolkit.storage.restore import restore_components
 
 FORMAT = "vqtoolkit.bundle"
 FORMAT_VERSION = 1
@@ -78,6 +78,8 @@ INFO_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "history": (lambda v: isinstance(v, list), "a list"),
     "prior_history": (lambda v: isinstance(v, list), "a list"),
     "metrics": (lambda v: isinstance(v, dict), "an object"),
+    "world_size": (_integer(1), "a positive integer"),
+    "schema_version": (_integer(1), "a positive integer"),
 }
 
 

@@ -22,6 +22,7 @@ from safetensors.torch import save as save_bytes
 from torch import Tensor, nn
 
 from vqtoolkit._util.atomic import atomic_write
+from vqtoolkit.components.base import component_name
 from vqtoolkit.errors import CheckpointError
 
 FORMAT = "vqtoolkit.checkpoint"
@@ -87,13 +88,6 @@ def describe_model(model: nn.Module) -> dict[str, Any]:
         role: {"name": component_name(part), "config": getattr(part, "config", None)}
         for role, part in parts.items()
     }
-
-
-def component_name(component: Any) -> str:
-    """The name it was created under or its class's ``name``, else ``module:QualName``: no registry lookup."""
-    cls = type(component)
-    name = getattr(component, "registered_name", None) or getattr(cls, "name", None)
-    return name or f"{cls.__module__}:{cls.__qualname__}"
 
 
 def save(

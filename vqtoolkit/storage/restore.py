@@ -15,11 +15,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from vqtoolkit.components import registry
+from vqtoolkit._util.deadline import build_deadline
 from vqtoolkit._version import __version__
+from vqtoolkit.components import registry
 from vqtoolkit.components.base import Component
 from vqtoolkit.components.options import check_config
-from vqtoolkit._util.deadline import build_deadline
 from vqtoolkit.errors import BundleError, VQToolkitError
 
 #: Bytes a component's implied parameters and buffers may exceed its tensors in the file by (buffers

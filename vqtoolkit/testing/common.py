@@ -12,11 +12,10 @@ from safetensors.torch import load as load_bytes
 from safetensors.torch import save as save_bytes
 from torch import Tensor, nn
 
+from vqtoolkit.components import options, registry
+from vqtoolkit.errors import ComponentNotFoundError, VQToolkitError
 from vqtoolkit.storage import bundle
 from vqtoolkit.storage import restore as bundle_restore
-from vqtoolkit.components import registry
-from vqtoolkit.components import options
-from vqtoolkit.errors import ComponentNotFoundError, VQToolkitError
 
 _Check = TypeVar("_Check", bound=Callable[..., None])
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vqtoolkit.runtime.devices import PRECISIONS
 from vqtoolkit.errors import ConfigError
+from vqtoolkit.runtime.devices import PRECISIONS
 from vqtoolkit.runtime.schedule import DEFAULT_LR, DEFAULT_SCHEDULE, check_schedule
 
 if TYPE_CHECKING:

@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
-from vqtoolkit.errors import TrainingDiverged
 from vqtoolkit.data.streaming import StreamedImages, as_tensor
+from vqtoolkit.errors import TrainingDiverged
 
 logger = logging.getLogger(__name__)
 

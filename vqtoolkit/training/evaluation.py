@@ -7,11 +7,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from vqtoolkit.runtime import distributed
-from vqtoolkit.scoring import metrics
-from vqtoolkit.model.vqvae import VQVAE
 from vqtoolkit._util.modes import eval_mode
 from vqtoolkit.data.streaming import Images
+from vqtoolkit.model.vqvae import VQVAE
+from vqtoolkit.runtime import distributed
+from vqtoolkit.scoring import metrics
 
 
 @torch.inference_mode()

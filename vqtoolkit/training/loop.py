@@ -15,7 +15,6 @@ The whole dataset is one tensor, so a batch is one index operation with no per-i
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -28,21 +27,22 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from vqtoolkit.storage import checkpoint
-from vqtoolkit.runtime import distributed
-from vqtoolkit.scoring import metrics
-from vqtoolkit._util.atomic import atomic_write
-from vqtoolkit.data.datasets import DEFAULT_BATCH_SIZE
-from vqtoolkit.runtime.devices import autocast, check_precision, resolve_device
-from vqtoolkit.training.divergence import DivergenceGuard
-from vqtoolkit.errors import ConfigError, TrainingError, TrainingInterrupted
-from vqtoolkit.training.evaluation import evaluate_autoencoder
-from vqtoolkit.model.vqvae import VQVAE
 from vqtoolkit._util.modes import eval_mode
-from vqtoolkit.runtime.schedule import lr_at
-from vqtoolkit.runtime.stopping import StopFlag, stop_requests
+from vqtoolkit.data.datasets import DEFAULT_BATCH_SIZE
 from vqtoolkit.data.streaming import Images, as_tensor, image_batches
+from vqtoolkit.errors import ConfigError, TrainingError, TrainingInterrupted
+from vqtoolkit.model.vqvae import VQVAE
+from vqtoolkit.runtime import distributed
+from vqtoolkit.runtime.devices import autocast, check_precision, resolve_device
+from vqtoolkit.runtime.schedule import lr_at
+from vqtoolkit.runtime.step import AgreedStep
+from vqtoolkit.runtime.stopping import StopFlag, stop_requests
+from vqtoolkit.scoring import metrics
+from vqtoolkit.storage import checkpoint
 from vqtoolkit.training.config import TrainConfig
+from vqtoolkit.training.divergence import DivergenceGuard
+from vqtoolkit.training.evaluation import evaluate_autoencoder
+from vqtoolkit.training.records import format_epoch, write_log
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +121,7 @@ class Run:
     test_images: Images | None
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
+    stepper: AgreedStep  # backward, the agreement across ranks, the update
     generator: torch.Generator  # shuffling, on the CPU: the same order on any device
     guard: DivergenceGuard
     progress: bool  # rank 0 shows progress and writes files; the others train quietly
@@ -186,6 +187,8 @@ def prepare(model: VQVAE, train_images: Images, test_images: Images | None, conf
             "precision": precision,
             "train_images": list(train_images.shape),
         }
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "16")  # float16 gradients underflow
     return Run(
         model=model,
         network=distributed.wrap(model, device),
@@ -197,8 +200,9 @@ def prepare(model: VQVAE, train_images: Images, test_images: Images | None, conf
         layout=layout,
         train_images=train_images,
         test_images=test_images,
-        optimizer=torch.optim.Adam(model.parameters(), lr=config.lr),
-        scaler=torch.amp.GradScaler(device.type, enabled=precision == "16"),  # float16 gradients underflow
+        optimizer=optimizer,
+        scaler=scaler,
+        stepper=AgreedStep(optimizer, scaler),
         generator=torch.Generator().manual_seed(config.seed),
         guard=DivergenceGuard(train_images, test_images, lr=config.lr, allow=config.allow_divergence),
         progress=config.progress and main,
@@ -341,28 +345,20 @@ def train_step(
             recon_loss = F.mse_loss(out.reconstruction.float(), x)
             loss = recon_loss + out.quantizer.loss.float()
         run.step += 1
-        optimizer = run.optimizer
-        optimizer.zero_grad(set_to_none=True)
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(run.step - 1, run.total_steps, run.config.lr, run.config.lr_schedule)
-        agreement = distributed.Agreement(not torch.isfinite(loss), stop.requested)
-        run.scaler.scale(loss).backward()
-    nonfinite, stopping = agreement.result()
-    if nonfinite:  # every rank raises, before the update
-        value = float(loss.detach()) if not torch.isfinite(loss) else "non-finite on another rank"
-        raise TrainingError(
-            f"loss became {value} at step {run.step} (epoch {epoch}): lower "
-            f"the learning rate (--lr, now {run.config.lr}), check the images for NaN/Inf, "
-            f"or try a smaller --beta"
+        lr = lr_at(run.step - 1, run.total_steps, run.config.lr, run.config.lr_schedule)
+        run.stepper.backward(loss, lr=lr, stop_requested=stop.requested)
+    stopping = run.stepper.finish(
+        lambda value: (
+            f"loss became {value} at step {run.step} (epoch {epoch}): lower the learning rate "
+            f"(--lr, now {run.config.lr}), check the images for NaN/Inf, or try a smaller --beta"
         )
-    run.scaler.step(optimizer)
-    run.scaler.update()
+    )
     tally.counts += out.quantizer.counts
     tally.recon += recon_loss.detach() * len(x)
     tally.vq += out.quantizer.loss.detach() * len(x)
     if on_step is not None:
         losses = {"loss": loss.detach(), "recon": recon_loss.detach(), "vq": out.quantizer.loss.detach()}
-        on_step(run.step, {**losses, "lr": optimizer.param_groups[0]["lr"]})
+        on_step(run.step, {**losses, "lr": run.optimizer.param_groups[0]["lr"]})
     return stopping
 
 
@@ -384,24 +380,3 @@ def calibrate_output_mean(model: VQVAE, images: Tensor) -> None:
         output = model(images).reconstruction.float().mean(dim=per_channel)
     target = images.float().mean(dim=per_channel)
     bias += (torch.logit(target.clamp(1e-3, 1 - 1e-3)) - torch.logit(output.clamp(1e-3, 1 - 1e-3))).to(bias)
-
-
-def write_log(path: str | Path | None, records: list[dict[str, Any]]) -> None:
-    """Metrics as JSON lines (one per epoch), rewritten whole and atomically from the history so far."""
-    if path is not None:
-        atomic_write(Path(path), "".join(json.dumps(record) + "\n" for record in records).encode())
-
-
-def format_epoch(record: dict[str, Any], epochs: int) -> str:
-    """One human line per epoch."""
-    line = (
-        f"epoch {record['epoch']}/{epochs}  recon {record['train_recon']:.5f}  "
-        f"vq {record['train_vq']:.5f}  perplexity {record['train_perplexity']:.1f}  "
-        f"codes {record['train_codes_used']}  {record['images_per_s']:.0f} img/s"
-    )
-    if "test_mse" in record:
-        line += (
-            f"  | test mse {record['test_mse']:.5f}  perplexity {record['test_perplexity']:.1f}  "
-            f"codes {record['test_codes_used']}"
-        )
-    return line

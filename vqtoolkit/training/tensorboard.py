@@ -25,8 +25,8 @@ from torch import Tensor
 from torchvision.utils import make_grid
 
 from vqtoolkit.errors import ConfigError
-from vqtoolkit.training.evaluation import code_counts
 from vqtoolkit.model.vqvae import VQVAE
+from vqtoolkit.training.evaluation import code_counts
 
 log = logging.getLogger(__name__)
 

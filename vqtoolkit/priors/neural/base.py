@@ -16,11 +16,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vqtoolkit.components.base import component_name
 from vqtoolkit.components.options import Limit, bounds
 from vqtoolkit.errors import ConfigError
-from vqtoolkit.priors.base import IndexPrior
+from vqtoolkit.priors.clustered import ClusteredIndexPrior
+from vqtoolkit.priors.neural.checkpoint import FitCheckpoint
+from vqtoolkit.priors.neural.loop import FitSettings, Precision, fit_network, torch_threads
 from vqtoolkit.runtime.threads import Threads
-from vqtoolkit.priors.neural.loop import FitHooks, FitSettings, Precision, fit_network, torch_threads
 
 #: Default ``clusters`` of unconditional network priors: k-means clusters of the training grids,
 #: as many as :func:`~vqtoolkit.priors.clusters.auto_clusters` gives for the data (MNIST: 256).
@@ -71,7 +73,7 @@ def draw(logits: Tensor, temperature: float, generator: torch.Generator | None, 
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
 
-class NeuralIndexPrior(IndexPrior):
+class NeuralIndexPrior(ClusteredIndexPrior):
     """An autoregressive network over code grids, trained with :func:`fit_network`.
 
     Shared options: ``epochs`` and ``batch_size`` (``None``: sized from the data),
@@ -92,15 +94,13 @@ class NeuralIndexPrior(IndexPrior):
     as :attr:`dropout_rate`.
     ``clusters`` (default :data:`DEFAULT_CLUSTERS`: sized from the data) conditions an
     unconditional network on the k-means cluster of each grid (see
-    :class:`~vqtoolkit.priors.base.IndexPrior`): samples keep their global shape, as a conditional
-    prior's do. ``None`` turns it off; a conditional prior conditions on its label instead and
+    :class:`~vqtoolkit.priors.clustered.ClusteredIndexPrior`): samples keep their global shape, as a
+    conditional prior's do. ``None`` turns it off; a conditional prior conditions on its label instead and
     records ``clusters=None``.
     """
 
     #: Set while a guided ``sample`` runs: ``_draw`` then mixes the two halves' logits.
     _guided = False
-    #: Hooks the next ``fit`` uses (distributed training, checkpoints); not saved in bundles.
-    hooks: FitHooks | None = None
     fits_on_every_rank = True
     limits = bounds(
         epochs=Limit(1),
@@ -115,7 +115,7 @@ class NeuralIndexPrior(IndexPrior):
     )
     added_options: ClassVar[Mapping[str, Any]] = {"condition_dropout": 0.0, "guidance": 1.0}
     sized_by_data: ClassVar[Mapping[str, Callable[[int], Any]]] = {
-        **IndexPrior.sized_by_data,
+        **ClusteredIndexPrior.sized_by_data,
         "dropout": auto_dropout,
     }
 
@@ -234,15 +234,42 @@ class NeuralIndexPrior(IndexPrior):
     def _new_net(self) -> nn.Module:
         raise NotImplementedError
 
-    def _fit(self, data: Tensor, labels: Tensor | None, *, progress: bool) -> None:
+    def fit(
+        self,
+        data: Tensor,
+        labels: Tensor | None = None,
+        *,
+        progress: bool = True,
+        code_vectors: Tensor | None = None,
+        checkpoint: FitCheckpoint | None = None,
+    ) -> NeuralIndexPrior:
+        """Train the network on index grids with early stopping (see :meth:`IndexPrior.fit`).
+
+        Args:
+            data: Code indices ``(N, H, W)``.
+            labels: Class labels ``(N,)``; required by a conditional prior, ignored otherwise.
+            progress: Show a progress bar and a line per epoch.
+            code_vectors: The stage-1 vector of every code, which ``clusters`` groups grids by.
+            checkpoint: Saves the fit after every epoch and resumes from it (``resume=True``);
+                Ctrl-C then stops after a step, leaving it resumable.
+
+        Returns:
+            ``self``, holding the weights of its best held-out epoch.
+        """
+        super().fit(data, labels, progress=progress, code_vectors=code_vectors, checkpoint=checkpoint)
+        return self
+
+    def _fit(
+        self, data: Tensor, labels: Tensor | None, *, progress: bool, checkpoint: FitCheckpoint | None = None
+    ) -> None:
         device = self.class_log_prior.device
         # copies: the pipeline's indices come from inference mode and cannot join autograd as they are
         data = data.to(device, torch.long, copy=True)
         labels = None if labels is None else labels.to(device, torch.long, copy=True)
-        name = getattr(self, "registered_name", None) or type(self).__name__
-        hooks = self.hooks
-        if self.fit_checkpoint is not None:  # stage 2 of a resumable build: save every epoch
-            hooks = self.fit_checkpoint.hooks(hooks, {"config": self.config, "data": list(data.shape)})
+        name = component_name(self)
+        hooks = None
+        if checkpoint is not None:  # stage 2 of a resumable build: save every epoch
+            hooks = checkpoint.hooks({"config": self.config, "data": list(data.shape)})
         # seeded initialisation and dropout, without touching the caller's random state
         with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
             torch.manual_seed(self.settings.seed)

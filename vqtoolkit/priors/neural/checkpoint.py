@@ -1,7 +1,7 @@
 """Stage-2 checkpoints: a gradient-trained prior's fit saved every epoch, resumable, Ctrl-C safe.
 
-:meth:`vqtoolkit.pipeline.Pipeline.fit_prior` hands a :class:`FitCheckpoint` to the prior (its
-``fit_checkpoint`` attribute) when given a ``checkpoint_path``. A prior trained by
+Stage 2 (:func:`vqtoolkit.stages.fit_prior`) passes a :class:`FitCheckpoint` to the prior's ``fit``
+as its ``checkpoint`` argument when given a ``checkpoint_path``. A prior trained by
 :func:`vqtoolkit.priors.neural.loop.fit_network` turns it into loop hooks (:meth:`FitCheckpoint.hooks`):
 the saved state is restored before the first epoch, saved after each one (weights, optimiser, the
 shuffling generator and torch's random state, best-so-far weights and history), and Ctrl-C is
@@ -12,7 +12,6 @@ it. The file is safetensors plus JSON (no pickle), written atomically, like the 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +21,11 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as save_bytes
 
-from vqtoolkit.runtime import distributed
 from vqtoolkit._util.atomic import atomic_write
-from vqtoolkit.storage.checkpoint import check_settings, load_optimizer_state, optimizer_state
 from vqtoolkit.errors import CheckpointError, TrainingInterrupted
 from vqtoolkit.priors.neural.loop import FitHooks, FitState
+from vqtoolkit.runtime import distributed
+from vqtoolkit.storage.checkpoint import check_settings, load_optimizer_state, optimizer_state
 
 FORMAT = "vqtoolkit.prior-checkpoint"
 METADATA_KEY = "vqtoolkit_prior_checkpoint"
@@ -38,28 +37,22 @@ class FitCheckpoint:
 
     path: Path
     resume: bool = False
-    #: The Ctrl-C flag of :func:`vqtoolkit.runtime.stopping.stop_requests` while the fit runs.
+    #: The Ctrl-C flag of :func:`vqtoolkit.runtime.stopping.stop_requests` the fit runs under.
     stop: Any = None
 
-    def hooks(self, base: FitHooks | None, settings: dict[str, Any]) -> FitHooks:
-        """``base``'s hooks (or the defaults) with this checkpoint's restore, save and Ctrl-C check."""
-        base = base or FitHooks()
+    def hooks(self, settings: dict[str, Any]) -> FitHooks:
+        """The loop's hooks: restore before the first epoch, save after each, stop on Ctrl-C.
 
-        def on_start(state: FitState) -> None:
-            if base.on_start:
-                base.on_start(state)
-            self.restore(state, settings)
+        Args:
+            settings: What the fit was started with; a resume with other settings is refused.
 
-        def on_epoch_end(state: FitState) -> None:
-            if base.on_epoch_end:
-                base.on_epoch_end(state)
-            self.save(state, settings)
-
-        return dataclasses.replace(
-            base,
-            on_start=on_start,
-            on_epoch_end=on_epoch_end,
-            stop_requested=lambda: base.stop_requested() or self.stop_requested,
+        Returns:
+            Hooks for :func:`~vqtoolkit.priors.neural.loop.fit_network`.
+        """
+        return FitHooks(
+            on_start=lambda state: self.restore(state, settings),
+            on_epoch_end=lambda state: self.save(state, settings),
+            stop_requested=lambda: self.stop_requested,
             interrupted=lambda state: self.interrupted(state.epoch),
         )
 

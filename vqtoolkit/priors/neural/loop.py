@@ -3,9 +3,8 @@
 :func:`fit_network` holds out a validation split of the code grids, trains with Adam on a
 warm-up + cosine learning rate (a pure function of the step, :func:`vqtoolkit.runtime.schedule.lr_at`),
 scores the held-out NLL after every epoch, stops after ``patience`` epochs without improvement and
-leaves the network with its best epoch's weights. Everything else a caller may need plugs in
-through :class:`FitHooks`: wrapping the network (DDP), choosing each rank's batches, reducing
-held-out sums across ranks, and per-epoch callbacks (checkpoints, logging).
+leaves the network with its best epoch's weights. Under torch.distributed the network trains in
+DDP, each process on its share of every batch. A checkpoint plugs in through :class:`FitHooks`.
 """
 
 from __future__ import annotations
@@ -22,10 +21,11 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from vqtoolkit.errors import TrainingInterrupted
 from vqtoolkit.runtime import distributed
-from vqtoolkit.errors import TrainingError, TrainingInterrupted
-from vqtoolkit.runtime.threads import Threads, ThreadTuner, thread_candidates
 from vqtoolkit.runtime.schedule import lr_at
+from vqtoolkit.runtime.step import AgreedStep
+from vqtoolkit.runtime.threads import Threads, ThreadTuner, thread_candidates
 
 logger = logging.getLogger(__name__)
 
@@ -112,21 +112,14 @@ def shuffled_batches(train: Tensor, generator: torch.Generator, batch_size: int)
 
 @dataclass
 class FitHooks:
-    """Where distributed training, checkpointing and logging plug into :func:`fit_network`.
+    """Where a checkpoint plugs into :func:`fit_network` (:meth:`FitCheckpoint.hooks`).
 
-    * ``wrap(net)`` returns the module that computes training losses (default: DDP across processes
-      under torch.distributed, else ``net``); held-out NLL and the kept weights use the bare network;
-    * ``batches(train_rows, generator, batch_size)`` yields this process's batches of row indices;
-    * ``reduce(total_nats, codes)`` combines held-out sums across processes;
-    * ``on_start(state)`` runs before the first epoch (restore a checkpoint: set ``epoch``,
-      ``step``, weights and optimizer state); ``on_epoch_end(state)`` after each scored epoch;
-    * ``stop_requested()`` is asked at every step (e.g. whether Ctrl-C was pressed); when it is true
-      on any process, every process finishes the step and raises ``interrupted(state)``.
+    * ``on_start(state)`` runs before the first epoch (restore: set ``epoch``, ``step``, weights and
+      optimizer state); ``on_epoch_end(state)`` after each scored epoch (save);
+    * ``stop_requested()`` is asked at every step (whether Ctrl-C was pressed); when it is true on any
+      process, every process finishes the step and raises ``interrupted(state)``.
     """
 
-    wrap: Callable[[nn.Module], nn.Module] | None = None
-    batches: Callable[[Tensor, torch.Generator, int], Iterable[Tensor]] = shuffled_batches
-    reduce: Callable[[float, int], tuple[float, int]] = lambda nats, codes: (nats, codes)
     on_start: Callable[[FitState], None] | None = None
     on_epoch_end: Callable[[FitState], None] | None = None
     stop_requested: Callable[[], bool] = lambda: False
@@ -185,7 +178,7 @@ def split_rows(n: int, val_fraction: float, generator: torch.Generator) -> tuple
 
 @torch.inference_mode()
 def held_out_bits(
-    net: nn.Module, loss: LossFn, data: Tensor, labels: Tensor | None, hooks: FitHooks, chunk: int = 1024
+    net: nn.Module, loss: LossFn, data: Tensor, labels: Tensor | None, chunk: int = 1024
 ) -> float:
     """Mean NLL of ``data`` in bits per code (network in eval mode, in chunks of ``chunk`` grids)."""
     net.eval()
@@ -194,8 +187,7 @@ def held_out_bits(
         part = data[start : start + chunk]
         part_labels = None if labels is None else labels[start : start + chunk]
         nats += float(loss(net, part, part_labels)) * part.numel()
-    nats, codes = hooks.reduce(nats, data.numel())
-    return nats / codes / math.log(2)
+    return nats / data.numel() / math.log(2)
 
 
 def fit_network(
@@ -224,16 +216,17 @@ def fit_network(
     state = FitState(net, optimizer, generator, settings.budget(len(train)), steps_per_epoch)
     if hooks.on_start:
         hooks.on_start(state)
-    model = hooks.wrap(net) if hooks.wrap else distributed.wrap(net, data.device)
+    model = distributed.wrap(net, data.device)
     progress = progress and distributed.is_main()
     total_steps = state.epochs * steps_per_epoch
     val_labels = None if labels is None else labels[val]
     tuner = step_threads(settings.threads, data.device)
+    stepper = AgreedStep(optimizer)
     with torch_threads(None if settings.threads == "auto" else settings.threads):
         while state.epoch < state.epochs and state.epochs_without_improvement < settings.patience:
             state.epoch += 1
             model.train()
-            batches = list(hooks.batches(train, generator, batch_size))
+            batches = list(shuffled_batches(train, generator, batch_size))
             bar = tqdm(
                 tuner.steps(batches) if tuner else batches,
                 total=len(batches),
@@ -247,19 +240,13 @@ def fit_network(
             for batch in bar:
                 with training_autocast(settings.precision, data.device):
                     value = loss(model, data[batch], None if labels is None else labels[batch])
-                for group in optimizer.param_groups:
-                    group["lr"] = lr_at(state.step, total_steps, settings.lr, "cosine")
-                optimizer.zero_grad(set_to_none=True)
-                # one collective per step, agreed while the backward pass runs
-                agreement = distributed.Agreement(not torch.isfinite(value), hooks.stop_requested())
-                value.backward()
-                nonfinite, stopping = agreement.result()
-                if nonfinite:  # all ranks raise, before the update
-                    shown = float(value) if not torch.isfinite(value) else "non-finite on another rank"
-                    raise TrainingError(
+                lr = lr_at(state.step, total_steps, settings.lr, "cosine")
+                stepper.backward(value, lr=lr, stop_requested=hooks.stop_requested())
+                stopping = stepper.finish(
+                    lambda shown: (
                         f"{name} loss became {shown} in epoch {state.epoch}: lower lr (now {settings.lr})"
                     )
-                optimizer.step()
+                )
                 state.step += 1
                 nats += float(value.detach()) * len(batch)
                 seen += len(batch)
@@ -270,7 +257,7 @@ def fit_network(
                 "train_bits_per_code": distributed.sum_over_ranks(nats)
                 / max(1, seen * distributed.world_size())
                 / math.log(2),
-                "val_bits_per_code": held_out_bits(net, loss, data[val], val_labels, hooks),
+                "val_bits_per_code": held_out_bits(net, loss, data[val], val_labels),
                 "threads": tuner.choice if tuner else torch.get_num_threads(),
             }
             state.history.append(record)
