@@ -36,7 +36,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 #: ``vqtoolkit.data.datasets.DATASETS`` and ``vqtoolkit.runtime.devices.PRECISIONS`` without importing torch
 #: (a test keeps them equal).
-DATASET_NAMES = ("cifar10", "digits", "fashion-mnist", "folder", "mnist")
+DATASET_NAMES = ("cifar10", "digits", "fashion-mnist", "folder", "mnist", "photos", "shapes")
 PRECISIONS = ("32", "bf16", "16")
 
 
@@ -142,7 +142,7 @@ def data_options(default: str | None) -> Callable[[F], F]:
             type=click.Choice(DATASET_NAMES),
             default=default,
             show_default=default is not None,
-            help=f"Dataset; `digits` is embedded and works offline{fallback}.",
+            help=f"Dataset; `digits` (grey), `shapes` and `photos` (colour) need no files{fallback}.",
         ),
         click.option(
             "--data-root",
@@ -203,7 +203,8 @@ def image_options(command: F) -> F:
     return compose(
         count_option(
             "--image-size",
-            help="Resize images to this square size [default: as stored; 32 for --data folder].",
+            help="Resize images to this square size (shapes and photos are made at it) [default: as "
+            "stored; 32 for folder, shapes and photos].",
         ),
         click.option(
             "--stream/--no-stream",

@@ -1,7 +1,9 @@
 """Datasets as in-memory tensors.
 
-``digits`` (embedded, offline default); ``mnist``, ``fashion-mnist`` and ``cifar10`` through
-torchvision, offline from a ``root``; ``folder``, any directory of images, resized.
+``digits`` (embedded, offline default); ``shapes`` (procedural RGB scenes, :mod:`vqtoolkit.data.shapes`)
+and ``photos`` (crops of scikit-learn's sample photographs, :mod:`vqtoolkit.data.photos`), both
+offline; ``mnist``, ``fashion-mnist`` and ``cifar10`` through torchvision, offline from a ``root``;
+``folder``, any directory of images, resized.
 
 Images are float32 ``(N, C, H, W)`` in [0, 1]; keeping them as one tensor makes a batch a single
 index operation instead of per-sample Python work. A folder too large for memory is streamed
@@ -57,6 +59,8 @@ class ImageDataset:
     default_num_codes: int = 512
     #: Stage-1 batch unless told: a small dataset takes more, smaller steps per epoch.
     default_batch_size: int = DEFAULT_BATCH_SIZE
+    #: Class names by label index, where the dataset has them (report rows, docs).
+    classes: tuple[str, ...] | None = None
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -93,6 +97,68 @@ def load_digits(root: str | Path | None = None, *, test_fraction: float = 0.2, s
         default_epochs=15,
         default_num_codes=64,
         default_batch_size=32,
+    )
+
+
+def load_shapes(
+    root: str | Path | None = None, *, seed: int = 0, image_size: int = 32, label: str = "shape"
+) -> ImageDataset:
+    """Procedural RGB scenes (:mod:`vqtoolkit.data.shapes`), labelled by the main object's ``label``.
+
+    Args:
+        root: Unused (nothing is read); accepted like every loader's.
+        seed: Picks the scenes; train and test are disjoint draws of its stream.
+        image_size: Side in pixels (32 by default; 64 works as well).
+        label: ``"shape"`` (4 classes) or ``"colour"`` (6).
+
+    Returns:
+        10 000 training and 1 000 test scenes.
+    """
+    from vqtoolkit.data import shapes
+
+    scenes = shapes.generate(shapes.TRAIN_SCENES + shapes.TEST_SCENES, image_size=image_size, seed=seed)
+    labels = shapes.labels_of(scenes, label)
+    cut = shapes.TRAIN_SCENES
+    return ImageDataset(
+        "shapes" if label == "shape" else f"shapes-{label}",
+        scenes.images[:cut],
+        labels[:cut],
+        scenes.images[cut:],
+        labels[cut:],
+        shapes.LABELS[label],
+        default_epochs=10,
+        default_num_codes=256,
+        default_batch_size=64,
+        classes=shapes.class_names(label),
+    )
+
+
+def load_photos(root: str | Path | None = None, *, seed: int = 0, image_size: int = 32) -> ImageDataset:
+    """Crops of scikit-learn's sample photographs, train and test from disjoint regions.
+
+    See :mod:`vqtoolkit.data.photos` for where the crops come from. Unlabelled: every label is 0.
+
+    Args:
+        root: Unused (the photographs ship with scikit-learn).
+        seed: Unused (the crops are a fixed grid); accepted like every loader's.
+        image_size: Crop side in pixels.
+
+    Returns:
+        The crops, one class.
+    """
+    from vqtoolkit.data.photos import split_crops
+
+    train, test = split_crops(image_size)
+    return ImageDataset(
+        "photos",
+        train,
+        torch.zeros(len(train), dtype=torch.long),
+        test,
+        torch.zeros(len(test), dtype=torch.long),
+        1,
+        default_epochs=10,
+        default_num_codes=512,
+        default_batch_size=64,
     )
 
 
@@ -233,11 +299,16 @@ def load_folder(
 
 DATASETS: dict[str, Callable[..., ImageDataset]] = {
     "digits": load_digits,
+    "shapes": load_shapes,
+    "photos": load_photos,
     "mnist": load_mnist,
     "fashion-mnist": load_fashion_mnist,
     "cifar10": load_cifar10,
     "folder": load_folder,
 }
+
+#: Datasets made at the asked image size rather than resized to it.
+GENERATED = ("shapes", "photos")
 
 
 def load_dataset(
@@ -250,7 +321,8 @@ def load_dataset(
 ) -> ImageDataset:
     """Load a dataset by name (``digits`` needs no files; the others read ``root``).
 
-    ``image_size`` resizes every image to that square size (``folder`` defaults to 32).
+    ``image_size`` resizes every image to that square size (``folder`` defaults to 32); ``shapes``
+    draws its scenes and ``photos`` cuts its crops at that size instead (32 by default).
     ``stream`` (``folder`` only) reads the images from disk batch by batch instead of into memory;
     ``None`` decides by size (:func:`load_folder`).
     """
@@ -262,6 +334,8 @@ def load_dataset(
         return load_folder(root, seed=seed, image_size=image_size or 32, stream=stream)
     if stream:
         raise DataError(f"only --data folder streams from disk; {name} is read into memory (drop --stream)")
+    if name in GENERATED:
+        return DATASETS[name](root, seed=seed, image_size=image_size or 32)
     data = DATASETS[name](root, seed=seed)
     if image_size is not None and data.image_shape[1:] != (image_size, image_size):
         images = len(data.train_images) + len(data.test_images)
