@@ -1,4 +1,4 @@
-"""Crafted bundle headers (issue 13, defects 1-4): each refused within 1 s and 100 MB of extra memory.
+"""Crafted bundle headers: each refused within 1 s and 100 MB of extra memory.
 
 Builds a small valid bundle per prior, rewrites its header as an attacker would (checksum
 recomputed), and loads each in a forked child whose address space is capped at 1 GB above what it

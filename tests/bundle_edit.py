@@ -44,23 +44,11 @@ def rewrite(path: Path, out: Path, *, sign: bool = True, edit_document=None, edi
 
 def tiny_pipeline(prior: str | None = "gmm", quantizer: str = "vq", **prior_config: Any):
     """An untrained, small pipeline with a fitted prior: a bundle of ~20 kB, built in well under a second."""
-    import vqtoolkit
-    from vqtoolkit.data.datasets import ImageDataset
+    from factories import tiny_data
+    from factories import tiny_pipeline as untrained
 
     torch.manual_seed(0)
-    pipe = vqtoolkit.build(
-        "conv",
-        quantizer,
-        "conv",
-        None,
-        dim=4,
-        **({} if quantizer == "fsq" else {"num_codes": 8}),  # fsq has no num_codes: build() refuses it
-        encoder_config={"hidden_channels": [8, 8]},
-        decoder_config={"hidden_channels": [8, 8]},
-    )
-    images = torch.rand(48, 1, 28, 28, generator=torch.Generator().manual_seed(0))
-    labels = torch.arange(48) % 3
-    data = ImageDataset("tiny", images[:32], labels[:32], images[32:], labels[32:], 3, 1)
+    pipe = untrained(None, quantizer)
     pipe.info.update(
         dataset="tiny",
         image_shape=[1, 28, 28],
@@ -68,7 +56,7 @@ def tiny_pipeline(prior: str | None = "gmm", quantizer: str = "vq", **prior_conf
         metrics={"test_mse": 0.25, "test_psnr": float("inf")},
     )
     if prior is not None:
-        pipe.fit_prior(data, prior, progress=False, **prior_config)
+        pipe.fit_prior(tiny_data(), prior, progress=False, **prior_config)
     return pipe
 
 
@@ -87,7 +75,7 @@ def _config(role: str, **changes: Any) -> Callable[[dict[str, Any]], None]:
     return lambda document: document["components"][role]["config"].update(changes)
 
 
-#: Crafted headers of issue 13, defects 1-4: name -> (prior of the bundle, edit, field the refusal names).
+#: Crafted headers: name -> (prior of the bundle, edit, field the refusal names).
 #: Each once made the loader allocate gigabytes, or loaded and then failed at sampling or evaluation.
 HOSTILE_EDITS: dict[str, tuple[str, Callable[[dict[str, Any]], None], str]] = {
     "gmm pca_dim=1e10 over latent_shape=[1e9]": (

@@ -34,7 +34,7 @@ LAYERS: dict[str, list[str]] = {
     "model": ["model"],
     "stage 1": ["training"],
     "composition and stages": ["compose", "stages"],
-    "application": ["pipeline", "reporting", "cli", "__main__", "testing"],
+    "application": ["pipeline", "reporting", "sharing", "cli", "__main__", "testing"],
 }
 
 #: Imports the layers would allow but the design forbids: (importers, imported, why). A name covers

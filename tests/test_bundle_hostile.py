@@ -1,4 +1,4 @@
-"""Crafted bundles (issue 13, defects 1-4): refused with the field named, before allocating anything.
+"""Crafted bundles: refused with the field named, before allocating anything.
 
 Each load runs in a forked child capped at 512 MB of extra address space: a loader that built a
 crafted component for real (gigabytes) dies there instead of answering.

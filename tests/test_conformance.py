@@ -23,6 +23,7 @@ from vqtoolkit.testing import (
     check_quantizer,
     check_quantizer_invariants,
 )
+from vqtoolkit.testing.quantizers import INVARIANTS, Forward
 
 #: Small configs for the built-ins and the example plugins (when installed), so the kit runs in seconds;
 #: a name missing here is checked with its defaults.
@@ -298,3 +299,27 @@ def test_each_check_catches_its_bug(check, cls, config, options, message: str) -
 
 def test_implicit_codebooks_can_opt_out_of_the_learning_check() -> None:
     check_quantizer(DetachedCodebook, {"num_codes": 8, "dim": 4}, codebook_learns=False)
+
+
+def test_a_check_is_skipped_by_its_name() -> None:
+    check_quantizer(FarthestCode, {"num_codes": 8, "dim": 4}, skip=["nearest code", "quantize_indices"])
+    check_quantizer(NoCommitment, {}, skip=["commitment loss"])
+    with pytest.raises(ConformanceError, match="'commitment loss'"):  # the others still run
+        check_quantizer(NoCommitment, {}, skip=["nearest code"])
+
+
+def test_an_unknown_check_name_is_refused_with_the_close_one() -> None:
+    with pytest.raises(ValueError, match=r"no quantizer check named \['nearest cod'\].*nearest code"):
+        check_quantizer(TinyVQ, {"num_codes": 8, "dim": 4}, skip=["nearest cod"])
+
+
+@pytest.mark.parametrize("name", list(INVARIANTS))
+def test_each_named_invariant_runs_alone(name: str) -> None:
+    quantizer = TinyVQ(num_codes=8, dim=4).eval()
+    z = torch.randn(2, 4, 3, 3, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
+    INVARIANTS[name](TinyVQ, Forward(quantizer, z, quantizer(z), False, None))  # a correct one passes
+    broken = FarthestCode(num_codes=8, dim=4).eval()
+    forward = Forward(broken, z, broken(z), False, None)
+    if name == "nearest code":
+        with pytest.raises(ConformanceError, match=f"'{name}'"):
+            INVARIANTS[name](FarthestCode, forward)

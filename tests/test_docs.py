@@ -117,7 +117,9 @@ def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.setenv(FAST_ENV, "1")
-    monkeypatch.setitem(vqtoolkit.data.datasets.DATASETS, "digits", tiny_loader(vqtoolkit.data.datasets.DATASETS["digits"]))
+    monkeypatch.setitem(
+        vqtoolkit.data.datasets.DATASETS, "digits", tiny_loader(vqtoolkit.data.datasets.DATASETS["digits"])
+    )
     torch.manual_seed(0)
     yield tmp_path
 

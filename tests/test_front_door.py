@@ -1,4 +1,4 @@
-"""The front door (issue 12): what a new user types does what the README and docs/cli.md promise."""
+"""The front door: what a new user types does what the README and docs/cli.md promise."""
 
 from __future__ import annotations
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from factories import tiny_data
 from fake_plugins import fake_install
 
 import vqtoolkit
-from vqtoolkit.data.datasets import ImageDataset
 from vqtoolkit.testing import check_prior
 
 PLUGIN = Path(__file__).parent / "plugins" / "old_style_prior"
@@ -25,12 +25,6 @@ PLUGIN = Path(__file__).parent / "plugins" / "old_style_prior"
 def installed():
     with fake_install(PLUGIN):
         yield
-
-
-def tiny_data() -> ImageDataset:
-    g = torch.Generator().manual_seed(0)
-    images, labels = torch.rand(48, 1, 28, 28, generator=g), torch.arange(48) % 3
-    return ImageDataset("tiny", images[:32], labels[:32], images[32:], labels[32:], 3, 1)
 
 
 def test_the_old_constructor_builds_fits_saves_and_loads_with_one_warning(installed, tmp_path: Path) -> None:

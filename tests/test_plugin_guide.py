@@ -1,4 +1,4 @@
-"""A prior written from docs/plugins.md alone (issue 12, item 11): the guide says enough to pass the kit.
+"""A prior written from docs/plugins.md alone: the guide says enough to pass the kit.
 
 Every decision below cites the guide's answer it follows, so a change to the contract that the guide
 does not follow breaks this test.

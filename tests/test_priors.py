@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import factories
 import numpy as np
 import pytest
 import torch
@@ -50,24 +51,13 @@ def fitted(name: str, options: dict, **extra) -> vqtoolkit.priors.Prior:
 
 
 def tiny_pipeline(prior=None, num_codes: int = 16) -> vqtoolkit.Pipeline:
-    pipe = vqtoolkit.build(
-        "conv",
-        "vq",
-        "conv",
-        prior,
-        dim=8,
-        num_codes=num_codes,
-        encoder_config={"hidden_channels": [8, 8]},
-        decoder_config={"hidden_channels": [8, 8]},
-    )
+    pipe = factories.tiny_pipeline(prior, num_codes=num_codes, dim=8)
     pipe.info.update(dataset="digits", seed=0)
     return pipe
 
 
 def tiny_images(seed: int = 0) -> ImageDataset:
-    g = torch.Generator().manual_seed(seed)
-    images, labels = torch.rand(48, 1, 28, 28, generator=g), torch.randint(0, 3, (48,), generator=g)
-    return ImageDataset("tiny", images[:32], labels[:32], images[32:], labels[32:], 3, 1)
+    return factories.tiny_data(seed, random_labels=True)
 
 
 # -- sampling returns valid indices -------------------------------------------------------------

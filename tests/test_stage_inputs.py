@@ -12,24 +12,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
+from factories import tiny_data
 from torch import nn
 
 import vqtoolkit
 from vqtoolkit.components.base import Component
-from vqtoolkit.data.datasets import ImageDataset
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def tiny_data() -> ImageDataset:
-    g = torch.Generator().manual_seed(0)
-    images, labels = torch.rand(48, 1, 28, 28, generator=g), torch.arange(48) % 3
-    return ImageDataset("tiny", images[:32], labels[:32], images[32:], labels[32:], 3, 1)
-
-
 def trace_outside_assignments(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """From now on, record ``Class.attribute <- caller`` for every attribute a non-method sets on a component."""
+    """From now on, record ``Class.attribute <- caller`` for attributes set on a component from outside."""
     found: list[str] = []
     original = nn.Module.__setattr__
 

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     )
     from vqtoolkit.model.vqvae import VQVAE, VQVAEOutput
     from vqtoolkit.pipeline import Pipeline, build, load
+    from vqtoolkit.sharing.pretrained import from_pretrained
     from vqtoolkit.training.config import TrainConfig
 
 #: Where each public name is defined. They are imported on first use, so ``import vqtoolkit`` (and
@@ -57,6 +58,7 @@ _EXPORTS = {
     "Pipeline": "vqtoolkit.pipeline",
     "build": "vqtoolkit.pipeline",
     "load": "vqtoolkit.pipeline",
+    "from_pretrained": "vqtoolkit.sharing.pretrained",
     "available": "vqtoolkit.components.registry",
     "create": "vqtoolkit.components.registry",
     "TrainConfig": "vqtoolkit.training.config",
@@ -93,6 +95,7 @@ __all__ = [
     "available",
     "build",
     "create",
+    "from_pretrained",
     "load",
     "load_dataset",
 ]

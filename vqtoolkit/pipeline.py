@@ -7,7 +7,7 @@ evaluates and saves.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -23,7 +23,7 @@ from vqtoolkit.encoders.base import Encoder
 from vqtoolkit.errors import ConfigError, ShapeError
 from vqtoolkit.model.assemble import load_parts, save_parts
 from vqtoolkit.model.vqvae import VQVAE
-from vqtoolkit.priors.base import Prior
+from vqtoolkit.priors.base import Prior, SampleOptions
 from vqtoolkit.quantize.base import Quantizer
 from vqtoolkit.runtime import distributed
 from vqtoolkit.training.config import TrainConfig
@@ -79,14 +79,6 @@ def build(
     return Pipeline(VQVAE(enc, quant, dec), pri)
 
 
-class SampleOptions(TypedDict, total=False):
-    """How :meth:`Pipeline.sample` draws: a conditional prior's ``label``, ``temperature``, ``generator``."""
-
-    label: int | None
-    temperature: float
-    generator: torch.Generator | None
-
-
 class Pipeline:
     """A stage-1 :class:`VQVAE` plus an optional stage-2 :class:`Prior`.
 
@@ -133,10 +125,8 @@ class Pipeline:
             data: Training and held-out images (and labels, for a conditional prior).
             config: How stage 1 trains (see :meth:`fit_autoencoder`).
             on_epoch_end: Called with each stage-1 epoch's metrics record.
-            **options: :class:`~vqtoolkit.training.config.TrainConfig` fields instead of ``config``
-                (``epochs``, ``batch_size``, ``lr``, ``seed``, ``device``, ``precision``,
-                ``checkpoint_path``, ``resume``, ``log_path``, ``log_dir``, ...); with ``log_dir``,
-                prior samples are logged there too.
+            **options: ``TrainConfig`` fields instead of ``config``; with ``log_dir``, prior
+                samples are logged there too.
 
         Returns:
             ``self``, trained.
@@ -336,10 +326,7 @@ class Pipeline:
                 raise ShapeError(f"{name} must be one image (C, H, W); got shape {tuple(image.shape)}")
             ends.append(batch.to(self.device))
         with eval_mode(self.model):
-            za, zb = (self.model.encode_latents(x) for x in ends)
-            t = torch.linspace(0, 1, steps, device=za.device).view(-1, 1, 1, 1)
-            indices = self.model.quantizer.quantize_indices((1 - t) * za + t * zb)
-            return self.model.decode_indices(indices).clamp(0, 1)
+            return self.model.interpolate(*ends, steps).clamp(0, 1)
 
     def dataset(self, root: str | Path | None = None, *, name: str | None = None) -> ImageDataset:
         """The dataset this pipeline was trained on, loaded again with the same held-out split.
@@ -350,9 +337,7 @@ class Pipeline:
         """
         name = name or self.info.get("dataset")
         if name is None:
-            raise ConfigError(
-                "the bundle does not record its dataset; pass --data (and --data-root if needed)"
-            )
+            raise ConfigError("the bundle does not record its dataset; pass --data (and --data-root)")
         shape = self.info.get("image_shape")
         size = shape[-1] if name == self.info.get("dataset") and shape and shape[-1] == shape[-2] else None
         return load_dataset(name, root, seed=int(self.info.get("seed", 0)), image_size=size)
@@ -382,6 +367,25 @@ class Pipeline:
         :class:`~vqtoolkit.errors.BundleError` that says what is wrong and what to do.
         """
         return cls(*load_parts(path, trust_provider=trust_provider))
+
+    # -- sharing and deploying: the work lives in vqtoolkit.sharing ------------------------------
+    def save_pretrained(self, folder: str | Path, **options: Any) -> Path:
+        """Write a Hugging Face model folder (:func:`~vqtoolkit.sharing.pretrained.save_pretrained`)."""
+        from vqtoolkit.sharing.pretrained import save_pretrained
+
+        return save_pretrained(self, folder, **options)
+
+    def push_to_hub(self, repo_id: str, **options: Any) -> str:
+        """Upload the model folder to the Hub; returns the commit URL (see :mod:`vqtoolkit.sharing.hub`)."""
+        from vqtoolkit.sharing.hub import push_to_hub
+
+        return push_to_hub(self, repo_id, **options)
+
+    def export_onnx(self, folder: str | Path, **options: Any) -> dict[str, Any]:
+        """Encoder and decoder as checked ONNX graphs (:func:`~vqtoolkit.sharing.onnx.export_onnx`)."""
+        from vqtoolkit.sharing.onnx import export_onnx
+
+        return export_onnx(self, folder, **options)
 
 
 def load(path: str | Path, *, trust_provider: bool = False) -> Pipeline:

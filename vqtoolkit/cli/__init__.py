@@ -12,6 +12,7 @@ import click
 from vqtoolkit import __version__
 from vqtoolkit.cli.bundles import fit_prior, inspect, plugins, report_page
 from vqtoolkit.cli.options import configure_logging, reset_logging
+from vqtoolkit.cli.sharing import export, pull, push
 from vqtoolkit.cli.training import build, train
 from vqtoolkit.cli.using import evaluate, interpolate, reconstruct, sample
 
@@ -43,6 +44,9 @@ for _command in (
     report_page,
     inspect,
     plugins,
+    push,
+    pull,
+    export,
 ):
     main.add_command(_command)
 

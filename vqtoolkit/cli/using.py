@@ -240,7 +240,9 @@ def evaluate(
     --json, n/a in text). With -n/--num-samples N (or --samples N) it also scores N samples
     (classifier score, Fréchet distance to the test split, label accuracy of a conditional prior),
     each beside the same figure for real images, and the Fréchet distance of 5 random sets of N
-    real images (how far it moves by chance alone).
+    real images (how far it moves by chance alone). An unlabelled dataset (photos, a folder
+    without class sub-folders) has no classifier: eval prints its reconstruction metrics and says
+    the samples were not scored.
 
     \b
     Example:
@@ -261,16 +263,25 @@ def evaluate(
     result.update({f"test_{key}": value for key, value in metrics.items()})
     num_samples = num_samples or samples_alias
     if num_samples is not None:
+        from vqtoolkit.scoring.classifier import unlabelled
         from vqtoolkit.scoring.sample_quality import format_scores, score_samples
 
-        result["sample_quality"] = score_samples(
-            pipe, data, num_samples, temperature=temperature, seed=seed, progress=not as_json
-        )
+        reason = unlabelled(data)
+        if reason is None:
+            result["sample_quality"] = score_samples(
+                pipe, data, num_samples, temperature=temperature, seed=seed, progress=not as_json
+            )
+        else:  # unlabelled (photos): the reconstruction metrics are the whole score
+            result["sample_quality"] = None
+            result["sample_quality_note"] = f"not scored: {reason}"
     if as_json:
         emit_json(result)
         return
     for key, value in result.items():
         if key == "sample_quality":
-            click.echo("\n".join(format_scores(value)))
+            if value is not None:
+                click.echo("\n".join(format_scores(value)))
+        elif key == "sample_quality_note":
+            click.echo(value)
         else:
             click.echo(f"{key:<39} {text(value)}")

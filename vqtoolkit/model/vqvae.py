@@ -99,3 +99,13 @@ class VQVAE(nn.Module):
     def reconstruct(self, x: Tensor) -> Tensor:
         """Encode, quantize and decode ``x`` without tracking gradients."""
         return self.forward(x).reconstruction
+
+    def interpolate(self, a: Tensor, b: Tensor, steps: int) -> Tensor:
+        """Images ``(steps, C, H, W)`` along the straight line between the latents of ``a`` and ``b``.
+
+        ``a`` and ``b`` are single images ``(1, C, H, W)``; each point on the line is snapped to its
+        nearest codes and decoded, so the ends are their reconstructions.
+        """
+        za, zb = self.encode_latents(a), self.encode_latents(b)
+        t = torch.linspace(0, 1, steps, device=za.device).view(-1, 1, 1, 1)
+        return self.decode_indices(self.quantizer.quantize_indices((1 - t) * za + t * zb))

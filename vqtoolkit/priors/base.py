@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypedDict
 
 import torch
 from torch import Tensor
@@ -14,6 +14,14 @@ from vqtoolkit.components.options import Limit, bounds
 from vqtoolkit.errors import ConfigError, ShapeError
 
 Space = Literal["indices", "latents"]
+
+
+class SampleOptions(TypedDict, total=False):
+    """How a prior (and ``Pipeline.sample``) draws: a label, a temperature, a generator."""
+
+    label: int | None
+    temperature: float
+    generator: torch.Generator | None
 
 
 class Prior(Component):

@@ -173,7 +173,7 @@ class PixelCNNPrior(NeuralIndexPrior):
     """
 
     limits = bounds(channels=Limit(1), layers=Limit(1), dropout=Limit(0, 1, high_open=True))
-    #: 8 MNIST epochs: about 8 minutes on a quiet 2-core machine (``threads="auto"``).
+    #: Training grids of the default budget: 8 epochs of MNIST (the timing is in docs/results.md).
     auto_grids = 456_000
 
     def __init__(

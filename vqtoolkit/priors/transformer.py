@@ -160,8 +160,8 @@ class TransformerPrior(NeuralIndexPrior):
     limits = bounds(dim=Limit(1), layers=Limit(1), heads=Limit(1), dropout=Limit(0, 1, high_open=True))
     added_options: ClassVar[Mapping[str, Any]] = {"condition_every_position": False}
 
-    #: 7 MNIST epochs: about 8 minutes on a quiet 2-core machine (``threads="auto"``); a
-    #: transformer grid costs more to train on than a PixelCNN's, so it gets fewer.
+    #: Training grids of the default budget: 7 epochs of MNIST; a transformer grid costs more to
+    #: train on than a PixelCNN's, so it gets fewer (the timing is in docs/results.md).
     auto_grids = 399_000
 
     def __init__(

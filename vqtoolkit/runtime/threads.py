@@ -1,8 +1,8 @@
 """How many CPU threads a prior's training steps run on: ``threads="auto"`` times them and picks.
 
 A second thread makes a quiet machine's training steps faster but a busy one's several times
-slower, as the threads wait on each other whenever either is descheduled (``docs/priors.md``,
-"Threads: measured while fitting"). No fixed count is right on both, so
+slower, as the threads wait on each other whenever either is descheduled (docs/results.md,
+"Threads"). No fixed count is right on both, so
 :class:`ThreadTuner` measures: at the start of every epoch long enough to afford it, it times a few
 steps at each candidate count (1, 2, 4, … up to torch's own setting) and trains the rest of the
 epoch on the fastest. A fit too short to measure trains on one thread, as fixed seeds then give

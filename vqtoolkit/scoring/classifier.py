@@ -85,6 +85,23 @@ def dataset_key(data: ImageDataset) -> str:
     return f"{safe_name}-{digest.hexdigest()}"
 
 
+def unlabelled(data: ImageDataset) -> str | None:
+    """Why ``data`` cannot have a classifier (fewer than 2 classes), or ``None`` when it can.
+
+    Args:
+        data: The dataset to score samples against.
+
+    Returns:
+        A one-line reason naming the fix, or ``None``.
+    """
+    if data.num_classes >= 2:
+        return None
+    return (
+        f"{data.name} has {data.num_classes} class; sample scores need a labelled dataset with at "
+        f"least 2 classes (for a folder dataset: one sub-folder per class; photos has no labels)"
+    )
+
+
 def train_classifier(
     data: ImageDataset,
     *,
@@ -94,11 +111,9 @@ def train_classifier(
     progress: bool = True,
 ) -> Classifier:
     """A seeded classifier trained with Adam on ``data``'s training split for about ``steps`` steps."""
-    if data.num_classes < 2:
-        raise DataError(
-            f"{data.name} has {data.num_classes} class; sample scores need a labelled dataset with at "
-            f"least 2 classes (for a folder dataset: one sub-folder per class)"
-        )
+    reason = unlabelled(data)
+    if reason is not None:
+        raise DataError(reason)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = Classifier(data.image_shape[0], data.num_classes)

@@ -24,6 +24,10 @@ class ConformanceError(AssertionError):
     """A component that breaks its kind's contract; the message names the check and the fix."""
 
 
+class KitUsageError(ValueError):
+    """The kit was called wrongly (a check name to skip that does not exist): not the component's fault."""
+
+
 def _reports_crashes(check: _Check) -> _Check:
     """A component that crashes a check fails it with a :class:`ConformanceError`, never a raw error."""
 
@@ -31,7 +35,7 @@ def _reports_crashes(check: _Check) -> _Check:
     def run(component: Any, *args: Any, **kwargs: Any) -> None:
         try:
             check(component, *args, **kwargs)
-        except (ConformanceError, ComponentNotFoundError):
+        except (ConformanceError, ComponentNotFoundError, KitUsageError):
             raise
         except Exception as err:
             name = component if isinstance(component, str) else getattr(component, "__name__", None)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+import difflib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from vqtoolkit.testing.common import (
+    KitUsageError,
     _check_dtypes_devices,
     _common,
     _fail,
@@ -17,6 +20,187 @@ from vqtoolkit.testing.common import (
     _reports_crashes,
     bundle_round_trip,
 )
+
+
+@dataclass
+class Forward:
+    """One forward pass the invariants are checked on: the quantizer, its input and its output."""
+
+    quantizer: Any
+    z: Tensor  # requires grad
+    out: Any
+    training: bool
+    before: Any  # in training mode, a copy of the quantizer before the forward's own update
+
+    @property
+    def mode(self) -> str:
+        """How messages name the mode."""
+        return "in training mode" if self.training else "in eval mode"
+
+
+def _output_fields(cls: type, f: Forward) -> None:
+    for field in ("quantized", "indices", "loss", "counts"):
+        if not hasattr(f.out, field):
+            raise _fail(
+                cls, "output fields", f"forward's result has no {field!r}; return vqtoolkit's QuantizerOutput"
+            )
+
+
+def _quantized_shape(cls: type, f: Forward) -> None:
+    quantized, z = f.out.quantized, f.z
+    if quantized.shape != z.shape or quantized.dtype != z.dtype:
+        raise _fail(
+            cls,
+            "quantized shape",
+            f"quantized is {tuple(quantized.shape)} {quantized.dtype}, z is {tuple(z.shape)} {z.dtype}",
+        )
+
+
+def _indices_shape(cls: type, f: Forward) -> None:
+    indices, b, spatial = f.out.indices, f.z.shape[0], tuple(f.z.shape[2:])
+    tail = tuple(indices.shape[indices.ndim - len(spatial) :])
+    if indices.dtype != torch.long or indices.shape[0] != b or tail != spatial:
+        raise _fail(
+            cls,
+            "indices shape",
+            f"indices are {tuple(indices.shape)} {indices.dtype}; expected long "
+            f"(B, *spatial) = {(b, *spatial)} (or (B, stages, *spatial))",
+        )
+
+
+def _indices_in_range(cls: type, f: Forward) -> None:
+    indices, k = f.out.indices, int(f.quantizer.num_codes)
+    if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= k):
+        raise _fail(
+            cls,
+            "indices in range",
+            f"indices span [{int(indices.min())}, {int(indices.max())}], not [0, {k})",
+        )
+
+
+def _loss(cls: type, f: Forward) -> None:
+    loss = f.out.loss
+    if loss.ndim != 0 or not torch.isfinite(loss):
+        raise _fail(cls, "loss", f"loss must be a finite scalar; got shape {tuple(loss.shape)} value {loss}")
+
+
+def _counts(cls: type, f: Forward) -> None:
+    """``counts`` must be the per-code usage of this batch: ``bincount(indices)`` of shape ``(K,)``."""
+    counts, k = f.out.counts, int(f.quantizer.num_codes)
+    expected = torch.bincount(f.out.indices.detach().reshape(-1).cpu(), minlength=k)
+    if (
+        not isinstance(counts, Tensor)
+        or tuple(counts.shape) != (k,)
+        or counts.is_floating_point()
+        or not torch.equal(counts.detach().cpu().long(), expected)
+    ):
+        got = tuple(counts.shape) if isinstance(counts, Tensor) else type(counts).__name__
+        raise _fail(
+            cls,
+            "counts",
+            f"{f.mode}, counts ({got}) is not bincount(indices, minlength={k}); perplexity, dead-code "
+            f"revival and the training log all read it",
+        )
+
+
+def _quantized_is_lookup(cls: type, f: Forward) -> None:
+    quantized, indices = f.out.quantized.detach(), f.out.indices
+    tolerance = 1e-5 if f.z.dtype == torch.float64 else 1e-4
+    codebooks = [f.quantizer] if f.before is None else [f.before, f.quantizer]
+    if not any(
+        torch.allclose(q.lookup(indices).to(quantized.dtype), quantized, atol=tolerance, rtol=tolerance)
+        for q in codebooks
+    ):
+        raise _fail(
+            cls,
+            "quantized == lookup(indices)",
+            f"{f.mode}, the quantized values are not the codes the indices name (is z returned unquantized?)",
+        )
+
+
+def _eval_single_codebook(f: Forward) -> bool:
+    """The exact-search checks apply in eval mode to one index per position."""
+    return not f.training and f.out.indices.shape == (f.z.shape[0], *f.z.shape[2:])
+
+
+def _nearest_code(cls: type, f: Forward) -> None:
+    if not _eval_single_codebook(f):
+        return
+    flat = f.z.detach().movedim(1, -1).reshape(-1, f.z.shape[1]).double()
+    distances = torch.cdist(flat, f.quantizer.codebook.detach().double()).square()
+    chosen = distances.gather(1, f.out.indices.reshape(-1, 1)).squeeze(1)
+    best = distances.min(1).values
+    if not (chosen <= best + 1e-4 * (1 + best)).all():
+        raise _fail(cls, "nearest code", "an index is not a nearest code by squared L2")
+
+
+def _quantize_indices(cls: type, f: Forward) -> None:
+    if _eval_single_codebook(f) and not torch.equal(
+        f.quantizer.quantize_indices(f.z.detach()), f.out.indices
+    ):
+        raise _fail(cls, "quantize_indices", "quantize_indices(z) differs from forward(z).indices")
+
+
+def _commitment_loss(cls: type, f: Forward) -> None:
+    loss = f.out.loss
+    pull = (
+        torch.autograd.grad(loss, f.z, retain_graph=True, allow_unused=True)[0]
+        if loss.requires_grad
+        else None
+    )
+    if pull is None or not torch.isfinite(pull).all() or not pull.abs().sum() > 0:
+        raise _fail(
+            cls,
+            "commitment loss",
+            f"{f.mode}, loss has no gradient with respect to z: add beta * mse(z, sg[q]) "
+            "(vq_losses in vqtoolkit.quantize.core); commitment=False for a quantizer without one",
+        )
+
+
+def _straight_through(cls: type, f: Forward) -> None:
+    quantized = f.out.quantized
+    fix = "return straight_through(z, q) from vqtoolkit.quantize.core"
+    if not quantized.requires_grad:
+        raise _fail(
+            cls, "straight-through gradient", f"{f.mode}, quantized carries no gradient (detached?); {fix}"
+        )
+    grad = torch.randn_like(quantized)
+    (gradient,) = torch.autograd.grad(quantized, f.z, grad, retain_graph=True, allow_unused=True)
+    if gradient is None or not torch.allclose(gradient, grad, atol=1e-5, rtol=1e-4):
+        raise _fail(
+            cls, "straight-through gradient", f"{f.mode}, d quantized / d z is not the identity; {fix}"
+        )
+
+
+#: The per-input invariants, by the name a failure reports (and ``skip=`` takes), in the order they run.
+INVARIANTS: dict[str, Callable[[type, Forward], None]] = {
+    "output fields": _output_fields,
+    "quantized shape": _quantized_shape,
+    "indices shape": _indices_shape,
+    "indices in range": _indices_in_range,
+    "loss": _loss,
+    "counts": _counts,
+    "quantized == lookup(indices)": _quantized_is_lookup,
+    "nearest code": _nearest_code,
+    "quantize_indices": _quantize_indices,
+    "commitment loss": _commitment_loss,
+    "straight-through gradient": _straight_through,
+}
+
+
+def _skipped(skip: Iterable[str], exact_nearest: bool, straight_through: bool, commitment: bool) -> set[str]:
+    """The names to skip: ``skip`` (checked against :data:`INVARIANTS`) plus what the flags turn off."""
+    names = set(skip)
+    unknown = sorted(names - set(INVARIANTS) - {"codebook learns"})
+    if unknown:
+        hint = {n: difflib.get_close_matches(n, INVARIANTS, n=1) for n in unknown}
+        raise KitUsageError(
+            f"no quantizer check named {unknown}; close: {hint}; the checks: {list(INVARIANTS)}"
+        )
+    names |= {"nearest code", "quantize_indices"} if not exact_nearest else set()
+    names |= {"straight-through gradient"} if not straight_through else set()
+    names |= {"commitment loss"} if not commitment else set()
+    return names
 
 
 @_reports_crashes
@@ -28,126 +212,34 @@ def check_quantizer_invariants(
     straight_through: bool = True,
     commitment: bool = True,
     training: bool = False,
+    skip: Iterable[str] = (),
 ) -> None:
-    """The quantizer contract on one input ``z`` (B, D, *spatial), in eval mode or (``training``) train mode.
+    """The quantizer contract on one input, one named check of :data:`INVARIANTS` at a time.
 
-    Output shapes and dtypes; indices in range; ``counts`` is the bincount of the indices;
-    ``quantized == lookup(indices)`` (in training mode, the codes of the codebook before or after
-    the forward's own update, so returning ``z`` itself fails); with ``exact_nearest`` (eval mode),
-    each index is a nearest code by squared L2; with ``straight_through``, the gradient of
-    ``quantized`` with respect to ``z`` is the identity; with ``commitment``, ``loss`` has a
-    non-zero gradient with respect to ``z`` (the commitment term). Drive it with Hypothesis.
+    Drive it with Hypothesis. In training mode ``quantized == lookup(indices)`` accepts the codebook
+    before or after the forward's own update (returning ``z`` itself fails).
+
+    Args:
+        quantizer: The quantizer under test.
+        z: One input ``(B, D, *spatial)``.
+        exact_nearest: Check that each index is a nearest code by squared L2 and that
+            ``quantize_indices`` agrees (eval mode); ``False`` for a search that is not plain L2 on z.
+        straight_through: Check that ``d quantized / d z`` is the identity.
+        commitment: Check that ``loss`` has a non-zero gradient with respect to ``z``.
+        training: Run the forward in training mode.
+        skip: Names of :data:`INVARIANTS` not to check.
+
+    Raises:
+        ConformanceError: A check fails; the message names it and the fix.
     """
-    cls = type(quantizer)
-    mode = "in training mode" if training else "in eval mode"
+    skipped = _skipped(skip, exact_nearest, straight_through, commitment)
     quantizer.train(training)
-    b, spatial = z.shape[0], tuple(z.shape[2:])
     before = copy.deepcopy(quantizer) if training else None
     z = z.detach().clone().requires_grad_(True)
-    out = quantizer(z)
-    for field in ("quantized", "indices", "loss", "counts"):
-        if not hasattr(out, field):
-            raise _fail(
-                cls, "output fields", f"forward's result has no {field!r}; return vqtoolkit's QuantizerOutput"
-            )
-    quantized, indices, loss = out.quantized, out.indices, out.loss
-    if quantized.shape != z.shape or quantized.dtype != z.dtype:
-        raise _fail(
-            cls,
-            "quantized shape",
-            f"quantized is {tuple(quantized.shape)} {quantized.dtype}, z is {tuple(z.shape)} {z.dtype}",
-        )
-    if (
-        indices.dtype != torch.long
-        or indices.shape[0] != b
-        or tuple(indices.shape[indices.ndim - len(spatial) :]) != spatial
-    ):
-        raise _fail(
-            cls,
-            "indices shape",
-            f"indices are {tuple(indices.shape)} {indices.dtype}; expected long "
-            f"(B, *spatial) = {(b, *spatial)} (or (B, stages, *spatial))",
-        )
-    k = int(quantizer.num_codes)
-    if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= k):
-        raise _fail(
-            cls,
-            "indices in range",
-            f"indices span [{int(indices.min())}, {int(indices.max())}], not [0, {k})",
-        )
-    if loss.ndim != 0 or not torch.isfinite(loss):
-        raise _fail(cls, "loss", f"loss must be a finite scalar; got shape {tuple(loss.shape)} value {loss}")
-    _check_counts(cls, out.counts, indices, k, mode)
-    tolerance = 1e-5 if z.dtype == torch.float64 else 1e-4
-    codebooks = [quantizer] if before is None else [before, quantizer]
-    if not any(
-        torch.allclose(
-            q.lookup(indices).to(quantized.dtype), quantized.detach(), atol=tolerance, rtol=tolerance
-        )
-        for q in codebooks
-    ):
-        raise _fail(
-            cls,
-            "quantized == lookup(indices)",
-            f"{mode}, the quantized values are not the codes the indices name (is z returned unquantized?)",
-        )
-    if exact_nearest and not training and indices.shape == (b, *spatial):
-        flat = z.detach().movedim(1, -1).reshape(-1, z.shape[1]).double()
-        codebook = quantizer.codebook.detach().double()
-        distances = torch.cdist(flat, codebook).square()
-        chosen = distances.gather(1, indices.reshape(-1, 1)).squeeze(1)
-        if not (chosen <= distances.min(1).values + 1e-4 * (1 + distances.min(1).values)).all():
-            raise _fail(cls, "nearest code", "an index is not a nearest code by squared L2")
-        if not torch.equal(quantizer.quantize_indices(z.detach()), indices):
-            raise _fail(cls, "quantize_indices", "quantize_indices(z) differs from forward(z).indices")
-    if commitment:
-        pull = (
-            torch.autograd.grad(loss, z, retain_graph=True, allow_unused=True)[0]
-            if loss.requires_grad
-            else None
-        )
-        if pull is None or not torch.isfinite(pull).all() or not pull.abs().sum() > 0:
-            raise _fail(
-                cls,
-                "commitment loss",
-                f"{mode}, loss has no gradient with respect to z: add beta * mse(z, sg[q]) "
-                "(vq_losses in vqtoolkit.quantize.core); commitment=False for a quantizer without one",
-            )
-    if straight_through:
-        grad = torch.randn_like(quantized)
-        if not quantized.requires_grad:
-            raise _fail(
-                cls,
-                "straight-through gradient",
-                f"{mode}, quantized carries no gradient (detached?); return straight_through(z, q) "
-                f"from vqtoolkit.quantize.core",
-            )
-        (quantized * grad).sum().backward()
-        if z.grad is None or not torch.allclose(z.grad, grad, atol=1e-5, rtol=1e-4):
-            raise _fail(
-                cls,
-                "straight-through gradient",
-                f"{mode}, d quantized / d z is not the identity; return "
-                "straight_through(z, q) from vqtoolkit.quantize.core",
-            )
-
-
-def _check_counts(cls: type, counts: Any, indices: Tensor, k: int, mode: str) -> None:
-    """``counts`` must be the per-code usage of this batch: ``bincount(indices)`` of shape ``(K,)``."""
-    expected = torch.bincount(indices.detach().reshape(-1).cpu(), minlength=k)
-    if (
-        not isinstance(counts, Tensor)
-        or tuple(counts.shape) != (k,)
-        or counts.is_floating_point()
-        or not torch.equal(counts.detach().cpu().long(), expected)
-    ):
-        got = tuple(counts.shape) if isinstance(counts, Tensor) else type(counts).__name__
-        raise _fail(
-            cls,
-            "counts",
-            f"{mode}, counts ({got}) is not bincount(indices, minlength={k}); perplexity, dead-code "
-            f"revival and the training log all read it",
-        )
+    forward = Forward(quantizer, z, quantizer(z), training, before)
+    for name, check in INVARIANTS.items():
+        if name not in skipped:
+            check(type(quantizer), forward)
 
 
 @_reports_crashes
@@ -159,15 +251,27 @@ def check_quantizer(
     straight_through: bool = True,
     codebook_learns: bool = True,
     commitment: bool = True,
+    skip: Iterable[str] = (),
 ) -> None:
-    """Verify a quantizer against the contract.
+    """Verify a quantizer against the contract, check by named check.
 
-    The invariants of :func:`check_quantizer_invariants` on several shapes in eval mode and, on fresh
-    instances after one warm-up step, in training mode; ``codebook``/``lookup``/``nearest``, float64
-    and devices, a bundle round trip, and (unless ``codebook_learns=False``, for implicit codebooks
-    such as FSQ) that one training step changes the codebook, by gradient or by EMA.
-    ``commitment=False`` is for quantizers whose loss is zero by design (FSQ).
+    The :data:`INVARIANTS` on several shapes in eval mode and, on fresh instances after one warm-up
+    step, in training mode; ``codebook``/``lookup``/``nearest``, float64 and devices, a bundle round
+    trip, and that one training step changes the codebook, by gradient or by EMA ("codebook learns").
+
+    Args:
+        component: A registered name or the class.
+        config: Constructor options.
+        exact_nearest: See :func:`check_quantizer_invariants`.
+        straight_through: See :func:`check_quantizer_invariants`.
+        codebook_learns: ``False`` for an implicit codebook such as FSQ's.
+        commitment: ``False`` for a quantizer whose loss is zero by design (FSQ).
+        skip: Names of checks not to run (of :data:`INVARIANTS`, or ``"codebook learns"``).
+
+    Raises:
+        ConformanceError: A check fails; the message names it and the fix.
     """
+    skipped = _skipped(skip, exact_nearest, straight_through, commitment)
     cls, quantizer = _common("quantizer", component, config)
     k, d = _positive_ints(cls, quantizer, "num_codes", "dim")
     if tuple(quantizer.codebook.shape[-2:]) != (k, d) or quantizer.codebook.ndim not in (2, 3):
@@ -179,19 +283,13 @@ def check_quantizer(
         )
     g = torch.Generator().manual_seed(0)
     for shape in [(2, d, 3, 4), (1, d, 1, 1), (3, d, 5)]:
-        check_quantizer_invariants(
-            quantizer,
-            torch.randn(shape, generator=g),
-            exact_nearest=exact_nearest,
-            straight_through=straight_through,
-            commitment=commitment,
-        )
+        check_quantizer_invariants(quantizer, torch.randn(shape, generator=g), skip=skipped)
     for shape in [(2, d, 3, 4), (3, d, 5)]:
         fresh, z = cls(**quantizer.config).train(), torch.randn(shape, generator=g)
         with torch.no_grad():
             fresh(z)  # warm-up: data-dependent initialisation (k-means) happens on the first step
         check_quantizer_invariants(
-            fresh, z, straight_through=straight_through, commitment=commitment, training=True
+            fresh, z, training=True, skip=skipped - {"nearest code", "quantize_indices"}
         )
     z = torch.randn(4, d, 3, 3, generator=g)
     _check_dtypes_devices(cls, quantizer.eval(), lambda m, t: m(t).quantized, z)
@@ -199,7 +297,7 @@ def check_quantizer(
     with torch.no_grad():
         if not torch.equal(copy.eval()(z).indices, quantizer(z).indices):
             raise _fail(cls, "bundle round trip", "the restored quantizer picks other codes")
-    if codebook_learns:
+    if codebook_learns and "codebook learns" not in skipped:
         _check_codebook_learns(cls, dict(quantizer.config), z)
 
 

@@ -119,12 +119,11 @@ class NeuralIndexPrior(ClusteredIndexPrior):
         "dropout": auto_dropout,
     }
 
-    #: Guidance of a clustered prior fitted with condition dropout when ``guidance=None``: 1.5 gave
-    #: both built-in priors' default MNIST fits their lowest Fréchet distance (``docs/priors.md``, the
-    #: guidance sweep); a plugin whose clusters steer less may set more.
+    #: Guidance of a clustered prior fitted with condition dropout when ``guidance=None`` (chosen by
+    #: the guidance sweep in docs/results.md); a plugin whose clusters steer less may set more.
     default_cluster_guidance: ClassVar[float] = DEFAULT_GUIDANCE
-    #: Training grids of the default budget (``epochs=None``), sized so that this prior's default
-    #: network fits MNIST in under 10 minutes on a quiet 2-core machine (``None``: ``AUTO_GRIDS``).
+    #: Training grids of the default budget (``epochs=None``), sized to this prior's cost per grid
+    #: (``None``: ``AUTO_GRIDS``).
     auto_grids: int | None = None
 
     def __init__(

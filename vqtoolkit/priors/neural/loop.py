@@ -34,17 +34,15 @@ LossFn = Callable[[nn.Module, Tensor, "Tensor | None"], Tensor]
 
 #: Training grids the default epoch budget aims for (``epochs=None``), within :data:`EPOCH_LIMITS`,
 #: unless a prior sets its own (``NeuralIndexPrior.auto_grids``, sized to its cost per grid, as the
-#: built-in priors do): about 6 epochs of MNIST's 57 000 training grids.
+#: built-in priors do).
 AUTO_GRIDS = 345_000
-#: Fewest and most epochs of the default budget: MNIST gets 8 epochs of the PixelCNN, the small
-#: ``digits`` set 10 (early stopping may end both sooner).
+#: Fewest and most epochs of the default budget (early stopping may end a fit sooner).
 EPOCH_LIMITS = (2, 10)
 #: Arithmetic of the training steps: ``auto`` is bfloat16 where the device computes it natively
 #: (CPUs with AVX-512 BF16 or AMX, CUDA GPUs that support it), float32 elsewhere.
 Precision = Literal["auto", "float32", "bfloat16"]
 #: Smallest and largest batch of the default (``batch_size=None``): about 1 % of the training grids,
-#: so a small set (``digits``: 32) still takes enough steps per epoch to learn in a few epochs, and
-#: a large one (MNIST) 64: on a CPU as many grids a second as 128 (more than 32), twice the steps.
+#: so a small set still takes enough steps per epoch to learn in a few epochs.
 BATCH_LIMITS = (32, 64)
 
 
