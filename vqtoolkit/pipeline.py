@@ -376,8 +376,8 @@ class Pipeline:
         return save_pretrained(self, folder, **options)
 
     def push_to_hub(self, repo_id: str, **options: Any) -> str:
-        """Upload the model folder to the Hub; returns the commit URL (see :mod:`vqtoolkit.sharing.hub`)."""
-        from vqtoolkit.sharing.hub import push_to_hub
+        """Upload the model folder to the Hub, returning the commit URL (see :mod:`vqtoolkit.sharing`)."""
+        from vqtoolkit.sharing.pretrained import push_to_hub
 
         return push_to_hub(self, repo_id, **options)
 
