@@ -324,8 +324,11 @@ def load_dataset(
     ``image_size`` resizes every image to that square size (``folder`` defaults to 32); ``shapes``
     draws its scenes and ``photos`` cuts its crops at that size instead (32 by default).
     ``stream`` (``folder`` only) reads the images from disk batch by batch instead of into memory;
-    ``None`` decides by size (:func:`load_folder`).
+    ``None`` decides by size (:func:`load_folder`). ``folder:<name>``, the name a folder dataset
+    records in a bundle, reads ``root`` as ``folder`` does.
     """
+    if name.startswith("folder:"):  # what a folder dataset calls itself, so a bundle records it
+        name = "folder"
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; available: {', '.join(DATASETS)}")
     if image_size is not None and image_size < 1:

@@ -10,6 +10,8 @@ every ``image_size // 2`` pixels (about 500 at 32×32). The crops have no labels
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -20,11 +22,15 @@ from vqtoolkit.errors import DataError
 TRAIN_SHARE = 0.75
 
 
-def pictures() -> list[np.ndarray]:
-    """The sample photographs as uint8 ``(H, W, 3)`` arrays (china, flower)."""
+@functools.cache
+def pictures() -> tuple[np.ndarray, ...]:
+    """The sample photographs as read-only uint8 ``(H, W, 3)`` arrays (china, flower), decoded once."""
     from sklearn.datasets import load_sample_images
 
-    return list(load_sample_images().images)
+    images = tuple(load_sample_images().images)
+    for image in images:
+        image.flags.writeable = False
+    return images
 
 
 def crop_grid(region: Tensor, size: int, stride: int) -> Tensor:
