@@ -79,7 +79,8 @@ def test_save_pretrained_writes_the_layout_and_round_trips_with_identical_sample
     same = vqtoolkit.from_pretrained(folder)
     assert torch.equal(samples(same), samples(pipe))
     assert torch.equal(vqtoolkit.load(folder / "model.safetensors").sample_indices(4), same.sample_indices(4))
-    config = json.loads((folder / "config.json").read_text())
+    config = json.loads((folder / "config.json").read_text(), parse_constant=pytest.fail)  # strict JSON
+    assert config["info"]["metrics"] == {"test_mse": 0.25, "test_psnr": None}  # no inf in standard JSON
     assert config["library_name"] == "vqtoolkit" and config["weights"] == "model.safetensors"
     assert {role: e["name"] for role, e in config["components"].items()} == {
         "encoder": "conv",

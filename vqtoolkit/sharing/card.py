@@ -83,7 +83,11 @@ def front_matter(document: Mapping[str, Any], name: str) -> dict[str, Any]:
             "task": {"type": "image-to-image", "name": "Image reconstruction"},
             "dataset": {"type": HUB_DATASETS.get(dataset, dataset), "name": dataset, "split": "test"},
             "metrics": [
-                {"type": METRIC_LABELS[k][0], "value": v, "name": f"test {METRIC_LABELS[k][1]}"}
+                {
+                    "type": METRIC_LABELS[k][0],
+                    "value": float(f"{v:.6g}") if isinstance(v, float) else v,
+                    "name": f"test {METRIC_LABELS[k][1]}",
+                }
                 for k, v in metrics.items()
             ],
         }
@@ -112,7 +116,11 @@ def model_card(document: Mapping[str, Any], name: str, *, samples: str | None = 
         The card's Markdown text.
     """
     components, info = document["components"], document.get("info", {})
-    chain = " → ".join(f"{role} `{components[role]['name']}`" for role in ("encoder", "quantizer", "decoder"))
+    parts = {role: f"{role} `{components[role]['name']}`" for role in ("encoder", "quantizer", "decoder")}
+    codebook = components["quantizer"]["config"]
+    if "num_codes" in codebook and "dim" in codebook:
+        parts["quantizer"] += f" ({codebook['num_codes']} codes of {codebook['dim']} dims)"
+    chain = " → ".join(parts.values())
     prior = components.get("prior")
     lines = ["---", *_yaml(front_matter(document, name)), "---", "", f"# {name}", ""]
     lines += [

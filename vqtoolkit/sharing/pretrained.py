@@ -11,6 +11,7 @@ bundle is the model; ``config.json`` describes it and is never what gets loaded.
 from __future__ import annotations
 
 import json
+import math
 import re
 import tempfile
 from pathlib import Path
@@ -49,7 +50,11 @@ def config_document(document: dict[str, Any]) -> dict[str, Any]:
     Returns:
         The document to write as ``config.json``.
     """
-    info = document.get("info", {})
+    info = dict(document.get("info", {}))
+    if isinstance(info.get("metrics"), dict):  # standard JSON has no inf/nan: such a metric becomes null
+        info["metrics"] = {
+            k: v if not isinstance(v, float) or math.isfinite(v) else None for k, v in info["metrics"].items()
+        }
     return {
         "library_name": "vqtoolkit",
         "format": FORMAT,
@@ -99,7 +104,7 @@ def save_pretrained(
         grid = save_grid(drawn, folder / SAMPLES).name
     else:
         (folder / SAMPLES).unlink(missing_ok=True)  # a grid of an earlier save would show another model
-    text = json.dumps(config_document(document), indent=2, allow_nan=True) + "\n"
+    text = json.dumps(config_document(document), indent=2, allow_nan=False) + "\n"
     atomic_write(folder / CONFIG, text.encode())
     card = model_card(document, repo_id or folder.resolve().name, samples=grid)
     atomic_write(folder / CARD, card.encode())
@@ -200,25 +205,21 @@ def push_to_hub(
     pipe: Pipeline,
     repo_id: str,
     *,
-    private: bool | None = None,
-    token: str | None = None,
-    commit_message: str | None = None,
-    revision: str | None = None,
-    **save_options: Any,
+    samples: int = 64,
+    seed: int = 0,
+    **upload_options: Any,
 ) -> str:
     """Upload ``pipe`` to the Hub as a model folder (:func:`save_pretrained`), creating the repo if needed.
 
-    The folder is written to a temporary place and uploaded (:func:`vqtoolkit.sharing.hub.upload`);
-    nothing is left behind locally.
+    The folder is written to a temporary place and uploaded; nothing is left behind locally.
 
     Args:
         pipe: The pipeline to upload.
         repo_id: ``"user/name"``.
-        private: Create a new repo as private (an existing repo keeps its visibility).
-        token: A Hub token (default: the one ``hf auth login`` stored, or ``HF_TOKEN``).
-        commit_message: The commit's message (default: one naming the vqtoolkit version).
-        revision: The branch to commit to (default: ``main``).
-        **save_options: ``samples`` and ``seed`` of the sample grid (see :func:`save_pretrained`).
+        samples: Images in ``samples.png`` (see :func:`save_pretrained`).
+        seed: Seed of those samples.
+        **upload_options: ``private``, ``token``, ``commit_message``, ``revision``: see
+            :func:`vqtoolkit.sharing.hub.upload`.
 
     Returns:
         The URL of the commit.
@@ -228,7 +229,5 @@ def push_to_hub(
             be reached, or it refused the upload.
     """
     with tempfile.TemporaryDirectory(prefix="vqtoolkit-push-") as tmp:
-        folder = save_pretrained(pipe, Path(tmp) / "model", repo_id=repo_id, **save_options)
-        return hub.upload(
-            folder, repo_id, private=private, token=token, commit_message=commit_message, revision=revision
-        )
+        folder = save_pretrained(pipe, Path(tmp) / "model", repo_id=repo_id, samples=samples, seed=seed)
+        return hub.upload(folder, repo_id, **upload_options)
