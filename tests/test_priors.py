@@ -251,7 +251,7 @@ def test_fitting_stops_after_patience_epochs_without_improvement_and_keeps_the_b
     best = min(range(len(val)), key=val.__getitem__)
     assert len(val) < 40 and len(val) == best + 1 + 2
     assert all(v >= val[best] for v in val[best + 1 :])
-    held_out = prior.settings  # the same seeded split the loop used
+    held_out = prior.fit_settings  # the same seeded split the loop used
     from vqtoolkit.priors.neural.loop import split_rows
 
     rows, _ = split_rows(len(data), held_out.val_fraction, torch.Generator().manual_seed(held_out.seed))
@@ -290,9 +290,11 @@ def test_auto_dropout_is_set_from_each_fits_data_size(name, monkeypatch):
 
 
 def test_a_dearer_prior_trains_on_fewer_grids_by_default():
-    """The 10-minute MNIST budget: a transformer grid costs more, so it trains on fewer."""
+    """The default MNIST budget: a transformer grid costs more, so it trains on fewer."""
     mnist_rows = 57_000
-    pixelcnn, transformer = (registry.create("prior", name).settings for name in ("pixelcnn", "transformer"))
+    pixelcnn, transformer = (
+        registry.create("prior", name).fit_settings for name in ("pixelcnn", "transformer")
+    )
     assert transformer.budget(mnist_rows) < pixelcnn.budget(mnist_rows)
     assert transformer.budget(1_365) == pixelcnn.budget(1_365) == 10  # small data: both get the epoch cap
 

@@ -15,7 +15,7 @@ from torch import Tensor
 from vqtoolkit import stages
 from vqtoolkit._util.modes import eval_mode
 from vqtoolkit.components import registry
-from vqtoolkit.compose import SHARED_OPTIONS, check_model_fits, component, components, describe
+from vqtoolkit.compose import SHARED_OPTIONS, check_model_fits, components, describe
 from vqtoolkit.data.datasets import ImageDataset, load_dataset
 from vqtoolkit.data.streaming import Images
 from vqtoolkit.decoders.base import Decoder
@@ -52,16 +52,31 @@ def build(
 ) -> Pipeline:
     """Assemble a VQ-VAE and its prior from registered names (or ready instances).
 
-    Shared options (``in_channels``, ``dim``, ``num_codes``, ``beta``) go to every component whose
-    constructor takes them, and one that no chosen component takes is refused (``fsq`` has no
-    ``num_codes``); ``*_config`` dicts pass anything else to one component. Without ``dim``,
-    the encoder and decoder take the quantizer's own (64 for codebook quantizers, ``len(levels)`` for
-    ``fsq``). Mismatched components, and models too large for the memory available, fail here,
-    before any training.
+    Mismatched components, and models too large for the memory available, fail here, before any
+    training. With the ``seed`` of :meth:`Pipeline.fit` as well, a whole run is reproducible.
 
-    ``seed`` fixes the initial weights (drawn from a private random stream, so the caller's is
-    untouched): the same call builds the same weights, bit for bit. With the ``seed`` of
-    :meth:`Pipeline.fit` (shuffling and every random draw in training) a whole run is reproducible.
+    Args:
+        encoder: A registered encoder name, or an instance (likewise ``quantizer`` and ``decoder``).
+        quantizer: See ``encoder``.
+        decoder: See ``encoder``.
+        prior: A registered prior, an instance, or ``None`` for stage 1 alone.
+        in_channels: Shared options (with ``dim``, ``num_codes``, ``beta``): each goes to every
+            component whose constructor takes it; one that no chosen component takes is refused.
+        dim: Shared; without it the encoder and decoder take the quantizer's own.
+        num_codes: Shared (``fsq`` has none).
+        beta: Shared: the commitment weight.
+        encoder_config: Any other options of one component (likewise the other ``*_config``).
+        quantizer_config: See ``encoder_config``.
+        decoder_config: See ``encoder_config``.
+        prior_config: See ``encoder_config``.
+        seed: The initial weights, drawn from a private random stream (the caller's is untouched).
+
+    Returns:
+        The untrained :class:`Pipeline`.
+
+    Raises:
+        ComponentNotFoundError: A name that is not registered (with close matches).
+        ConfigError: An option no component takes, parts that do not fit together, or too little memory.
 
     >>> pipe = build("conv", "vq", "conv", "gmm", dim=16, num_codes=32)
     >>> pipe.model.quantizer.num_codes
@@ -149,11 +164,8 @@ class Pipeline:
     ) -> list[dict[str, Any]]:
         """Stage 1: train encoder, quantizer and decoder (:func:`~vqtoolkit.stages.train_autoencoder_stage`).
 
-        ``epochs`` and ``batch_size`` default to the dataset's. ``seed`` fixes the shuffling and
-        every random draw during training, from a private random stream: with :func:`build`'s
-        ``seed``, the same calls give the same weights and metrics bit for bit (same machine, torch
-        version and threads). ``log_dir`` also writes TensorBoard scalars, grids and the code-usage
-        histogram there; the JSON-lines ``log_path`` stays the default record.
+        ``seed`` fixes every random draw of training from a private stream: with :func:`build`'s, the
+        same calls give the same weights bit for bit (same machine, torch version and threads).
 
         Args:
             data: Training and held-out images.
@@ -183,8 +195,7 @@ class Pipeline:
     ) -> Prior:
         """Stage 2: fit ``prior`` (a name, an instance, or the pipeline's own) on the frozen model's codes.
 
-        A prior given by name, or the pipeline's own, is moved to the model's device first; an
-        instance passed in fits where it is. See :func:`~vqtoolkit.stages.fit_prior_stage`.
+        See :func:`~vqtoolkit.stages.prior_to_fit` and :func:`~vqtoolkit.stages.fit_prior_stage`.
 
         Args:
             data: Training images (and labels: a conditional prior learns ``p(codes | label)``, so
@@ -204,15 +215,7 @@ class Pipeline:
         Raises:
             ConfigError: No prior given and none in the pipeline, or one for another codebook size.
         """
-        if prior is not None:
-            shared = {"num_codes": self.model.quantizer.num_tokens}
-            if prior_config.get("conditional"):
-                shared["num_classes"] = data.num_classes
-            self.prior = component("prior", prior, shared, prior_config)
-        if self.prior is None:
-            raise ConfigError("this pipeline has no prior; pass one, e.g. fit_prior(data, 'gmm')")
-        if not isinstance(prior, Prior):  # one built here or by build() fits where the frozen model encodes
-            self.prior.to(self.device)
+        self.prior = stages.prior_to_fit(self.model, prior, self.prior, data, prior_config)
         self.prior = stages.fit_prior_stage(
             self.model, self.prior, data, progress=progress, checkpoint_path=checkpoint_path, resume=resume
         )
@@ -359,13 +362,7 @@ class Pipeline:
 
     @classmethod
     def load(cls, path: str | Path, *, trust_provider: bool = False) -> Pipeline:
-        """Rebuild the pipeline saved at ``path``, every part validated before anything is allocated.
-
-        ``trust_provider=True`` accepts a component whose name is installed from another distribution
-        than the one the bundle declares (a fork or a renamed package you trust). Every problem, from a
-        truncated file to a plugin that is not installed, raises a
-        :class:`~vqtoolkit.errors.BundleError` that says what is wrong and what to do.
-        """
+        """Rebuild the pipeline saved at ``path``, validated first (see :func:`vqtoolkit.load`)."""
         return cls(*load_parts(path, trust_provider=trust_provider))
 
     # -- sharing and deploying: the work lives in vqtoolkit.sharing ------------------------------
@@ -389,5 +386,17 @@ class Pipeline:
 
 
 def load(path: str | Path, *, trust_provider: bool = False) -> Pipeline:
-    """Rebuild the :class:`Pipeline` saved at ``path`` (validated first); see :meth:`Pipeline.load`."""
+    """Rebuild the :class:`Pipeline` saved at ``path``, every part validated before anything is allocated.
+
+    Args:
+        path: A ``.safetensors`` bundle written by :meth:`Pipeline.save`.
+        trust_provider: Accept a component installed from another distribution than the one the
+            bundle declares (a fork or a renamed package you trust).
+
+    Returns:
+        The pipeline, in eval mode.
+
+    Raises:
+        BundleError: What is wrong and what to do, from a truncated file to a plugin not installed.
+    """
     return Pipeline.load(path, trust_provider=trust_provider)

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from vqtoolkit._util.modes import eval_mode, frozen
 from vqtoolkit.components.base import component_name
+from vqtoolkit.compose import component
 from vqtoolkit.data.datasets import ImageDataset
 from vqtoolkit.data.streaming import Images, as_tensor
 from vqtoolkit.errors import ConfigError
@@ -210,6 +211,29 @@ def fit_inputs_taken(prior: Prior, **inputs: Any) -> dict[str, Any]:
     """The fit-time ``inputs`` that ``prior.fit`` names as keyword parameters: the ones it asks for."""
     parameters = inspect.signature(prior.fit).parameters
     return {name: value for name, value in inputs.items() if name in parameters}
+
+
+def prior_to_fit(
+    model: VQVAE, prior: str | Prior | None, own: Prior | None, data: ImageDataset, config: dict[str, Any]
+) -> Prior:
+    """The prior stage 2 fits: ``prior`` by name (with ``config``) or instance, else the pipeline's ``own``.
+
+    One made by name is sized for ``model``'s codes (and ``data``'s classes, if conditional); it and
+    ``own`` (``build()``'s) move to the model's device; an instance passed in fits where it is.
+
+    Raises:
+        ConfigError: No prior at all, or ``config`` given with an instance.
+    """
+    device = next(model.parameters()).device
+    if prior is None:
+        if own is None:
+            raise ConfigError("this pipeline has no prior; pass one, e.g. fit_prior(data, 'gmm')")
+        return own.to(device)
+    shared = {"num_codes": model.quantizer.num_tokens}
+    if config.get("conditional"):
+        shared["num_classes"] = data.num_classes
+    chosen: Prior = component("prior", prior, shared, config)
+    return chosen if isinstance(prior, Prior) else chosen.to(device)
 
 
 def fit_prior_stage(

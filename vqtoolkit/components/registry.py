@@ -98,7 +98,14 @@ def refresh() -> None:
 
 
 def available(kind: str) -> list[str]:
-    """Sorted names registered for ``kind`` (``encoder``, ``quantizer``, ``decoder``, ``prior``)."""
+    """The names registered for a kind of component, the built-ins and every installed plugin's.
+
+    Args:
+        kind: ``encoder``, ``quantizer``, ``decoder`` or ``prior``.
+
+    Returns:
+        The names, sorted.
+    """
     return sorted(_discover(kind)[0])
 
 
@@ -182,8 +189,21 @@ def get_class(kind: str, name: str, distribution: str | None = None) -> type:
 def create(kind: str, name: str, *, distribution: str | None = None, **config: Any) -> Any:
     """Build the component registered as ``name``, e.g. ``create("quantizer", "vq", num_codes=512)``.
 
-    Options are checked before anything is built (:func:`vqtoolkit.components.options.check_config`): one the
-    constructor does not take raises a :class:`ConfigError` naming close matches and the valid ones.
+    Options are checked before anything is built (:func:`vqtoolkit.components.options.check_config`).
+
+    Args:
+        kind: ``encoder``, ``quantizer``, ``decoder`` or ``prior``.
+        name: Its registered name (``"dist:name"`` picks one distribution's where two register it).
+        distribution: The distribution to take ``name`` from, where several provide it.
+        **config: Constructor options.
+
+    Returns:
+        The component, with ``registered_name`` set.
+
+    Raises:
+        ComponentNotFoundError: No such name (the message lists close matches), or its plugin is broken.
+        ConfigError: An option the constructor does not take (naming close matches and the valid
+            ones), of the wrong JSON type, or outside the class's limits.
     """
     cls = get_class(kind, name, distribution)
     name = split_name(name)[0]

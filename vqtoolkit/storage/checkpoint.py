@@ -4,7 +4,7 @@ A checkpoint is a ``.safetensors`` file. Tensors: the model's full ``state_dict`
 buffers, so EMA codebook statistics travel too) under ``model.``, the optimiser's per-parameter state
 under ``optimizer.``, the shuffling generator's and torch's RNG states under ``rng.``, and the
 partial epoch's per-code counts. JSON metadata: the position in training (epoch, batches done, step),
-the history so far, the optimiser's hyper-parameters, the grad scaler's scalars, and the settings
+the history so far, the optimiser's hyper-parameters, the grad scaler's scalars, and the fingerprint
 that must match for ``--resume`` to reproduce an uninterrupted run. No pickle, so a checkpoint is as
 safe to open as a bundle. Writes are atomic (:func:`vqtoolkit._util.atomic.atomic_write`).
 """
@@ -97,7 +97,7 @@ def save(
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
     position: Position,
-    settings: dict[str, Any],
+    fingerprint: dict[str, Any],
 ) -> Path:
     """Write a checkpoint of the run at ``position`` to ``path`` (atomically)."""
     tensors = {f"model.{k}": v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
@@ -113,7 +113,7 @@ def save(
     document = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "settings": settings,
+        "settings": fingerprint,
         "position": {"epoch": position.epoch, "batches_done": position.batches_done, "step": position.step},
         "history": position.history,
         "partial": position.partial,
@@ -153,8 +153,8 @@ def _first_difference(saved: Any, current: Any, where: str) -> tuple[str, Any, A
     return None if saved == current else (where, saved, current)
 
 
-def check_settings(path: Path, saved: dict[str, Any], current: dict[str, Any]) -> None:
-    """Refuse to resume a run whose model or training settings differ from the checkpoint's."""
+def check_fingerprint(path: Path, saved: dict[str, Any], current: dict[str, Any]) -> None:
+    """Refuse to resume a run whose model or training options (its fingerprint) differ from the checkpoint."""
     found = _first_difference(saved, current, "settings")
     if found:
         where, was, now = found
@@ -171,15 +171,15 @@ def load(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
-    settings: dict[str, Any],
+    fingerprint: dict[str, Any],
 ) -> Position:
     """Restore model, optimiser, scaler and RNG states from ``path``; return where the run stands.
 
-    Everything is validated against ``settings`` and the model's own tensors before anything changes.
+    Everything is validated against ``fingerprint`` and the model's own tensors before anything changes.
     """
     path = Path(path)
     document, tensors = _read(path)
-    check_settings(path, document["settings"], settings)
+    check_fingerprint(path, document["settings"], fingerprint)
     model_state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     expected = model.state_dict()
     if set(model_state) != set(expected) or any(model_state[k].shape != v.shape for k, v in expected.items()):

@@ -38,53 +38,49 @@ class Forward:
         return "in training mode" if self.training else "in eval mode"
 
 
-def _output_fields(cls: type, f: Forward) -> None:
+class Violation(Exception):
+    """Raised by a named check with what is wrong; :func:`check_invariant` adds the check's name."""
+
+
+def _output_fields(f: Forward) -> None:
     for field in ("quantized", "indices", "loss", "counts"):
         if not hasattr(f.out, field):
-            raise _fail(
-                cls, "output fields", f"forward's result has no {field!r}; return vqtoolkit's QuantizerOutput"
-            )
+            raise Violation(f"forward's result has no {field!r}; return vqtoolkit's QuantizerOutput")
 
 
-def _quantized_shape(cls: type, f: Forward) -> None:
+def _quantized_shape(f: Forward) -> None:
     quantized, z = f.out.quantized, f.z
     if quantized.shape != z.shape or quantized.dtype != z.dtype:
-        raise _fail(
-            cls,
-            "quantized shape",
+        raise Violation(
             f"quantized is {tuple(quantized.shape)} {quantized.dtype}, z is {tuple(z.shape)} {z.dtype}",
         )
 
 
-def _indices_shape(cls: type, f: Forward) -> None:
+def _indices_shape(f: Forward) -> None:
     indices, b, spatial = f.out.indices, f.z.shape[0], tuple(f.z.shape[2:])
     tail = tuple(indices.shape[indices.ndim - len(spatial) :])
     if indices.dtype != torch.long or indices.shape[0] != b or tail != spatial:
-        raise _fail(
-            cls,
-            "indices shape",
+        raise Violation(
             f"indices are {tuple(indices.shape)} {indices.dtype}; expected long "
             f"(B, *spatial) = {(b, *spatial)} (or (B, stages, *spatial))",
         )
 
 
-def _indices_in_range(cls: type, f: Forward) -> None:
+def _indices_in_range(f: Forward) -> None:
     indices, k = f.out.indices, int(f.quantizer.num_codes)
     if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= k):
-        raise _fail(
-            cls,
-            "indices in range",
+        raise Violation(
             f"indices span [{int(indices.min())}, {int(indices.max())}], not [0, {k})",
         )
 
 
-def _loss(cls: type, f: Forward) -> None:
+def _loss(f: Forward) -> None:
     loss = f.out.loss
     if loss.ndim != 0 or not torch.isfinite(loss):
-        raise _fail(cls, "loss", f"loss must be a finite scalar; got shape {tuple(loss.shape)} value {loss}")
+        raise Violation(f"loss must be a finite scalar; got shape {tuple(loss.shape)} value {loss}")
 
 
-def _counts(cls: type, f: Forward) -> None:
+def _counts(f: Forward) -> None:
     """``counts`` must be the per-code usage of this batch: ``bincount(indices)`` of shape ``(K,)``."""
     counts, k = f.out.counts, int(f.quantizer.num_codes)
     expected = torch.bincount(f.out.indices.detach().reshape(-1).cpu(), minlength=k)
@@ -95,15 +91,13 @@ def _counts(cls: type, f: Forward) -> None:
         or not torch.equal(counts.detach().cpu().long(), expected)
     ):
         got = tuple(counts.shape) if isinstance(counts, Tensor) else type(counts).__name__
-        raise _fail(
-            cls,
-            "counts",
+        raise Violation(
             f"{f.mode}, counts ({got}) is not bincount(indices, minlength={k}); perplexity, dead-code "
             f"revival and the training log all read it",
         )
 
 
-def _quantized_is_lookup(cls: type, f: Forward) -> None:
+def _quantized_is_lookup(f: Forward) -> None:
     quantized, indices = f.out.quantized.detach(), f.out.indices
     tolerance = 1e-5 if f.z.dtype == torch.float64 else 1e-4
     codebooks = [f.quantizer] if f.before is None else [f.before, f.quantizer]
@@ -111,9 +105,7 @@ def _quantized_is_lookup(cls: type, f: Forward) -> None:
         torch.allclose(q.lookup(indices).to(quantized.dtype), quantized, atol=tolerance, rtol=tolerance)
         for q in codebooks
     ):
-        raise _fail(
-            cls,
-            "quantized == lookup(indices)",
+        raise Violation(
             f"{f.mode}, the quantized values are not the codes the indices name (is z returned unquantized?)",
         )
 
@@ -123,7 +115,7 @@ def _eval_single_codebook(f: Forward) -> bool:
     return not f.training and f.out.indices.shape == (f.z.shape[0], *f.z.shape[2:])
 
 
-def _nearest_code(cls: type, f: Forward) -> None:
+def _nearest_code(f: Forward) -> None:
     if not _eval_single_codebook(f):
         return
     flat = f.z.detach().movedim(1, -1).reshape(-1, f.z.shape[1]).double()
@@ -131,17 +123,17 @@ def _nearest_code(cls: type, f: Forward) -> None:
     chosen = distances.gather(1, f.out.indices.reshape(-1, 1)).squeeze(1)
     best = distances.min(1).values
     if not (chosen <= best + 1e-4 * (1 + best)).all():
-        raise _fail(cls, "nearest code", "an index is not a nearest code by squared L2")
+        raise Violation("an index is not a nearest code by squared L2")
 
 
-def _quantize_indices(cls: type, f: Forward) -> None:
+def _quantize_indices(f: Forward) -> None:
     if _eval_single_codebook(f) and not torch.equal(
         f.quantizer.quantize_indices(f.z.detach()), f.out.indices
     ):
-        raise _fail(cls, "quantize_indices", "quantize_indices(z) differs from forward(z).indices")
+        raise Violation("quantize_indices(z) differs from forward(z).indices")
 
 
-def _commitment_loss(cls: type, f: Forward) -> None:
+def _commitment_loss(f: Forward) -> None:
     loss = f.out.loss
     pull = (
         torch.autograd.grad(loss, f.z, retain_graph=True, allow_unused=True)[0]
@@ -149,31 +141,25 @@ def _commitment_loss(cls: type, f: Forward) -> None:
         else None
     )
     if pull is None or not torch.isfinite(pull).all() or not pull.abs().sum() > 0:
-        raise _fail(
-            cls,
-            "commitment loss",
+        raise Violation(
             f"{f.mode}, loss has no gradient with respect to z: add beta * mse(z, sg[q]) "
             "(vq_losses in vqtoolkit.quantize.core); commitment=False for a quantizer without one",
         )
 
 
-def _straight_through(cls: type, f: Forward) -> None:
+def _straight_through(f: Forward) -> None:
     quantized = f.out.quantized
     fix = "return straight_through(z, q) from vqtoolkit.quantize.core"
     if not quantized.requires_grad:
-        raise _fail(
-            cls, "straight-through gradient", f"{f.mode}, quantized carries no gradient (detached?); {fix}"
-        )
+        raise Violation(f"{f.mode}, quantized carries no gradient (detached?); {fix}")
     grad = torch.randn_like(quantized)
     (gradient,) = torch.autograd.grad(quantized, f.z, grad, retain_graph=True, allow_unused=True)
     if gradient is None or not torch.allclose(gradient, grad, atol=1e-5, rtol=1e-4):
-        raise _fail(
-            cls, "straight-through gradient", f"{f.mode}, d quantized / d z is not the identity; {fix}"
-        )
+        raise Violation(f"{f.mode}, d quantized / d z is not the identity; {fix}")
 
 
 #: The per-input invariants, by the name a failure reports (and ``skip=`` takes), in the order they run.
-INVARIANTS: dict[str, Callable[[type, Forward], None]] = {
+INVARIANTS: dict[str, Callable[[Forward], None]] = {
     "output fields": _output_fields,
     "quantized shape": _quantized_shape,
     "indices shape": _indices_shape,
@@ -237,9 +223,21 @@ def check_quantizer_invariants(
     before = copy.deepcopy(quantizer) if training else None
     z = z.detach().clone().requires_grad_(True)
     forward = Forward(quantizer, z, quantizer(z), training, before)
-    for name, check in INVARIANTS.items():
+    for name in INVARIANTS:
         if name not in skipped:
-            check(type(quantizer), forward)
+            check_invariant(name, forward)
+
+
+def check_invariant(name: str, forward: Forward) -> None:
+    """Run the one check of :data:`INVARIANTS` called ``name`` on ``forward``.
+
+    Raises:
+        ConformanceError: It fails; the message names the check and the fix.
+    """
+    try:
+        INVARIANTS[name](forward)
+    except Violation as problem:
+        raise _fail(type(forward.quantizer), name, str(problem)) from None
 
 
 @_reports_crashes

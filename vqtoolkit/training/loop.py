@@ -127,7 +127,7 @@ class Run:
     progress: bool  # rank 0 shows progress and writes files; the others train quietly
     log_path: Path | None
     checkpoint_path: Path | None
-    settings: dict[str, Any]  # what a checkpoint must match to be resumed
+    fingerprint: dict[str, Any]  # what a checkpoint must match to be resumed
     step: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
 
@@ -151,7 +151,7 @@ class Run:
             optimizer=self.optimizer,
             scaler=self.scaler,
             position=position,
-            settings=self.settings,
+            fingerprint=self.fingerprint,
         )
 
 
@@ -176,9 +176,9 @@ def prepare(model: VQVAE, train_images: Images, test_images: Images | None, conf
     if config.start_at_mean and not config.resume:
         calibrate_output_mean(model, as_tensor(train_images[:CALIBRATION_IMAGES]).to(device))
     batch_size = DEFAULT_BATCH_SIZE if config.batch_size is None else config.batch_size
-    settings: dict[str, Any] = {}
+    fingerprint: dict[str, Any] = {}
     if config.checkpoint_path is not None:
-        settings = {
+        fingerprint = {
             "model": checkpoint.describe_model(model),
             "batch_size": batch_size,
             "lr": config.lr,
@@ -208,7 +208,7 @@ def prepare(model: VQVAE, train_images: Images, test_images: Images | None, conf
         progress=config.progress and main,
         log_path=config.log_path if main else None,
         checkpoint_path=config.checkpoint_path if main else None,
-        settings=settings,
+        fingerprint=fingerprint,
     )
 
 
@@ -262,7 +262,7 @@ def starting_point(run: Run) -> Start:
         model=run.model,
         optimizer=run.optimizer,
         scaler=run.scaler,
-        settings=run.settings,
+        fingerprint=run.fingerprint,
     )
     if position.epoch - 1 > run.epochs:  # == epochs: stage 1 is done, the loop is skipped
         raise TrainingError(

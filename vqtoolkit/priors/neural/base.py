@@ -163,7 +163,7 @@ class NeuralIndexPrior(ClusteredIndexPrior):
                 f"guidance={guidance} needs a network that also learned p(x) without its condition: "
                 f"fit with condition_dropout > 0 (e.g. {DEFAULT_CONDITION_DROPOUT}), or keep guidance=1"
             )
-        self.settings = FitSettings(
+        self.fit_settings = FitSettings(
             epochs, batch_size, lr, val_fraction, patience, seed, threads, self.auto_grids, precision
         )
         #: Per-epoch training record of the last ``fit`` (not saved in bundles).
@@ -268,17 +268,17 @@ class NeuralIndexPrior(ClusteredIndexPrior):
         name = component_name(self)
         hooks = None
         if checkpoint is not None:  # stage 2 of a resumable build: save every epoch
-            hooks = checkpoint.hooks({"config": self.config, "data": list(data.shape)})
+            hooks = checkpoint.hooks(fingerprint={"config": self.config, "data": list(data.shape)})
         # seeded initialisation and dropout, without touching the caller's random state
         with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
-            torch.manual_seed(self.settings.seed)
+            torch.manual_seed(self.fit_settings.seed)
             self.net = self._new_net().to(device)
             state = fit_network(
                 self.net,
                 self._loss,
                 data,
                 labels,
-                self.settings,
+                self.fit_settings,
                 name=name,
                 progress=progress,
                 hooks=hooks,

@@ -25,7 +25,7 @@ from vqtoolkit._util.atomic import atomic_write
 from vqtoolkit.errors import CheckpointError, TrainingInterrupted
 from vqtoolkit.priors.neural.loop import FitHooks, FitState
 from vqtoolkit.runtime import distributed
-from vqtoolkit.storage.checkpoint import check_settings, load_optimizer_state, optimizer_state
+from vqtoolkit.storage.checkpoint import check_fingerprint, load_optimizer_state, optimizer_state
 
 FORMAT = "vqtoolkit.prior-checkpoint"
 METADATA_KEY = "vqtoolkit_prior_checkpoint"
@@ -40,23 +40,23 @@ class FitCheckpoint:
     #: The Ctrl-C flag of :func:`vqtoolkit.runtime.stopping.stop_requests` the fit runs under.
     stop: Any = None
 
-    def hooks(self, settings: dict[str, Any]) -> FitHooks:
+    def hooks(self, fingerprint: dict[str, Any]) -> FitHooks:
         """The loop's hooks: restore before the first epoch, save after each, stop on Ctrl-C.
 
         Args:
-            settings: What the fit was started with; a resume with other settings is refused.
+            fingerprint: What the fit was started with; a resume with another is refused.
 
         Returns:
             Hooks for :func:`~vqtoolkit.priors.neural.loop.fit_network`.
         """
         return FitHooks(
-            on_start=lambda state: self.restore(state, settings),
-            on_epoch_end=lambda state: self.save(state, settings),
+            on_start=lambda state: self.restore(state, fingerprint),
+            on_epoch_end=lambda state: self.save(state, fingerprint),
             stop_requested=lambda: self.stop_requested,
             interrupted=lambda state: self.interrupted(state.epoch),
         )
 
-    def save(self, state: FitState, settings: dict[str, Any]) -> None:
+    def save(self, state: FitState, fingerprint: dict[str, Any]) -> None:
         """Write the state after ``state.epoch`` finished (atomically; rank 0 only under torchrun)."""
         if not distributed.is_main():
             return
@@ -72,7 +72,7 @@ class FitCheckpoint:
         tensors["rng.torch"] = torch.get_rng_state()  # dropout draws
         document = {
             "format": FORMAT,
-            "settings": settings,
+            "settings": fingerprint,
             "epoch": state.epoch,
             "step": state.step,
             "best_score": state.best_bits,
@@ -83,7 +83,7 @@ class FitCheckpoint:
         metadata = {METADATA_KEY: json.dumps(document, allow_nan=True)}
         atomic_write(self.path, save_bytes(tensors, metadata=metadata))
 
-    def restore(self, state: FitState, settings: dict[str, Any]) -> None:
+    def restore(self, state: FitState, fingerprint: dict[str, Any]) -> None:
         """Load the saved state into ``state`` when resuming; a fresh fit is left as it is."""
         if not self.resume or not self.path.is_file():
             return
@@ -97,7 +97,7 @@ class FitCheckpoint:
             ) from err
         if document.get("format") != FORMAT:
             raise CheckpointError(f"{self.path} is not a {FORMAT} file; delete it to refit the prior")
-        check_settings(self.path, document["settings"], settings)
+        check_fingerprint(self.path, document["settings"], fingerprint)
         device = next(state.net.parameters()).device
         state.net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
         load_optimizer_state(state.optimizer, tensors, document["optimizer"])
