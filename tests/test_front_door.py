@@ -108,6 +108,9 @@ EXPECTED = {  # which ideas each command has (docs/cli.md's table)
     "report": {"output", "seed"},
     "inspect": {"as_json"},
     "plugins": {"as_json"},
+    "push": set(),
+    "pull": {"output"},
+    "export": {"output", "as_json"},
 }
 
 

@@ -26,6 +26,8 @@ from vqtoolkit.model.vqvae import VQVAE
 from vqtoolkit.priors.base import Prior, SampleOptions
 from vqtoolkit.quantize.base import Quantizer
 from vqtoolkit.runtime import distributed
+from vqtoolkit.sharing import onnx as onnx_export
+from vqtoolkit.sharing import pretrained
 from vqtoolkit.training.config import TrainConfig
 from vqtoolkit.training.evaluation import evaluate_autoencoder
 from vqtoolkit.training.loop import EpochCallback
@@ -365,24 +367,17 @@ class Pipeline:
         """Rebuild the pipeline saved at ``path``, validated first (see :func:`vqtoolkit.load`)."""
         return cls(*load_parts(path, trust_provider=trust_provider))
 
-    # -- sharing and deploying: the work lives in vqtoolkit.sharing ------------------------------
     def save_pretrained(self, folder: str | Path, **options: Any) -> Path:
         """Write a Hugging Face model folder (:func:`~vqtoolkit.sharing.pretrained.save_pretrained`)."""
-        from vqtoolkit.sharing.pretrained import save_pretrained
-
-        return save_pretrained(self, folder, **options)
+        return pretrained.save_pretrained(self, folder, **options)
 
     def push_to_hub(self, repo_id: str, **options: Any) -> str:
         """Upload the model folder to the Hub, returning the commit URL (see :mod:`vqtoolkit.sharing`)."""
-        from vqtoolkit.sharing.pretrained import push_to_hub
-
-        return push_to_hub(self, repo_id, **options)
+        return pretrained.push_to_hub(self, repo_id, **options)
 
     def export_onnx(self, folder: str | Path, **options: Any) -> dict[str, Any]:
         """Encoder and decoder as checked ONNX graphs (:func:`~vqtoolkit.sharing.onnx.export_onnx`)."""
-        from vqtoolkit.sharing.onnx import export_onnx
-
-        return export_onnx(self, folder, **options)
+        return onnx_export.export_onnx(self, folder, **options)
 
 
 def load(path: str | Path, *, trust_provider: bool = False) -> Pipeline:
