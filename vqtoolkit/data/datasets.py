@@ -299,12 +299,12 @@ def load_folder(
 
 DATASETS: dict[str, Callable[..., ImageDataset]] = {
     "digits": load_digits,
-    "shapes": load_shapes,
-    "photos": load_photos,
     "mnist": load_mnist,
     "fashion-mnist": load_fashion_mnist,
     "cifar10": load_cifar10,
     "folder": load_folder,
+    "shapes": load_shapes,
+    "photos": load_photos,
 }
 
 #: Datasets made at the asked image size rather than resized to it.

@@ -71,7 +71,7 @@ class Scenes(NamedTuple):
     #: ``(N, MAX_OBJECTS, 2)`` float: centre ``(x, y)`` as fractions of the side.
     position: Tensor
     #: ``(N,)`` long: how many objects (1 to :data:`MAX_OBJECTS`); slots beyond it are empty.
-    count: Tensor
+    num_objects: Tensor
 
 
 def _coverage(shape: Tensor, dx: Tensor, dy: Tensor, radius: Tensor) -> Tensor:
@@ -97,7 +97,7 @@ def _coverage(shape: Tensor, dx: Tensor, dy: Tensor, radius: Tensor) -> Tensor:
 
 
 def _render(
-    shape: Tensor, colour: Tensor, size: Tensor, position: Tensor, count: Tensor, image_size: int
+    shape: Tensor, colour: Tensor, size: Tensor, position: Tensor, num_objects: Tensor, image_size: int
 ) -> Tensor:
     """Paint the scenes, later slots first so object 0 lies on top."""
     n = len(shape)
@@ -108,7 +108,7 @@ def _render(
         pixels.view(1, 1, -1, 1) - centre[..., 1, None, None],
     )
     alpha = _coverage(shape, dx, dy, size * image_size)  # (n, k, S, S)
-    present = (torch.arange(MAX_OBJECTS) < count[:, None]).float()
+    present = (torch.arange(MAX_OBJECTS) < num_objects[:, None]).float()
     alpha = alpha * present[..., None, None]
     images = torch.full((n, 3, image_size, image_size), BACKGROUND)
     rgb = PALETTE[colour]  # (n, k, 3)
@@ -125,7 +125,8 @@ def generate(n: int, *, image_size: int = 32, seed: int = 0, skip: int = 0) -> S
         n: Scenes to make.
         image_size: Side in pixels (at least 8).
         seed: Picks the random stream; the same seed gives the same scenes on every machine.
-        skip: Draws of the stream to pass over first (how the test split follows the training one).
+        skip: Scenes of the stream to pass over first (how the test split follows the training one);
+            scene ``skip + i`` is the same whatever ``n``.
 
     Returns:
         The images and their factors.
@@ -138,23 +139,31 @@ def generate(n: int, *, image_size: int = 32, seed: int = 0, skip: int = 0) -> S
     generator = torch.Generator().manual_seed(seed)
     total = skip + n
     k = MAX_OBJECTS
-    # every factor drawn for the whole stream at once, so draw i is the same whatever n and skip are
-    count = torch.randint(1, k + 1, (total,), generator=generator)
-    shape = torch.randint(len(SHAPES), (total, k), generator=generator)
-    colour = torch.randint(len(COLOURS), (total, k), generator=generator)
-    unit = torch.rand(total, k, generator=generator)
+    # one row of uniforms per scene, taken in order from the stream: scene i is the same whatever
+    # n and skip are. Columns: object count, then per object shape, colour, size, x, y.
+    unit = torch.rand(skip + n, 1 + 5 * k, generator=generator)[skip:]
+    per_object = unit[:, 1:].view(n, k, 5)
+    num_objects = (unit[:, 0] * k).long().clamp_(max=k - 1) + 1
+    shape = (per_object[..., 0] * len(SHAPES)).long().clamp_(max=len(SHAPES) - 1)
+    colour = (per_object[..., 1] * len(COLOURS)).long().clamp_(max=len(COLOURS) - 1)
     low = torch.tensor([MAIN_SIZE[0]] + [SMALL_SIZE[0]] * (k - 1))
     high = torch.tensor([MAIN_SIZE[1]] + [SMALL_SIZE[1]] * (k - 1))
-    size = low + unit * (high - low)
+    size = low + per_object[..., 2] * (high - low)
     margin = size[..., None] * 1.05
-    position = margin + torch.rand(total, k, 2, generator=generator) * (1 - 2 * margin)
-    factors = [f[skip:] for f in (shape, colour, size, position, count)]
-    images = (
-        torch.cat([_render(*(f[i : i + CHUNK] for f in factors), image_size) for i in range(0, n, CHUNK)])
-        if n
-        else torch.empty(0, 3, image_size, image_size)
-    )
-    return Scenes(images, *factors)
+    position = margin + per_object[..., 3:] * (1 - 2 * margin)
+    parts = [
+        _render(
+            shape[i : i + CHUNK],
+            colour[i : i + CHUNK],
+            size[i : i + CHUNK],
+            position[i : i + CHUNK],
+            num_objects[i : i + CHUNK],
+            image_size,
+        )
+        for i in range(0, n, CHUNK)
+    ]
+    images = torch.cat(parts) if parts else torch.empty(0, 3, image_size, image_size)
+    return Scenes(images, shape, colour, size, position.contiguous(), num_objects)
 
 
 def labels_of(scenes: Scenes, label: str = "shape") -> Tensor:
