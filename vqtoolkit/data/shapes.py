@@ -137,7 +137,6 @@ def generate(n: int, *, image_size: int = 32, seed: int = 0, skip: int = 0) -> S
     if image_size < 8:
         raise DataError(f"shapes needs --image-size of at least 8 pixels; got {image_size}")
     generator = torch.Generator().manual_seed(seed)
-    total = skip + n
     k = MAX_OBJECTS
     # one row of uniforms per scene, taken in order from the stream: scene i is the same whatever
     # n and skip are. Columns: object count, then per object shape, colour, size, x, y.
