@@ -100,7 +100,7 @@ def save_pretrained(
     if samples > 0 and pipe.prior is not None and pipe.prior.is_fitted:
         from vqtoolkit.data.images import save_grid
 
-        drawn = pipe.sample(samples, generator=torch.Generator(device=pipe.device).manual_seed(seed))
+        drawn = pipe.sample(samples, generator=torch.Generator().manual_seed(seed))  # as `vqtool build` draws
         grid = save_grid(drawn, folder / SAMPLES).name
     else:
         (folder / SAMPLES).unlink(missing_ok=True)  # a grid of an earlier save would show another model
