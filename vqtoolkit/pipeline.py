@@ -331,7 +331,7 @@ class Pipeline:
                 raise ShapeError(f"{name} must be one image (C, H, W); got shape {tuple(image.shape)}")
             ends.append(batch.to(self.device))
         with eval_mode(self.model):
-            return self.model.interpolate(*ends, steps).clamp(0, 1)
+            return self.model.interpolate(ends[0], ends[1], steps).clamp(0, 1)
 
     def dataset(self, root: str | Path | None = None, *, name: str | None = None) -> ImageDataset:
         """The dataset this pipeline was trained on, loaded again with the same held-out split.

@@ -189,7 +189,8 @@ def get_class(kind: str, name: str, distribution: str | None = None) -> type:
 def create(kind: str, name: str, *, distribution: str | None = None, **config: Any) -> Any:
     """Build the component registered as ``name``, e.g. ``create("quantizer", "vq", num_codes=512)``.
 
-    Options are checked before anything is built (:func:`vqtoolkit.components.options.check_config`).
+    Options are checked before anything is built (:func:`vqtoolkit.components.options.check_config`):
+    one the constructor does not take raises a :class:`ConfigError` naming close matches.
 
     Args:
         kind: ``encoder``, ``quantizer``, ``decoder`` or ``prior``.
