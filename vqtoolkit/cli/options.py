@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from vqtoolkit.cli.recipe import recipe_options
 from vqtoolkit.runtime.schedule import DEFAULT_LR, DEFAULT_SCHEDULE, SCHEDULES
 
 if TYPE_CHECKING:
@@ -281,6 +282,7 @@ def stage1_options(command: F) -> F:
         data_options("digits"),
         image_options,
         training_options,
+        recipe_options,
         output_option(
             Path("vqtool-out/model.safetensors"),
             "Bundle path; checkpoint, metrics log, plots and grids go beside it.",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from vqtoolkit.components.base import Component
 
@@ -24,3 +24,23 @@ class Decoder(Component):
         first steps that the sigmoid saturates and stops learning.
         """
         return None
+
+    def last_layer(self) -> Tensor:
+        """The weight of the layer that produces the image.
+
+        The VQGAN recipe's adaptive weight compares the reconstruction and adversarial gradients
+        there (:mod:`vqtoolkit.training.discriminator`). The default is the weight of the last module
+        (in registration order) that has one; a decoder whose output layer comes earlier in that
+        order overrides this.
+
+        Returns:
+            A parameter of this decoder.
+
+        Raises:
+            TypeError: The decoder has no module with a ``weight`` parameter.
+        """
+        for module in reversed(list(self.modules())):
+            weight = getattr(module, "weight", None)
+            if isinstance(weight, nn.Parameter):
+                return weight
+        raise TypeError(f"{type(self).__name__} has no layer with a weight; override Decoder.last_layer()")

@@ -22,6 +22,11 @@ CURVES = (
     ("perplexity", "train_perplexity", "test_perplexity", False),
     ("codes used", "train_codes_used", "test_codes_used", False),
 )
+#: The VQGAN recipe's panels, drawn when the history has them: (title, [(key, label)], log scale).
+ADVERSARIAL_CURVES = (
+    ("adversarial losses", (("train_gan", "generator"), ("train_disc", "discriminator")), False),
+    ("adaptive weight λ", (("train_adaptive_weight", "λ"),), True),
+)
 
 
 def _pyplot() -> Any:
@@ -53,22 +58,33 @@ def _save(fig: Any, path: str | Path) -> Path:
 
 
 def training_curves(history: list[dict[str, Any]], path: str | Path, *, title: str = "") -> Path:
-    """Four panels per epoch: reconstruction MSE, VQ loss, perplexity, codes used (train and test)."""
+    """Panels per epoch: reconstruction MSE, VQ loss, perplexity, codes used (train and test).
+
+    A run with the VQGAN recipe adds the generator's and the discriminator's adversarial losses
+    and the adaptive weight λ.
+    """
     return _save(curves_figure(history, title=title), path)
 
 
 def curves_figure(history: list[dict[str, Any]], *, title: str = "", columns: int = 4) -> Any:
-    """The figure of :func:`training_curves`, its four panels in ``columns`` columns."""
+    """The figure of :func:`training_curves`, its panels in ``columns`` columns."""
     plt = _pyplot()
     from matplotlib.ticker import MaxNLocator
 
-    rows = -(-len(CURVES) // columns)
+    adversarial = any("train_disc" in r for r in history)
+    panels: list[tuple[str, tuple[tuple[str | None, str], ...], bool]]
+    panels = [(name, ((train, "train"), (test, "test")), log) for name, train, test, log in CURVES]
+    panels += list(ADVERSARIAL_CURVES) if adversarial else []
+    rows = -(-len(panels) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3.4 * rows), squeeze=False)
     epochs = [r["epoch"] for r in history]
-    for ax, (name, train_key, test_key, log) in zip(axes.flat, CURVES, strict=True):
-        ax.plot(epochs, [r[train_key] for r in history], "o-", label="train", markersize=3)
-        if test_key is not None and all(test_key in r for r in history):
-            ax.plot(epochs, [r[test_key] for r in history], "s--", label="test", markersize=3)
+    for ax in axes.flat[len(panels) :]:
+        ax.set_visible(False)
+    for ax, (name, lines, log) in zip(axes.flat, panels, strict=False):
+        for (key, label), style in zip(lines, ("o-", "s--"), strict=False):
+            if key is not None and all(key in r for r in history):
+                values = [float("nan") if r[key] is None else r[key] for r in history]  # None: not yet on
+                ax.plot(epochs, values, style, label=label, markersize=3)
         ax.set_title(name, fontsize=10)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

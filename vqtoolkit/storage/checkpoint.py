@@ -2,11 +2,13 @@
 
 A checkpoint is a ``.safetensors`` file. Tensors: the model's full ``state_dict`` (parameters *and*
 buffers, so EMA codebook statistics travel too) under ``model.``, the optimiser's per-parameter state
-under ``optimizer.``, the shuffling generator's and torch's RNG states under ``rng.``, and the
-partial epoch's per-code counts. JSON metadata: the position in training (epoch, batches done, step),
-the history so far, the optimiser's hyper-parameters, the grad scaler's scalars, and the fingerprint
-that must match for ``--resume`` to reproduce an uninterrupted run. No pickle, so a checkpoint is as
-safe to open as a bundle. Writes are atomic (:func:`vqtoolkit._util.atomic.atomic_write`).
+under ``optimizer.``, the shuffling generator's and torch's RNG states under ``rng.``, and the partial
+epoch's per-code counts; with the VQGAN recipe, the discriminator's weights and optimiser under
+``discriminator.`` (:class:`Trainable`; a run without one writes and reads none). JSON metadata: the
+position in training (epoch, batches done, step), the history so far, the optimiser's hyper-parameters,
+the grad scaler's scalars, and the fingerprint that must match for ``--resume`` to reproduce an
+uninterrupted run. No pickle, so a checkpoint is as safe to open as a bundle. Writes are atomic
+(:func:`vqtoolkit._util.atomic.atomic_write`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from vqtoolkit.errors import CheckpointError
 FORMAT = "vqtoolkit.checkpoint"
 FORMAT_VERSION = 1
 METADATA_KEY = "vqtoolkit_checkpoint"
+#: The prefix of the discriminator's tensors (its ``model.`` weights and ``optimizer.`` state).
+DISCRIMINATOR = "discriminator."
 
 
 @dataclass
@@ -48,28 +52,42 @@ class Position:
     counts: Tensor | None = None
 
 
-def optimizer_state(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """An optimiser's state as CPU tensors named ``optimizer.INDEX.KEY`` and a JSON document of the rest."""
+@dataclass
+class Trainable:
+    """A network trained beside the model (the VQGAN recipe's discriminator), with its optimiser."""
+
+    module: nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+
+
+def optimizer_state(
+    optimizer: torch.optim.Optimizer, prefix: str = "optimizer."
+) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """An optimiser's state as CPU tensors named ``PREFIX INDEX.KEY`` and a JSON document of the rest."""
     state = optimizer.state_dict()
     tensors: dict[str, Tensor] = {}
     scalars: dict[str, Any] = {}
     for index, entries in state["state"].items():
         for key, value in entries.items():
             if torch.is_tensor(value):
-                tensors[f"optimizer.{index}.{key}"] = value.detach().cpu().contiguous().clone()
+                tensors[f"{prefix}{index}.{key}"] = value.detach().cpu().contiguous().clone()
             else:
                 scalars[f"{index}.{key}"] = value
     return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
 
 
 def load_optimizer_state(
-    optimizer: torch.optim.Optimizer, tensors: dict[str, Tensor], document: dict[str, Any]
+    optimizer: torch.optim.Optimizer,
+    tensors: dict[str, Tensor],
+    document: dict[str, Any],
+    prefix: str = "optimizer.",
 ) -> None:
-    """Restore what :func:`optimizer_state` saved."""
+    """Restore what :func:`optimizer_state` saved (under the same ``prefix``)."""
     state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
-        if key.startswith("optimizer."):
-            _, index, name = key.split(".", 2)
+        if key.startswith(prefix):
+            index, name = key.removeprefix(prefix).split(".", 1)
             state.setdefault(int(index), {})[name] = value
     for key, value in document["scalars"].items():
         index, name = key.split(".", 1)
@@ -98,11 +116,19 @@ def save(
     scaler: torch.amp.GradScaler,
     position: Position,
     fingerprint: dict[str, Any],
+    discriminator: Trainable | None = None,
 ) -> Path:
-    """Write a checkpoint of the run at ``position`` to ``path`` (atomically)."""
-    tensors = {f"model.{k}": v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    """Write a checkpoint of the run at ``position`` (and its ``discriminator``) to ``path`` (atomically)."""
+    tensors = _module_tensors(model, "model.")
     optim_tensors, optim_document = optimizer_state(optimizer)
     tensors.update(optim_tensors)
+    trained_beside = None
+    if discriminator is not None:
+        tensors.update(_module_tensors(discriminator.module, f"{DISCRIMINATOR}model."))
+        d_tensors, d_document = optimizer_state(discriminator.optimizer, f"{DISCRIMINATOR}optimizer.")
+        tensors.update(d_tensors)
+        scaler_state = discriminator.scaler.state_dict() if discriminator.scaler.is_enabled() else None
+        trained_beside = {"optimizer": d_document, "scaler": scaler_state}
     tensors["rng.shuffle"] = position.shuffle_state.clone()
     tensors["rng.torch"] = torch.get_rng_state()
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -119,10 +145,28 @@ def save(
         "partial": position.partial,
         "optimizer": optim_document,
         "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+        **({"discriminator": trained_beside} if trained_beside is not None else {}),
     }
     metadata = {METADATA_KEY: json.dumps(document, allow_nan=True)}
     atomic_write(Path(path), save_bytes(tensors, metadata=metadata))
     return Path(path)
+
+
+def _module_tensors(module: nn.Module, prefix: str) -> dict[str, Tensor]:
+    """A module's ``state_dict`` as CPU tensors named ``PREFIX KEY``."""
+    return {f"{prefix}{k}": v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
+
+
+def _load_module(path: Path, module: nn.Module, tensors: dict[str, Tensor], prefix: str) -> None:
+    """Load the tensors named ``PREFIX KEY`` into ``module``, refusing any that do not fit it."""
+    state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+    expected = module.state_dict()
+    if set(state) != set(expected) or any(state[k].shape != v.shape for k, v in expected.items()):
+        what = "model" if prefix == "model." else "discriminator"
+        raise CheckpointError(
+            f"{path}: its {what} tensors do not match this {what}; start afresh without --resume"
+        )
+    module.load_state_dict(state)
 
 
 def _read(path: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
@@ -172,25 +216,34 @@ def load(
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
     fingerprint: dict[str, Any],
+    discriminator: Trainable | None = None,
 ) -> Position:
-    """Restore model, optimiser, scaler and RNG states from ``path``; return where the run stands.
+    """Restore model, optimiser, scaler and RNG states (and the ``discriminator``'s) from ``path``.
 
-    Everything is validated against ``fingerprint`` and the model's own tensors before anything changes.
+    Everything is validated against ``fingerprint`` and the model's own tensors before anything
+    changes (a discriminator's fingerprint differs from a plain run's, so neither resumes the other).
+    Returns where the run stands.
     """
     path = Path(path)
     document, tensors = _read(path)
     check_fingerprint(path, document["settings"], fingerprint)
-    model_state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
-    expected = model.state_dict()
-    if set(model_state) != set(expected) or any(model_state[k].shape != v.shape for k, v in expected.items()):
+    if (discriminator is None) != ("discriminator" not in document):
         raise CheckpointError(
-            f"{path}: its model tensors do not match this model; start afresh without --resume"
+            f"{path}: its discriminator does not match this run's; start afresh without --resume"
         )
     device = next(model.parameters()).device
-    model.load_state_dict(model_state)
+    _load_module(path, model, tensors, "model.")
     load_optimizer_state(optimizer, tensors, document["optimizer"])
     if document["scaler"] is not None:
         scaler.load_state_dict(document["scaler"])
+    if discriminator is not None:
+        _load_module(path, discriminator.module, tensors, f"{DISCRIMINATOR}model.")
+        trained_beside = document["discriminator"]
+        load_optimizer_state(
+            discriminator.optimizer, tensors, trained_beside["optimizer"], f"{DISCRIMINATOR}optimizer."
+        )
+        if trained_beside["scaler"] is not None:
+            discriminator.scaler.load_state_dict(trained_beside["scaler"])
     torch.set_rng_state(tensors["rng.torch"])
     cuda_keys = sorted(
         (k for k in tensors if k.startswith("rng.cuda.")), key=lambda k: int(k.rsplit(".", 1)[1])

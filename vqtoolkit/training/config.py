@@ -22,6 +22,12 @@ if TYPE_CHECKING:
     import torch
 
 
+#: ``reconstruction_loss`` choices.
+RECONSTRUCTION_LOSSES = ("mse", "l1")
+#: ``adversarial_loss`` choices (:mod:`vqtoolkit.training.discriminator`).
+ADVERSARIAL_LOSSES = ("hinge", "non-saturating")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How stage 1 trains: length, optimiser, randomness, device, and the files a run writes.
@@ -45,6 +51,19 @@ class TrainConfig:
         log_dir: TensorBoard scalars, image grids and code usage (:mod:`vqtoolkit.training.tensorboard`).
         allow_divergence: Keep training when an epoch diverged (:mod:`vqtoolkit.training.divergence`).
         progress: Show tqdm bars and one log line per epoch.
+        reconstruction_loss: ``mse`` or ``l1`` (the metrics' ``train_recon`` stays the MSE).
+        perceptual_weight: Weight of the perceptual loss (0: none).
+        perceptual_features: ``ssim``, ``ms-ssim`` or a path to torchvision VGG16 weights
+            (:mod:`vqtoolkit.training.perceptual`); never downloaded.
+        adversarial_weight: Weight of the VQGAN recipe's adversarial term, times the adaptive weight
+            λ (0: off, no discriminator; :mod:`vqtoolkit.training.objective`).
+        adversarial_start: The optimizer step from which the generator's adversarial term counts;
+            the discriminator trains from the first step (its warm-up).
+        adversarial_loss: ``hinge`` or ``non-saturating``.
+        discriminator_lr: The discriminator's peak learning rate (same schedule); ``None``: ``lr``.
+        discriminator_layers: The PatchGAN's stride-2 convolutions.
+        discriminator_channels: The PatchGAN's first width.
+        discriminator_spectral_norm: Spectral normalisation in the discriminator.
     """
 
     epochs: int | None = None
@@ -62,6 +81,16 @@ class TrainConfig:
     log_dir: Path | None = None
     allow_divergence: bool = False
     progress: bool = True
+    reconstruction_loss: str = "mse"
+    perceptual_weight: float = 0.0
+    perceptual_features: str = "ssim"
+    adversarial_weight: float = 0.0
+    adversarial_start: int = 0
+    adversarial_loss: str = "hinge"
+    discriminator_lr: float | None = None
+    discriminator_layers: int = 2
+    discriminator_channels: int = 64
+    discriminator_spectral_norm: bool = False
 
     def __post_init__(self) -> None:
         """Refuse impossible values now, each with the option to change."""
@@ -80,6 +109,29 @@ class TrainConfig:
             raise ConfigError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
         if self.resume and self.checkpoint_path is None:
             raise ConfigError("resume=True needs a checkpoint_path to resume from")
+        self._check_recipe()
+
+    def _check_recipe(self) -> None:
+        """The reconstruction, perceptual and adversarial options (the VQGAN recipe's)."""
+        if self.reconstruction_loss not in RECONSTRUCTION_LOSSES:
+            raise ConfigError(f"reconstruction_loss must be one of {', '.join(RECONSTRUCTION_LOSSES)}")
+        if self.adversarial_loss not in ADVERSARIAL_LOSSES:
+            raise ConfigError(f"adversarial_loss must be one of {', '.join(ADVERSARIAL_LOSSES)}")
+        for name in ("perceptual_weight", "adversarial_weight"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not (value >= 0 and math.isfinite(value)):
+                raise ConfigError(f"{name} must be a finite number >= 0 (0: off); got {value!r}")
+        lr = self.discriminator_lr
+        if lr is not None and (not isinstance(lr, int | float) or not (lr > 0 and math.isfinite(lr))):
+            raise ConfigError(f"discriminator_lr must be a finite number > 0; got {lr!r}")
+        for name in ("adversarial_start", "discriminator_layers", "discriminator_channels"):
+            value, least = getattr(self, name), 0 if name == "adversarial_start" else 1
+            if not isinstance(value, int) or value < least:
+                raise ConfigError(f"{name} must be an integer >= {least}; got {value!r}")
+        if self.perceptual_weight > 0:
+            from vqtoolkit.training.perceptual import check_features
+
+            check_features(self.perceptual_features)
 
     @classmethod
     def of(cls, config: TrainConfig | None = None, **options: Any) -> TrainConfig:

@@ -4,10 +4,11 @@
 (failing early on anything wrong) and moves the model and images there once; :func:`starting_point`
 either restores a checkpoint or starts afresh at the images' mean; then each epoch
 (:func:`train_epoch`) shuffles with a seeded generator and steps Adam on ``mse(x̂, x) + quantizer
-loss`` (learning rate from :mod:`vqtoolkit.runtime.schedule`), counting codes over the whole epoch for an
-honest perplexity. After each epoch the held-out images are scored, a JSON line is logged and a
-checkpoint is written that continues the run bit for bit. The first Ctrl-C finishes the current
-step, saves one and says how to resume; a NaN or infinite loss stops training with a hint.
+loss`` (or the VQGAN recipe's, :mod:`vqtoolkit.training.objective`) at the rate of
+:mod:`vqtoolkit.runtime.schedule`, counting codes over the whole epoch for an honest perplexity.
+After each epoch the held-out images are scored, a JSON line is logged and a checkpoint is written
+that continues the run bit for bit. The first Ctrl-C finishes the current step, saves one and says
+how to resume; a NaN or infinite loss stops training with a hint.
 
 The whole dataset is one tensor, so a batch is one index operation with no per-image Python work
 (docs/training.md has the measurements).
@@ -23,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -42,6 +42,7 @@ from vqtoolkit.storage import checkpoint
 from vqtoolkit.training.config import TrainConfig
 from vqtoolkit.training.divergence import DivergenceGuard
 from vqtoolkit.training.evaluation import evaluate_autoencoder
+from vqtoolkit.training.objective import Objective
 from vqtoolkit.training.records import format_epoch, write_log
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,7 @@ class Run:
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     stepper: AgreedStep  # backward, the agreement across ranks, the update
+    objective: Objective  # the loss (and the VQGAN recipe's discriminator, when it is on)
     generator: torch.Generator  # shuffling, on the CPU: the same order on any device
     guard: DivergenceGuard
     progress: bool  # rank 0 shows progress and writes files; the others train quietly
@@ -152,6 +154,7 @@ class Run:
             scaler=self.scaler,
             position=position,
             fingerprint=self.fingerprint,
+            discriminator=self.objective.trainable(),
         )
 
 
@@ -176,6 +179,7 @@ def prepare(model: VQVAE, train_images: Images, test_images: Images | None, conf
     if config.start_at_mean and not config.resume:
         calibrate_output_mean(model, as_tensor(train_images[:CALIBRATION_IMAGES]).to(device))
     batch_size = DEFAULT_BATCH_SIZE if config.batch_size is None else config.batch_size
+    objective = Objective(model, config, device, precision)
     fingerprint: dict[str, Any] = {}
     if config.checkpoint_path is not None:
         fingerprint = {
@@ -186,6 +190,7 @@ def prepare(model: VQVAE, train_images: Images, test_images: Images | None, conf
             "seed": config.seed,
             "precision": precision,
             "train_images": list(train_images.shape),
+            **objective.fingerprint(),  # empty for the plain loss: older checkpoints still resume
         }
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "16")  # float16 gradients underflow
@@ -203,6 +208,7 @@ def prepare(model: VQVAE, train_images: Images, test_images: Images | None, conf
         optimizer=optimizer,
         scaler=scaler,
         stepper=AgreedStep(optimizer, scaler),
+        objective=objective,
         generator=torch.Generator().manual_seed(config.seed),
         guard=DivergenceGuard(train_images, test_images, lr=config.lr, allow=config.allow_divergence),
         progress=config.progress and main,
@@ -219,6 +225,7 @@ class Tally:
     recon: Tensor
     vq: Tensor
     counts: Tensor
+    extra: dict[str, Tensor]  # the objective's own sums (:meth:`Objective.sum_names`)
     seconds: float = 0.0  # time spent on this epoch before the run was interrupted
     batches_done: int = 0
 
@@ -231,11 +238,13 @@ class Tally:
             recon=torch.zeros((), dtype=dtype, device=run.device),
             vq=torch.zeros((), dtype=dtype, device=run.device),
             counts=counts,
+            extra={k: torch.zeros((), dtype=dtype, device=run.device) for k in run.objective.sum_names()},
         )
 
     def sums(self) -> dict[str, float]:
         """The sums as a checkpoint stores them."""
-        return {"recon": float(self.recon), "vq": float(self.vq), "seconds": self.seconds}
+        extra = {k: float(v) for k, v in self.extra.items()}
+        return {"recon": float(self.recon), "vq": float(self.vq), "seconds": self.seconds, **extra}
 
 
 @dataclass
@@ -263,6 +272,7 @@ def starting_point(run: Run) -> Start:
         optimizer=run.optimizer,
         scaler=run.scaler,
         fingerprint=run.fingerprint,
+        discriminator=run.objective.trainable(),
     )
     if position.epoch - 1 > run.epochs:  # == epochs: stage 1 is done, the loop is skipped
         raise TrainingError(
@@ -276,6 +286,8 @@ def starting_point(run: Run) -> Start:
         tally.recon.fill_(position.partial["recon"])
         tally.vq.fill_(position.partial["vq"])
         tally.seconds = position.partial["seconds"]
+        for name, value in tally.extra.items():
+            value.fill_(position.partial[name])
         if position.counts is not None:
             tally.counts = position.counts
     return Start(position.epoch, tally)
@@ -305,7 +317,7 @@ def train_epoch(
         x = x.to(run.device, non_blocking=True, memory_format=run.layout)
         stopping = train_step(run, x, epoch, tally, stop, on_step)
         if stopping:  # Ctrl-C/SIGTERM on any rank: save, say how to go on
-            distributed.all_reduce_sum_(tally.recon, tally.vq, tally.counts)
+            distributed.all_reduce_sum_(tally.recon, tally.vq, tally.counts, *tally.extra.values())
             tally.seconds += time.perf_counter() - started
             run.save(epoch, i + 1, shuffle_state, tally)
             distributed.barrier()  # the checkpoint is complete before any rank exits
@@ -314,7 +326,7 @@ def train_epoch(
                 f"{run.config.checkpoint_path}. Run the same command with --resume to continue."
             )
     seconds = tally.seconds + time.perf_counter() - started
-    distributed.all_reduce_sum_(tally.recon, tally.vq, tally.counts)  # epoch metrics over every rank's share
+    distributed.all_reduce_sum_(tally.recon, tally.vq, tally.counts, *tally.extra.values())  # all ranks
     seen = sum(len(b) for b in batches) * distributed.world_size()  # len(train_images) in one process
     return {
         "epoch": epoch,
@@ -324,6 +336,7 @@ def train_epoch(
         "train_perplexity": metrics.perplexity(tally.counts),
         "train_codes_used": metrics.codes_used(tally.counts),
         "train_dead_codes": metrics.dead_codes(tally.counts),
+        **run.objective.summary(tally.extra, seen, epoch),
         "seconds": seconds,
         "images_per_s": len(run.train_images) / max(seconds, 1e-9),
     }
@@ -332,7 +345,7 @@ def train_epoch(
 def train_step(
     run: Run, x: Tensor, epoch: int, tally: Tally, stop: StopFlag, on_step: StepCallback | None
 ) -> bool:
-    """One Adam step on ``mse(x̂, x) + quantizer loss`` at the schedule's rate; adds to ``tally``.
+    """One Adam step on the objective's loss + the quantizer's at the schedule's rate; adds to ``tally``.
 
     Returns whether any rank was asked to stop (``stop``): agreed over ranks in the same collective as
     the check for a non-finite loss, so every rank raises or stops after the same step.
@@ -342,8 +355,8 @@ def train_step(
     with distributed.overlapped_sums():
         with autocast(run.device, run.precision):
             out = run.network(x)
-            recon_loss = F.mse_loss(out.reconstruction.float(), x)
-            loss = recon_loss + out.quantizer.loss.float()
+            terms = run.objective.generator(x, out.reconstruction, run.step)
+            loss, recon_loss = terms.loss + out.quantizer.loss.float(), terms.mse
         run.step += 1
         lr = lr_at(run.step - 1, run.total_steps, run.config.lr, run.config.lr_schedule)
         run.stepper.backward(loss, lr=lr, stop_requested=stop.requested)
@@ -353,12 +366,15 @@ def train_step(
             f"(--lr, now {run.config.lr}), check the images for NaN/Inf, or try a smaller --beta"
         )
     )
+    logged = run.objective.after_step(
+        x, out.reconstruction, terms, tally.extra, step=run.step - 1, total=run.total_steps
+    )
     tally.counts += out.quantizer.counts
     tally.recon += recon_loss.detach() * len(x)
     tally.vq += out.quantizer.loss.detach() * len(x)
     if on_step is not None:
         losses = {"loss": loss.detach(), "recon": recon_loss.detach(), "vq": out.quantizer.loss.detach()}
-        on_step(run.step, {**losses, "lr": run.optimizer.param_groups[0]["lr"]})
+        on_step(run.step, {**losses, **logged, "lr": run.optimizer.param_groups[0]["lr"]})
     return stopping
 
 

@@ -2,7 +2,9 @@
 
 :class:`TensorBoardLogger` writes, through ``torch.utils.tensorboard``:
 
-* ``step/loss``, ``step/recon``, ``step/vq``, ``step/lr``: per optimizer step (every ``every`` steps);
+* ``step/loss``, ``step/recon``, ``step/vq``, ``step/lr``: per optimizer step (every ``every`` steps),
+  with the VQGAN recipe also ``step/gan``, ``step/disc`` and ``step/adaptive_weight`` (and
+  ``step/l1``, ``step/perceptual`` where those terms are on);
 * ``epoch/<key>`` for every number in the epoch's metrics record (``epoch/train_recon``,
   ``epoch/test_mse``, ``epoch/test_perplexity``, ``epoch/test_codes_used``, ...), x-axis the epoch;
 * ``images/reconstructions`` per epoch: held-out originals (top rows) above their reconstructions;
