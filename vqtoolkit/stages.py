@@ -283,7 +283,7 @@ def fit_prior_stage(
                 checkpoint = None
                 if checkpoint_path is not None:
                     checkpoint = FitCheckpoint(Path(checkpoint_path), resume=resume, stop=stop)
-                offered = {"checkpoint": checkpoint} if checkpoint is not None else {}
+                offered: dict[str, Any] = {} if checkpoint is None else {"checkpoint": checkpoint}
                 if prior.space == "indices":  # grids cluster by what they decode to
                     offered["code_vectors"] = code_vectors(model)
                 prior.fit(inputs, labels=labels, progress=progress, **fit_inputs_taken(prior, **offered))

@@ -134,4 +134,4 @@ def _install_preset(cls: type[Component]) -> None:
     __init__.__doc__ = f"{parent.__name__}'s options, with the defaults {dict(cls.preset)}."
     __init__.__annotations__ = dict(parent_init.__annotations__)  # the type checks read them ...
     __init__.__wrapped__ = parent_init  # type: ignore[attr-defined]  # ... in the parent's namespace
-    cls.__init__ = __init__  # type: ignore[method-assign,assignment]
+    cls.__init__ = __init__  # type: ignore[method-assign]

@@ -365,7 +365,8 @@ class IndexPrior(Prior):
             return torch.full((n,), label, dtype=torch.long, device=device)
         return torch.multinomial(self.class_log_prior.exp(), n, replacement=True, generator=generator)
 
-    def _fit(self, data: Tensor, labels: Tensor | None, *, progress: bool, **fit_params: Any) -> None:
+    def _fit(self, data: Tensor, labels: Tensor | None, *, progress: bool) -> None:
+        """Fit the model of ``p(x | label)`` (a subclass may take fit-time inputs as keywords too)."""
         raise NotImplementedError
 
     def _log_likelihood(self, data: Tensor, labels: Tensor | None) -> Tensor:

@@ -241,6 +241,7 @@ class NeuralIndexPrior(ClusteredIndexPrior):
         progress: bool = True,
         code_vectors: Tensor | None = None,
         checkpoint: FitCheckpoint | None = None,
+        **fit_params: Any,
     ) -> NeuralIndexPrior:
         """Train the network on index grids with early stopping (see :meth:`IndexPrior.fit`).
 
@@ -251,11 +252,14 @@ class NeuralIndexPrior(ClusteredIndexPrior):
             code_vectors: The stage-1 vector of every code, which ``clusters`` groups grids by.
             checkpoint: Saves the fit after every epoch and resumes from it (``resume=True``);
                 Ctrl-C then stops after a step, leaving it resumable.
+            **fit_params: Further fit-time inputs a subclass takes.
 
         Returns:
             ``self``, holding the weights of its best held-out epoch.
         """
-        super().fit(data, labels, progress=progress, code_vectors=code_vectors, checkpoint=checkpoint)
+        super().fit(
+            data, labels, progress=progress, code_vectors=code_vectors, checkpoint=checkpoint, **fit_params
+        )
         return self
 
     def _fit(
