@@ -38,6 +38,7 @@ SMALL = {
     ("prior", "categorical"): {"num_codes": 4},
     ("prior", "pixelcnn"): {"num_codes": 4, "channels": 8, "layers": 2, "epochs": 1},
     ("prior", "transformer"): {"num_codes": 4, "dim": 8, "layers": 1, "heads": 2, "epochs": 1},
+    ("prior", "maskgit"): {"num_codes": 4, "dim": 8, "layers": 1, "heads": 2, "epochs": 1},
     ("encoder", "resnet"): {"hidden": 8, "res_hidden": 4, "res_blocks": 1},
     ("decoder", "resnet"): {"hidden": 8, "res_hidden": 4, "res_blocks": 1},
     ("prior", "markov"): {"num_codes": 4},

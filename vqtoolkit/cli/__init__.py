@@ -11,6 +11,7 @@ import click
 
 from vqtoolkit import __version__
 from vqtoolkit.cli.bundles import fit_prior, inspect, plugins, report_page
+from vqtoolkit.cli.editing import inpaint
 from vqtoolkit.cli.options import configure_logging, reset_logging
 from vqtoolkit.cli.sharing import export, pull, push
 from vqtoolkit.cli.training import build, train
@@ -40,6 +41,7 @@ for _command in (
     sample,
     reconstruct,
     interpolate,
+    inpaint,
     evaluate,
     report_page,
     inspect,

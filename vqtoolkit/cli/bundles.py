@@ -103,7 +103,7 @@ def fit_prior(
     if as_json:
         emit_json({"prior": prior, "bundle": str(output), "metrics": pipe.info["metrics"]})
         return
-    score = f"held-out {nll:.4f} bits/code" if nll is not None else "no index likelihood (a latent prior)"
+    score = f"held-out {nll:.4f} bits/code" if nll is not None else "no likelihood over code grids to report"
     click.echo(f"{prior} prior: {score}\nbundle: {output}")
 
 

@@ -98,8 +98,8 @@ def guidance_option() -> Callable[[F], F]:
         "--guidance",
         type=FiniteFloat(min=0),
         default=None,
-        help="Classifier-free guidance for a prior fitted with a label or clusters (1: none, above 1: "
-        "samples truer to their label or cluster).  "
+        help="Classifier-free guidance of pixelcnn, transformer or maskgit fitted with a label or clusters "
+        "(1: none, above 1: samples truer to their label or cluster).  "
         "[default: the bundle's: 1.5 with a label or clusters]",
     )
 

@@ -21,13 +21,13 @@ from vqtoolkit.cli.options import (
     bundle_source,
     count_option,
     data_options,
-    guidance_option,
     json_option,
     num_samples_option,
     output_option,
     seed_option,
     temperature_option,
 )
+from vqtoolkit.cli.sampling import sampling_options, with_sampling
 from vqtoolkit.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -37,26 +37,11 @@ if TYPE_CHECKING:
     from vqtoolkit.pipeline import Pipeline
 
 
-def with_guidance(pipe: Pipeline, guidance: float | None) -> Pipeline:
-    """``pipe`` with its prior's classifier-free ``guidance`` set (``None``: as saved)."""
-    from vqtoolkit.priors.neural.base import NeuralIndexPrior
-
-    if guidance is None:
-        return pipe
-    if not isinstance(pipe.prior, NeuralIndexPrior):
-        name = "no prior" if pipe.prior is None else f"a {type(pipe.prior).__name__}"
-        raise ConfigError(
-            f"--guidance steers a network prior fitted with a label or clusters; this bundle has {name}"
-        )
-    pipe.prior.guidance = guidance
-    return pipe
-
-
 @click.command()
 @num_samples_option(64, "How many images.")
 @seed_option("Same seed, same images.")
-@temperature_option("Below 1: cleaner, less varied samples; above 1: more varied.")
-@guidance_option()
+@temperature_option("Every prior: below 1, cleaner, less varied samples; above 1, more varied.")
+@sampling_options()
 @click.option("--label", type=int, default=None, help="Class to draw (needs a prior fitted --conditional).")
 @output_option(Path("samples.png"), "A .png or .jpg grid, or .npy for the raw images (N, C, H, W) in [0, 1].")
 @json_option()
@@ -68,24 +53,31 @@ def sample(
     seed: int,
     temperature: float,
     guidance: float | None,
+    steps: int | None,
+    top_k: int | None,
     label: int | None,
     output: Path,
     as_json: bool,
 ) -> None:
     """Draw new images from a bundle's prior.
 
+    Which prior takes which sampling option: --temperature every prior; --guidance pixelcnn,
+    transformer and maskgit fitted with a label or clusters; --steps and --top-k maskgit alone
+    (a prior that does not take one refuses it).
+
     \b
     Example:
       vqtool sample vqtool-out/model.safetensors -n 64 -o grid.png
       vqtool sample cond.safetensors -n 16 --label 3 --temperature 0.8 --seed 1 -o threes.npy
       vqtool sample cond.safetensors -n 16 --label 3 --guidance 2 -o threes.png
+      vqtool sample maskgit.safetensors -n 64 --steps 12 --top-k 32 -o grid.png
     """
     import torch
 
     from vqtoolkit.data.images import save_grid
 
     check_image_output(output)
-    pipe = with_guidance(bundle.load(), guidance)
+    pipe = with_sampling(bundle.load(), guidance=guidance, steps=steps, top_k=top_k)
     check_sample_memory(num_samples, pipe.info.get("image_shape") or (1, 28, 28))
     images = pipe.sample(
         num_samples, label=label, temperature=temperature, generator=torch.Generator().manual_seed(seed)
@@ -140,7 +132,7 @@ def reconstruct(
         click.echo(f"wrote {len(originals)} reconstructions to {output} (test mse {mse:.5f})")
 
 
-def _pick_image(spec: str, pipe: Pipeline, data: Callable[[], ImageDataset]) -> Tensor:
+def pick_image(spec: str, pipe: Pipeline, data: Callable[[], ImageDataset]) -> Tensor:
     """An image given as a test-split index of the bundle's dataset or as an image file path."""
     from vqtoolkit.data.images import load_image
     from vqtoolkit.data.streaming import as_tensor
@@ -199,7 +191,7 @@ def interpolate(
     check_image_output(output)
     pipe = bundle.load()
     data = functools.cache(lambda: pipe.dataset(data_root, name=dataset))
-    strip = pipe.interpolate(_pick_image(start, pipe, data), _pick_image(end, pipe, data), steps)
+    strip = pipe.interpolate(pick_image(start, pipe, data), pick_image(end, pipe, data), steps)
     save_grid(strip.cpu(), output, nrow=steps)
     click.echo(f"wrote {steps} images from {start} to {end} to {output}")
 
@@ -216,7 +208,7 @@ def interpolate(
 )
 @click.option("--samples", "samples_alias", type=click.IntRange(min=2), default=None, hidden=True)
 @temperature_option("Sampling temperature for --num-samples.")
-@guidance_option()
+@sampling_options()
 @seed_option("Seed for --num-samples.")
 @json_option()
 @bundle_source()
@@ -229,6 +221,8 @@ def evaluate(
     samples_alias: int | None,
     temperature: float,
     guidance: float | None,
+    steps: int | None,
+    top_k: int | None,
     seed: int,
     as_json: bool,
 ) -> None:
@@ -236,13 +230,13 @@ def evaluate(
 
     Metric names are the ones build --json, inspect and the bundle use (test_mse, ...). The
     prior's NLL is in bits per code position, marginal over classes for a conditional prior
-    (test_prior_bits_per_code_given_label adds the label); a latent prior (gmm) has none (null in
-    --json, n/a in text). With -n/--num-samples N (or --samples N) it also scores N samples
-    (classifier score, Fréchet distance to the test split, label accuracy of a conditional prior),
-    each beside the same figure for real images, and the Fréchet distance of 5 random sets of N
-    real images (how far it moves by chance alone). An unlabelled dataset (photos, a folder
-    without class sub-folders) has no classifier: eval prints its reconstruction metrics and says
-    the samples were not scored.
+    (test_prior_bits_per_code_given_label adds the label); a latent prior (gmm) and maskgit (no
+    exact likelihood) have none (null in --json, n/a in text). With -n/--num-samples N (or
+    --samples N) it also scores N samples (classifier score, Fréchet distance to the test split,
+    label accuracy of a conditional prior), each beside the same figure for real images, and the
+    Fréchet distance of 5 random sets of N real images (how far it moves by chance alone). An
+    unlabelled dataset (photos, a folder without class sub-folders) has no classifier: eval
+    prints its reconstruction metrics and says the samples were not scored.
 
     \b
     Example:
@@ -251,7 +245,7 @@ def evaluate(
     """
     from vqtoolkit.components import registry
 
-    pipe = with_guidance(bundle.load(), guidance)
+    pipe = with_sampling(bundle.load(), guidance=guidance, steps=steps, top_k=top_k)
     data = pipe.dataset(data_root, name=dataset)
     result: dict[str, Any] = {
         "dataset": data.name,

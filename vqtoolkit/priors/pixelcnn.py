@@ -31,7 +31,8 @@ from torch import Tensor, nn
 
 from vqtoolkit.components.options import Limit, bounds
 from vqtoolkit.errors import ConfigError
-from vqtoolkit.priors.neural.base import NeuralIndexPrior, single_thread
+from vqtoolkit.priors.editing import RasterEditing
+from vqtoolkit.priors.neural.base import single_thread
 
 
 def dilations(grid_shape: Sequence[int], layers: int, kernel_size: int = 3) -> list[int]:
@@ -161,7 +162,7 @@ class GatedPixelCNN(nn.Module):
         return self.head(self.horizontal(x, self.vertical(x, labels), labels))
 
 
-class PixelCNNPrior(NeuralIndexPrior):
+class PixelCNNPrior(RasterEditing):
     """Gated PixelCNN prior, trained with cross-entropy on the frozen stage-1 model's indices.
 
     ``channels`` wide, ``layers`` gated layers of ``kernel_size`` with dilations chosen from the

@@ -26,7 +26,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from vqtoolkit.components.options import Limit, bounds
 from vqtoolkit.errors import ConfigError
-from vqtoolkit.priors.neural.base import NeuralIndexPrior, single_thread
+from vqtoolkit.priors.editing import RasterEditing
+from vqtoolkit.priors.neural.base import single_thread
 
 
 class KVCache:
@@ -56,11 +57,11 @@ def attention_kernel(q: Tensor) -> AbstractContextManager[None]:
 
 
 class Block(nn.Module):
-    """Pre-norm causal self-attention and MLP, each residual."""
+    """Pre-norm self-attention (causal unless ``causal=False``) and MLP, each residual."""
 
-    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+    def __init__(self, dim: int, heads: int, dropout: float, *, causal: bool = True) -> None:
         super().__init__()
-        self.heads, self.dropout = heads, dropout
+        self.heads, self.dropout, self.causal = heads, dropout, causal
         self.attention_norm = nn.LayerNorm(dim)
         self.qkv = nn.Linear(dim, 3 * dim)
         self.project = nn.Linear(dim, dim)
@@ -69,13 +70,13 @@ class Block(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, cache: KVCache | None = None) -> Tensor:
-        """``x`` ``(N, T, dim)``: the whole sequence (causal mask), or with ``cache`` the newest position."""
+        """``x`` ``(N, T, dim)``: the whole sequence (masked if causal), or with ``cache`` the newest one."""
         n, t, dim = x.shape
         q, k, v = self.qkv(self.attention_norm(x)).view(n, t, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
         if cache is None:
             dropout = self.dropout if self.training else 0.0
             with attention_kernel(q):
-                attended = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
+                attended = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal, dropout_p=dropout)
         else:  # one new position attends to every cached one, itself included: no mask needed
             if t != 1:
                 raise ValueError(f"a cached step takes one position at a time; got {t}")
@@ -144,7 +145,7 @@ class CausalTransformer(nn.Module):
         return self.head(self.norm(x[:, 0]))
 
 
-class TransformerPrior(NeuralIndexPrior):
+class TransformerPrior(RasterEditing):
     """Causal transformer prior: ``dim`` wide, ``layers`` blocks of ``heads`` heads, ``dropout``.
 
     ``dropout="auto"`` sets the rate from the data size (:func:`~vqtoolkit.priors.neural.base.auto_dropout`).

@@ -1,0 +1,64 @@
+"""The sampling options of every command that draws from a prior: one grammar, and who takes what.
+
+``--temperature`` (every prior) is :func:`vqtoolkit.cli.options.temperature_option`; the options here
+belong to some priors only: ``--guidance`` (pixelcnn, transformer, maskgit fitted with a label or
+clusters), ``--steps`` and ``--top-k`` (maskgit). :func:`with_sampling` sets them on the bundle's
+prior, refusing one it does not take in a line that says which priors do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from vqtoolkit.cli.options import F, compose, count_option, guidance_option
+from vqtoolkit.errors import ConfigError
+
+if TYPE_CHECKING:
+    from vqtoolkit.pipeline import Pipeline
+
+
+#: What each sampling option does and which priors take it (``--help`` and the refusal both say it).
+SAMPLING_PRIORS = {
+    "guidance": "steers a network prior (pixelcnn, transformer, maskgit) fitted with a label or clusters",
+    "steps": "sets how many parallel network passes a maskgit prior takes per image",
+    "top_k": "draws a maskgit prior's codes from the K likeliest only",
+}
+
+
+def sampling_options() -> Callable[[F], F]:
+    """``--steps N``, ``--top-k K`` (maskgit) and ``--guidance G``.
+
+    ``None`` (the default of each) keeps what the bundle saved; the command sets them on the prior with
+    :func:`with_sampling`, which refuses one the bundle's prior does not take.
+    """
+    return compose(
+        count_option(
+            "--steps",
+            help="maskgit only: parallel network passes per image (fewer: faster) [default: the "
+            "bundle's, 8].",
+        ),
+        count_option(
+            "--top-k",
+            "top_k",
+            help="maskgit only: draw each code from the K likeliest [default: the bundle's, all codes].",
+        ),
+        guidance_option(),
+    )
+
+
+def with_sampling(pipe: Pipeline, **options: Any) -> Pipeline:
+    """The pipe with its prior's sampling ``options`` (``guidance``, ``steps``, ``top_k``; ``None`` keeps).
+
+    Raises:
+        ConfigError: An option the bundle's prior does not take, naming the priors that do.
+    """
+    for name, value in options.items():
+        if value is None:
+            continue
+        if not isinstance(getattr(type(pipe.prior), name, None), property):
+            what = "no prior" if pipe.prior is None else f"a {type(pipe.prior).__name__}"
+            flag = name.replace("_", "-")
+            raise ConfigError(f"--{flag} {SAMPLING_PRIORS[name]}; this bundle has {what}")
+        setattr(pipe.prior, name, value)
+    return pipe
