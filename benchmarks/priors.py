@@ -46,6 +46,7 @@ PRIORS: dict[str, tuple[str, dict[str, Any]]] = {
     "transformer": ("transformer", {}),
     "transformer-conditional": ("transformer", {"conditional": True}),
     "transformer-no-clusters": ("transformer", {"clusters": None}),
+    "maskgit": ("maskgit", {}),
 }
 
 
