@@ -114,3 +114,19 @@ def test_cli_inpaint_writes_a_png(tmp_path, fitted_pipeline):
     result = CliRunner().invoke(main, [*args[:4], "14,0", "-o", str(tmp_path / "x.png")])
     assert result.exit_code == 1 and "--box takes top,left,height,width" in result.output
     assert "Traceback" not in result.output
+
+
+def test_the_pipeline_inpaints_as_the_editing_function_does(fitted_pipeline):
+    images = factories.tiny_data().test_images[:3]
+    bottom = torch.zeros(28, 28, dtype=torch.bool)
+    bottom[14:] = True
+    direct = inpaint(
+        fitted_pipeline.model,
+        fitted_pipeline.prior,
+        images,
+        bottom,
+        generator=torch.Generator().manual_seed(5),
+    )
+    edited = fitted_pipeline.inpaint(images, bottom, generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(edited, direct, rtol=0, atol=0)
+    assert not torch.equal(edited[:, :, 14:], fitted_pipeline.reconstruct(images).clamp(0, 1)[:, :, 14:])

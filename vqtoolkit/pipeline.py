@@ -23,6 +23,7 @@ from vqtoolkit.encoders.base import Encoder
 from vqtoolkit.errors import ConfigError, ShapeError
 from vqtoolkit.model.assemble import load_parts, save_parts
 from vqtoolkit.model.vqvae import VQVAE
+from vqtoolkit.priors import editing
 from vqtoolkit.priors.base import Prior, SampleOptions
 from vqtoolkit.quantize.base import Quantizer
 from vqtoolkit.runtime import distributed
@@ -306,10 +307,13 @@ class Pipeline:
         with eval_mode(self.model):
             return self.model.decode_indices(indices.to(self.device)).clamp(0, 1)
 
+    def inpaint(self, images: Tensor, mask: Tensor, **options: Any) -> Tensor:
+        """Redraw the region under ``mask`` by the prior (see :func:`vqtoolkit.priors.editing.inpaint`)."""
+        return editing.inpaint(self.model, self.prior, images.to(self.device), mask, **options)
+
     def grid_shape(self) -> tuple[int, ...] | None:
         """Shape of one image's code grid (``(h, w)`` for one codebook), or ``None`` if unrecorded."""
-        image_shape = self.info.get("image_shape")
-        if image_shape is None:
+        if (image_shape := self.info.get("image_shape")) is None:
             return None
         with torch.inference_mode():
             return tuple(self.encode(torch.zeros(1, *image_shape)).shape[1:])
@@ -318,9 +322,7 @@ class Pipeline:
     def interpolate(self, a: Tensor, b: Tensor, steps: int = 8) -> Tensor:
         """``steps`` images walking from image ``a`` to image ``b`` through the latent space.
 
-        Both images ``(C, H, W)`` (or ``(1, C, H, W)``) are encoded to continuous latents; each point
-        on the straight line between them is snapped to its nearest codes by the quantizer and
-        decoded. The ends are the reconstructions of ``a`` and ``b``. Returns ``(steps, C, H, W)``.
+        Both images ``(C, H, W)`` (or ``(1, C, H, W)``): see :meth:`VQVAE.interpolate`.
         """
         if steps < 2:
             raise ConfigError(f"interpolate needs steps >= 2 (both ends included); got {steps}")
