@@ -34,6 +34,8 @@ SMALL = {
     ("quantizer", "ema"): {"num_codes": 16, "dim": 4},
     ("quantizer", "residual"): {"num_codes": 16, "dim": 4, "num_stages": 2},
     ("quantizer", "fsq"): {"levels": [4, 3]},
+    ("quantizer", "lfq"): {"bits": 4},
+    ("quantizer", "bsq"): {"bits": 4},
     ("prior", "gmm"): {"n_components": 2, "pca_dim": 3},
     ("prior", "categorical"): {"num_codes": 4},
     ("prior", "pixelcnn"): {"num_codes": 4, "channels": 8, "layers": 2, "epochs": 1},
@@ -52,7 +54,11 @@ OPTIONS = {
         "codebook_learns": False,
         "straight_through": False,
         "commitment": False,
-    }
+    },
+    # lfq and bsq have no codebook tensor to learn (the codes are the corners of a cube); bsq passes
+    # gradients straight through to z/‖z‖, so the gradient reaching z is the normalisation's Jacobian
+    ("quantizer", "lfq"): {"codebook_learns": False},
+    ("quantizer", "bsq"): {"codebook_learns": False, "straight_through": False},
 }
 
 

@@ -98,8 +98,16 @@ def curves_figure(history: list[dict[str, Any]], *, title: str = "", columns: in
     return fig
 
 
+#: The most bars a usage chart draws: a larger codebook (``lfq`` at 2^16 codes) shows its top codes.
+TOP_CODES = 1024
+
+
 def code_usage(counts: Tensor, path: str | Path, *, title: str = "codebook usage on the test images") -> Path:
-    """Bar chart of how often each code is chosen, most used first, with dead codes counted."""
+    """Bar chart of how often each code is chosen, most used first, with dead codes counted.
+
+    Beyond :data:`TOP_CODES` codes only the most used are drawn, and the title says what share of
+    the positions they take.
+    """
     return _save(usage_figure(counts, title=title), path)
 
 
@@ -110,9 +118,13 @@ def usage_figure(counts: Tensor, *, title: str = "codebook usage on the test ima
     ordered = counts.sort(descending=True).values
     share = (ordered.double() / max(1, int(counts.sum()))).numpy()
     fig, ax = plt.subplots(figsize=(8, 3.4))
-    ax.bar(range(len(share)), share, width=1.0)
     dead = int((counts == 0).sum())
-    ax.set_title(f"{title}: {len(counts) - dead}/{len(counts)} codes used, {dead} dead", fontsize=10)
+    used = f"{len(counts) - dead}/{len(counts)} codes used, {dead} dead"
+    if len(share) > TOP_CODES:
+        used = f"top {TOP_CODES} codes ({share[:TOP_CODES].sum():.1%} of positions); {used}"
+        share = share[:TOP_CODES]
+    ax.bar(range(len(share)), share, width=1.0)
+    ax.set_title(f"{title}: {used}", fontsize=10)
     ax.set_xlabel("code rank (most used first)")
     ax.set_ylabel("share of positions")
     ax.set_xlim(-0.5, len(share) - 0.5)
