@@ -138,7 +138,18 @@ def test_unlabelled_dataset_eval_prints_reconstruction_metrics_only(
     root.mkdir()
     for i, path in enumerate(sorted((tmp_path / "classes").rglob("*.png"))):
         path.rename(root / f"{i}.png")  # no class sub-folders: one class, as photos has
-    small = ["--num-codes", "8", "--dim", "4", "--epochs", "1", "--image-size", "8", "-q"]
+    small = [
+        "--num-codes",
+        "8",
+        "--dim",
+        "4",
+        "--epochs",
+        "1",
+        "--image-size",
+        "8",
+        "-q",
+        "--allow-divergence",
+    ]
     runner = CliRunner()
     result = runner.invoke(
         main, ["train", "--data", "folder", "--data-root", str(root), *small, "-o", str(bundle)]
