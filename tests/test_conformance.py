@@ -41,8 +41,10 @@ SMALL = {
     ("prior", "pixelcnn"): {"num_codes": 4, "channels": 8, "layers": 2, "epochs": 1},
     ("prior", "transformer"): {"num_codes": 4, "dim": 8, "layers": 1, "heads": 2, "epochs": 1},
     ("prior", "maskgit"): {"num_codes": 4, "dim": 8, "layers": 1, "heads": 2, "epochs": 1},
-    ("encoder", "resnet"): {"hidden": 8, "res_hidden": 4, "res_blocks": 1},
-    ("decoder", "resnet"): {"hidden": 8, "res_hidden": 4, "res_blocks": 1},
+    ("encoder", "resnet"): {"widths": [4, 8], "groups": 2},
+    ("decoder", "resnet"): {"widths": [4, 8], "groups": 2},
+    ("encoder", "patch"): {"hidden": 8, "blocks": 1},
+    ("decoder", "patch"): {"hidden": 8, "blocks": 1},
     ("prior", "markov"): {"num_codes": 4},
 }
 #: Documented departures from the default checks: FSQ's implicit grid codebook learns nothing, and it

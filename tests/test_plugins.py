@@ -33,8 +33,8 @@ def markov():
 
 
 @pytest.fixture()
-def resnet():
-    with fake_install(PLUGINS / "resnet"):
+def patch():
+    with fake_install(PLUGINS / "patch"):
         yield
 
 
@@ -65,14 +65,14 @@ def tiny_data(monkeypatch: pytest.MonkeyPatch) -> ImageDataset:
     return data
 
 
-def test_example_plugins_pass_the_conformance_kit(markov, resnet) -> None:
+def test_example_plugins_pass_the_conformance_kit(markov, patch) -> None:
     check_prior("markov", {"num_codes": 4})
-    small = {"hidden": 4, "res_hidden": 2, "res_blocks": 1}
-    check_encoder("resnet", small)
-    check_decoder("resnet", small)
+    small = {"hidden": 4, "blocks": 1, "patch": 3}
+    check_encoder("patch", small)
+    check_decoder("patch", small)
 
 
-def test_plugins_command_lists_plugins_with_their_distribution(markov, resnet) -> None:
+def test_plugins_command_lists_plugins_with_their_distribution(markov, patch) -> None:
     result = CliRunner().invoke(main, ["plugins", "--json"])
     listing = json.loads(result.output)
     assert {
@@ -81,7 +81,7 @@ def test_plugins_command_lists_plugins_with_their_distribution(markov, resnet) -
         "version": "0.2.0",
         "object": "vqtoolkit_markov:MarkovPrior",
     } in listing["components"]["prior"]
-    assert "resnet" in [e["name"] for e in listing["components"]["encoder"]]
+    assert "patch" in [e["name"] for e in listing["components"]["encoder"]]
     assert listing["problems"] == []
 
 

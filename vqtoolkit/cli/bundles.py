@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
 
 import click
 
 from vqtoolkit.cli.common import emit_json, friendly_errors, hold_output, prior_seed, text
+from vqtoolkit.cli.configs import component_config, config_option
 from vqtoolkit.cli.options import (
     BundleSource,
     bundle_source,
@@ -25,32 +25,12 @@ from vqtoolkit.errors import ConfigError, VQToolkitError
 log = logging.getLogger(__name__)
 
 
-def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
-    """``KEY=VALUE`` pairs with JSON values (``epochs=3``, ``lr=0.001``); bare words stay strings."""
-    options: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--prior-option takes KEY=VALUE, e.g. --prior-option epochs=5; got {pair!r}")
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key] = value
-    return options
-
-
 @click.command("fit-prior")
 @click.option(
     "--prior", required=True, help="Registered prior name: pixelcnn, transformer, categorical, gmm, ..."
 )
 @click.option("--conditional", is_flag=True, help="Learn p(codes | label) so `vqtool sample --label` works.")
-@click.option(
-    "--prior-option",
-    "prior_options",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Extra prior option (repeatable), e.g. --prior-option epochs=5.",
-)
+@config_option("prior")
 @data_options(None)
 @output_option(None, "New bundle path (the input bundle is never modified).")
 @seed_option("Seed of the prior's fit (for priors that take a seed).")
@@ -89,7 +69,7 @@ def fit_prior(
     hold_output(output)
     pipe = bundle.load()
     data = pipe.dataset(data_root, name=dataset)
-    options = {**prior_seed(prior, seed), **_parse_options(prior_options)}
+    options = {**prior_seed(prior, seed), **component_config("prior", prior, prior_options)}
     if conditional:
         options["conditional"] = True
     from vqtoolkit.runtime import distributed

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from vqtoolkit.cli.configs import config_option
 from vqtoolkit.cli.recipe import recipe_options
 from vqtoolkit.runtime.schedule import DEFAULT_LR, DEFAULT_SCHEDULE, SCHEDULES
 
@@ -167,21 +168,29 @@ def count_option(*names: str, help: str, default: int | None = None, minimum: in
 
 
 def component_options(command: F) -> F:
-    """``--encoder``, ``--quantizer``, ``--decoder`` and the model sizes ``build`` shares with them."""
+    """``--encoder``, ``--quantizer``, ``--decoder``, their ``--KIND-option`` s and the shared model sizes."""
     return compose(
         click.option(
             "--encoder",
-            default="conv",
-            show_default=True,
-            help="Registered encoder name (see `vqtool plugins`).",
+            default=None,
+            help="Registered encoder name (see `vqtool plugins`) [default: per dataset: conv for "
+            "greyscale images (digits, MNIST), resnet for colour].",
         ),
+        config_option("encoder"),
         click.option(
             "--quantizer",
             default="ema",
             show_default=True,
             help="Registered quantizer name (`vq` is the classic tutorial layer).",
         ),
-        click.option("--decoder", default="conv", show_default=True, help="Registered decoder name."),
+        config_option("quantizer"),
+        click.option(
+            "--decoder",
+            default=None,
+            help="Registered decoder name [default: the --encoder's name where a decoder has it, "
+            "else the dataset's, as for --encoder].",
+        ),
+        config_option("decoder"),
         count_option(
             "--num-codes",
             "--codes",

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from vqtoolkit.cli.common import emit_json, friendly_errors, hold_output, prior_seed, resume_hint
+from vqtoolkit.cli.configs import component_config, config_option
 from vqtoolkit.cli.options import configure_logging, num_samples_option, stage1_options
 from vqtoolkit.errors import TrainingInterrupted
 
@@ -76,11 +77,26 @@ def train_stage1(
         stream=options["stream"],
     )
     check_sample_memory(num_samples, data.image_shape)
-    model_options = {k: options[k] for k in ("encoder", "quantizer", "decoder", "num_codes", "dim", "beta")}
-    pipe = runs.build_for(data, prior=prior, prior_config=prior_config, seed=config.seed, **model_options)
+    encoder, decoder = runs.autoencoder_names(data, options["encoder"], options["decoder"])
+    names = {"encoder": encoder, "quantizer": options["quantizer"], "decoder": decoder}
+    configs = {kind: component_config(kind, name, options[f"{kind}_options"]) for kind, name in names.items()}
+    pipe = runs.build_for(
+        data,
+        encoder,
+        names["quantizer"],
+        decoder,
+        prior=prior,
+        prior_config=prior_config,
+        seed=config.seed,
+        encoder_config=configs["encoder"],
+        quantizer_config=configs["quantizer"],
+        decoder_config=configs["decoder"],
+        **{k: options[k] for k in ("num_codes", "dim", "beta")},
+    )
+    pipe.model.check_image_shape(data.image_shape)  # before any training: channels and size fit
     log.info(
-        f"{data.describe()}; {model_options['encoder']} → {model_options['quantizer']} "
-        f"(K={pipe.model.quantizer.num_codes}, D={pipe.model.quantizer.dim}) → {model_options['decoder']}"
+        f"{data.describe()}; {names['encoder']} → {names['quantizer']} "
+        f"(K={pipe.model.quantizer.num_codes}, D={pipe.model.quantizer.dim}) → {names['decoder']}"
         f"{f', prior {prior}' if prior else ''}; {device}, precision {config.precision}"
     )
     try:
@@ -127,12 +143,18 @@ def print_summary(pipe: Pipeline, files: dict[str, Path], as_json: bool) -> None
 @click.option(
     "--conditional", is_flag=True, help="Fit a class-conditional prior (enables `vqtool sample --label`)."
 )
+@config_option("prior")
 @num_samples_option(64, "Images in the sample grid.")
 @click.option("--samples", "legacy_num_samples", type=click.IntRange(min=1), default=None, hidden=True)
 @stage1_options
 @friendly_errors
 def build(
-    prior: str, conditional: bool, num_samples: int, legacy_num_samples: int | None, **options: Any
+    prior: str,
+    conditional: bool,
+    prior_options: tuple[str, ...],
+    num_samples: int,
+    legacy_num_samples: int | None,
+    **options: Any,
 ) -> None:
     """Train both stages end to end and write a bundle plus everything to judge the run.
 
@@ -142,7 +164,8 @@ def build(
     \b
     Example:
       vqtool build --encoder conv --prior gmm
-      vqtool build --prior pixelcnn --conditional
+      vqtool build --prior pixelcnn --conditional --prior-option epochs=5
+      vqtool build --data shapes --encoder-option widths=[32,64,64,128] --decoder-option widths=[32,64,64,128]
       vqtool build --data mnist --data-root ../shared/data --epochs 1 -o runs/mnist.safetensors
       vqtool build --data mnist --data-root ../shared/data --epochs 3 -o runs/mnist.safetensors --resume
     """
@@ -153,7 +176,11 @@ def build(
         log.warning("--samples is deprecated: use -n/--num-samples")
         num_samples = legacy_num_samples
     output, seed, quiet = options["output"], options["seed"], options["quiet"] or options["as_json"]
-    prior_config = {**prior_seed(prior, seed), **({"conditional": True} if conditional else {})}
+    prior_config = {
+        **prior_seed(prior, seed),
+        **({"conditional": True} if conditional else {}),
+        **component_config("prior", prior, prior_options),
+    }
     pipe, data, files = train_stage1(prior, options, prior_config or None, num_samples)
     prior_checkpoint = runs.beside(output, "prior-checkpoint.safetensors")
     try:  # every process: pixelcnn trains with DDP

@@ -61,6 +61,13 @@ class ImageDataset:
     default_batch_size: int = DEFAULT_BATCH_SIZE
     #: Class names by label index, where the dataset has them (report rows, docs).
     classes: tuple[str, ...] | None = None
+    #: Registered encoder and decoder the CLI uses unless told; empty: chosen by the images'
+    #: channels, ``conv`` (the tutorial's) for greyscale, ``resnet`` for colour.
+    default_autoencoder: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.default_autoencoder:
+            self.default_autoencoder = "conv" if self.image_shape[0] == 1 else "resnet"
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

@@ -42,6 +42,21 @@ def check_wiring(encoder: Encoder, quantizer: Quantizer, decoder: Decoder) -> No
             raise ShapeError(f"{label(a)} has {a_attr}={va} but {label(b)} has {b_attr}={vb}: {fix}")
 
 
+def _channels(count: int) -> str:
+    """``"greyscale images (1 channel)"``, ``"RGB images (3 channels)"``: what a channel count means."""
+    kind = {1: "greyscale ", 3: "RGB "}.get(count, "")
+    return f"{kind}images ({count} channel{'s' if count != 1 else ''})"
+
+
+def _convert(count: int) -> str:
+    """How to give a model images of ``count`` channels."""
+    if count == 1:
+        return "convert them to greyscale (PIL: image.convert('L'); tensors: x.mean(1, keepdim=True))"
+    if count == 3:
+        return "convert them to RGB (PIL: image.convert('RGB'); tensors: x.expand(-1, 3, -1, -1))"
+    return f"give it images of {count} channels, or train a model on these"
+
+
 class VQVAE(nn.Module):
     """The autoencoder of stage 1. Components are any registered encoder, quantizer and decoder.
 
@@ -60,13 +75,32 @@ class VQVAE(nn.Module):
 
     def check_images(self, x: Tensor) -> None:
         """Raise a :class:`ShapeError` for images this model cannot encode, saying why."""
-        factor = int(getattr(self.encoder, "downsample", 1))
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
+        if x.ndim != 4:
             raise ShapeError(f"expected images (B, {self.in_channels}, H, W); got shape {tuple(x.shape)}")
-        if x.shape[2] % factor or x.shape[3] % factor:
+        self.check_image_shape(tuple(x.shape[1:]))
+
+    def check_image_shape(self, shape: tuple[int, ...]) -> None:
+        """Raise a :class:`ShapeError` unless this model encodes images of ``shape`` ``(C, H, W)``.
+
+        Args:
+            shape: One image's channels, height and width.
+
+        Raises:
+            ShapeError: Greyscale images for a colour model or the reverse (other channel counts
+                too), or a height or width the encoder's downsampling factor does not divide.
+        """
+        channels, height, width = shape
+        if channels != self.in_channels:
             raise ShapeError(
-                f"images of size {x.shape[2]}×{x.shape[3]} cannot be downsampled evenly by the "
-                f"encoder's factor {factor}; resize them to a multiple of {factor}"
+                f"this model encodes {_channels(self.in_channels)} but the images are "
+                f"{_channels(channels)}; {_convert(self.in_channels)}"
+            )
+        factor = int(getattr(self.encoder, "downsample", 1))
+        if height % factor or width % factor:
+            near = max(factor, height // factor * factor)
+            raise ShapeError(
+                f"images of size {height}×{width} cannot be downsampled evenly by the encoder's factor "
+                f"{factor}; resize them to a multiple of {factor} (e.g. {near}×{near})"
             )
 
     def encode_latents(self, x: Tensor) -> Tensor:

@@ -31,22 +31,36 @@ def beside(output: Path, suffix: str) -> Path:
     return output.with_name(f"{output.stem}-{suffix}")
 
 
+def autoencoder_names(data: ImageDataset, encoder: str | None, decoder: str | None) -> tuple[str, str]:
+    """The encoder and decoder a run uses: those given, else the dataset's ``default_autoencoder``.
+
+    A decoder left unsaid follows a given encoder's name where a decoder is registered under it
+    (``--encoder resnet`` alone gets the ``resnet`` decoder), else the dataset's default.
+    """
+    encoder = encoder or data.default_autoencoder
+    if decoder is None:
+        decoder = encoder if encoder in registry.available("decoder") else data.default_autoencoder
+    return encoder, decoder
+
+
 def build_for(
     data: ImageDataset,
-    encoder: str = "conv",
+    encoder: str | None = None,
     quantizer: str = "ema",
-    decoder: str = "conv",
+    decoder: str | None = None,
     prior: str | None = "gmm",
     *,
     num_codes: int | None = None,
     **options: Any,
 ) -> Pipeline:
-    """:func:`~vqtoolkit.build` with the dataset's image channels and, unless given, its codebook size.
+    """:func:`~vqtoolkit.build` with the dataset's image channels and, unless given, its choices.
 
-    The codebook size follows the dataset (``data.default_num_codes``: 64 for the small embedded
-    digits, 512 for the rest) for a quantizer that has one; ``options`` (``dim``, ``beta``,
-    ``prior_config``, ``seed``, ...) go to :func:`~vqtoolkit.build` unchanged.
+    The encoder and decoder default to the dataset's (:func:`autoencoder_names`); the codebook size
+    follows the dataset (``data.default_num_codes``: 64 for the small embedded digits, 256 for
+    shapes, 512 for the rest) for a quantizer that has one; ``options`` (``dim``, ``beta``,
+    ``encoder_config``, ``prior_config``, ``seed``, ...) go to :func:`~vqtoolkit.build` unchanged.
     """
+    encoder, decoder = autoencoder_names(data, encoder, decoder)
     if num_codes is None and registry.takes("quantizer", quantizer, "num_codes"):  # fsq takes none
         num_codes = data.default_num_codes
     return build(

@@ -1,15 +1,14 @@
-"""``resnet``: the encoder and decoder of the VQ-VAE paper (van den Oord et al., 2017), as a vqtoolkit plugin.
+"""``patch``: a patch-embedding encoder and a pixel-shuffle decoder, as a vqtoolkit plugin.
 
-"The encoder consists of 2 strided convolutional layers with stride 2 and window size 4 × 4,
-followed by two residual 3 × 3 blocks (implemented as ReLU, 3x3 conv, ReLU, 1x1 conv), all having
-256 hidden units. The decoder similarly has two residual 3 × 3 blocks, followed by two transposed
-convolutions with stride 2 and window size 4 × 4." Widths, block count and stage count are options;
-the defaults are sized for 28×28 digits.
+What a plugin can add beyond the built-ins: the built-in ``conv`` and ``resnet`` halve H and W per
+stage, so their downsampling factor is a power of two. Here one ``patch × patch`` convolution with
+stride ``patch`` cuts the image into non-overlapping patches (the patch embedding of ViT and
+MLP-Mixer), so any factor works: ``patch=7`` takes 28×28 digits to a 4×4 grid of codes. Residual
+per-patch MLPs (1×1 convolutions) follow; the decoder maps each code back to a patch's pixels and
+rearranges them with ``PixelShuffle``.
 """
 
 from __future__ import annotations
-
-import itertools
 
 from torch import Tensor, nn
 
@@ -17,107 +16,92 @@ from vqtoolkit.components.options import Limit, bounds
 from vqtoolkit.decoders.base import Decoder
 from vqtoolkit.encoders.base import Encoder
 
-__all__ = ["ResNetDecoder", "ResNetEncoder", "ResidualStack"]
-__version__ = "0.1.0"
+__all__ = ["PatchDecoder", "PatchEncoder", "PatchMLP"]
+__version__ = "0.2.0"
 
 
-class ResidualStack(nn.Module):
-    """``blocks`` residual blocks ``x + conv1x1(relu(conv3x3(relu(x))))``, then a ReLU."""
+class PatchMLP(nn.Module):
+    """``blocks`` residual per-position MLPs ``x + conv1x1(GELU(conv1x1(x)))``."""
 
-    def __init__(self, channels: int, hidden: int, blocks: int) -> None:
+    def __init__(self, channels: int, blocks: int) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(
             nn.Sequential(
-                nn.ReLU(),
-                nn.Conv2d(channels, hidden, 3, padding=1),
-                nn.ReLU(),
-                nn.Conv2d(hidden, channels, 1),
+                nn.Conv2d(channels, 2 * channels, 1), nn.GELU(), nn.Conv2d(2 * channels, channels, 1)
             )
             for _ in range(blocks)
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        """Each block adds its output to its input; a ReLU at the end."""
+        """Each block adds its output to its input; H and W unchanged."""
         for block in self.blocks:
             x = x + block(x)
-        return nn.functional.relu(x)
+        return x
 
 
-#: Both halves take the same sizes: at least 1 of each, and any number of residual blocks.
-LIMITS = bounds(dim=Limit(1), hidden=Limit(1), res_hidden=Limit(1), res_blocks=Limit(0), stages=Limit(1))
+#: Both halves take the same sizes.
+LIMITS = bounds(dim=Limit(1), patch=Limit(1), hidden=Limit(1), blocks=Limit(0))
 
 
-class ResNetEncoder(Encoder):
-    """The paper's encoder: strided convolutions, then residual blocks.
+class PatchEncoder(Encoder):
+    """Patch embedding, residual per-patch MLPs, then a 1×1 projection to ``dim``.
 
-    ``stages`` strided 4×4 convolutions (each halves H and W), a 3×3 convolution, a residual stack,
-    and a 1×1 projection to ``dim``.
+    Args:
+        in_channels: Image channels.
+        dim: Latent channels, the quantizer's code dimension.
+        patch: Patch side, the downsampling factor (any whole number; H and W must be multiples).
+        hidden: Channels of the patch embedding and the MLPs.
+        blocks: Residual MLP blocks.
     """
 
     limits = bounds(in_channels=Limit(1), **LIMITS)
 
     def __init__(
-        self,
-        in_channels: int = 1,
-        dim: int = 64,
-        hidden: int = 128,
-        res_hidden: int = 32,
-        res_blocks: int = 2,
-        stages: int = 2,
+        self, in_channels: int = 1, dim: int = 64, patch: int = 4, hidden: int = 128, blocks: int = 2
     ) -> None:
         super().__init__()
-        self.in_channels, self.dim, self.downsample = in_channels, dim, 2**stages
-        widths = [in_channels] + [max(hidden // 2 ** (stages - 1 - i), 1) for i in range(stages)]
-        layers: list[nn.Module] = []
-        for c_in, c_out in itertools.pairwise(widths):
-            layers += [nn.Conv2d(c_in, c_out, 4, 2, 1), nn.ReLU()]
-        layers += [
-            nn.Conv2d(widths[-1], hidden, 3, padding=1),
-            ResidualStack(hidden, res_hidden, res_blocks),
+        self.in_channels, self.dim, self.downsample = in_channels, dim, patch
+        self.net = nn.Sequential(
+            nn.Conv2d(in_channels, hidden, patch, stride=patch),
+            PatchMLP(hidden, blocks),
             nn.Conv2d(hidden, dim, 1),
-        ]
-        self.net = nn.Sequential(*layers)
+        )
 
     def forward(self, x: Tensor) -> Tensor:
-        """Images ``(B, in_channels, H, W)`` to latents ``(B, dim, H/downsample, W/downsample)``."""
+        """Images ``(B, in_channels, H, W)`` to latents ``(B, dim, H/patch, W/patch)``."""
         return self.net(x)
 
 
-class ResNetDecoder(Decoder):
-    """The paper's decoder: residual blocks, then transposed convolutions.
+class PatchDecoder(Decoder):
+    """A 1×1 projection from ``dim``, residual per-patch MLPs, each code to a patch, then a sigmoid.
 
-    A 3×3 convolution from ``dim``, a residual stack, then ``stages`` 4×4 transposed convolutions
-    (each doubles H and W) ending in a sigmoid, so images come out in [0, 1].
+    Args:
+        out_channels: Image channels.
+        dim: Latent channels, the quantizer's code dimension.
+        patch: Patch side, the upsampling factor.
+        hidden: Channels of the MLPs.
+        blocks: Residual MLP blocks.
     """
 
     limits = bounds(out_channels=Limit(1), **LIMITS)
 
     def __init__(
-        self,
-        out_channels: int = 1,
-        dim: int = 64,
-        hidden: int = 128,
-        res_hidden: int = 32,
-        res_blocks: int = 2,
-        stages: int = 2,
+        self, out_channels: int = 1, dim: int = 64, patch: int = 4, hidden: int = 128, blocks: int = 2
     ) -> None:
         super().__init__()
-        self.out_channels, self.dim, self.upsample = out_channels, dim, 2**stages
-        widths = [max(hidden // 2**i, 1) for i in range(stages)] + [out_channels]
-        layers: list[nn.Module] = [
-            nn.Conv2d(dim, hidden, 3, padding=1),
-            ResidualStack(hidden, res_hidden, res_blocks),
-        ]
-        for i, (c_in, c_out) in enumerate(itertools.pairwise(widths)):
-            layers.append(nn.ConvTranspose2d(c_in, c_out, 4, 2, 1))
-            layers.append(nn.ReLU() if i < stages - 1 else nn.Sigmoid())
-        self.net = nn.Sequential(*layers)
+        self.out_channels, self.dim, self.upsample = out_channels, dim, patch
+        self.net = nn.Sequential(
+            nn.Conv2d(dim, hidden, 1),
+            PatchMLP(hidden, blocks),
+            nn.Conv2d(hidden, out_channels * patch * patch, 1),
+            nn.PixelShuffle(patch),
+            nn.Sigmoid(),
+        )
 
     def forward(self, q: Tensor) -> Tensor:
-        """Latents ``(B, dim, h, w)`` to images ``(B, out_channels, h·upsample, w·upsample)``."""
+        """Latents ``(B, dim, h, w)`` to images ``(B, out_channels, h·patch, w·patch)`` in [0, 1]."""
         return self.net(q)
 
     def output_logit_bias(self) -> Tensor | None:
-        """The last transposed convolution's bias, right before the sigmoid (see ``Decoder``)."""
-        last: nn.ConvTranspose2d = self.net[-2]  # type: ignore[assignment]
-        return last.bias
+        """None: the pixel shuffle spreads each output channel's bias over patch² positions."""
+        return None

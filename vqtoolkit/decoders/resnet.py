@@ -1,0 +1,65 @@
+"""``resnet``: the decoder mirroring :class:`~vqtoolkit.encoders.resnet.ResNetEncoder` (VQGAN/taming)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from vqtoolkit.components.options import Limit, bounds
+from vqtoolkit.decoders.base import Decoder
+from vqtoolkit.encoders import _blocks
+
+
+class ResNetDecoder(Decoder):
+    """The encoder run backwards: residual blocks per level, doubling H and W between levels, sigmoid.
+
+    ``conv3×3(dim → widths[-1])``, the optional ``middle`` block, then for each level from the
+    lowest resolution up ``blocks`` residual blocks and, between levels, nearest-neighbour ×2 and a
+    3×3 convolution; then GroupNorm, SiLU, ``conv3×3(→ out_channels)`` and a sigmoid, so images come
+    out in [0, 1]. ``widths`` is listed image side first, as for the encoder, so both halves take the
+    same value; the upsampling factor is ``2 ** (len(widths) - 1)``.
+
+    Args:
+        out_channels: Image channels (3 for colour).
+        dim: Latent channels, the quantizer's code dimension.
+        widths: Channels of each level, image side first (2-5 levels).
+        blocks: Residual blocks per level.
+        groups: GroupNorm groups (``gcd(width, groups)`` at each width).
+        middle: Add one residual block at the lowest resolution, after the input convolution.
+    """
+
+    limits = bounds(out_channels=Limit(1), **_blocks.LIMITS)
+
+    def __init__(
+        self,
+        out_channels: int = 3,
+        dim: int = 64,
+        widths: Sequence[int] = (32, 64, 64),
+        blocks: int = 1,
+        groups: int = 8,
+        middle: bool = False,
+    ) -> None:
+        super().__init__()
+        levels = _blocks.level_widths(widths)[::-1]  # lowest resolution first
+        self.out_channels, self.dim, self.upsample = out_channels, dim, 2 ** (len(levels) - 1)
+        layers: list[nn.Module] = [nn.Conv2d(dim, levels[0], 3, padding=1)]
+        if middle:
+            layers += _blocks.stack(levels[0], levels[0], 1, groups)
+        for i, width in enumerate(levels):
+            layers += _blocks.stack(levels[max(i - 1, 0)], width, blocks, groups)
+            if i < len(levels) - 1:
+                layers.append(_blocks.Upsample(width))
+        layers += [*_blocks.head(levels[-1], out_channels, groups), nn.Sigmoid()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, q: Tensor) -> Tensor:
+        """Latents ``(B, dim, h, w)`` to images ``(B, out_channels, h·upsample, w·upsample)`` in [0, 1]."""
+        return self.net(q)
+
+    def output_logit_bias(self) -> Tensor | None:
+        """The output convolution's bias, the one right before the sigmoid (see ``Decoder``)."""
+        last: nn.Conv2d = self.net[-2]  # type: ignore[assignment]
+        bias: torch.Tensor | None = last.bias
+        return bias

@@ -1,0 +1,105 @@
+"""The residual building blocks the ``resnet`` encoder and decoder share (the VQGAN/taming layout).
+
+A :class:`ResBlock` is ``x + conv(SiLU(norm(conv(SiLU(norm(x))))))`` with GroupNorm, and a 1×1
+convolution on the skip path where the width changes; :class:`Downsample` and :class:`Upsample`
+halve and double H and W. The options both halves take, and their limits, are declared here once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vqtoolkit.components.options import Limit, bounds, widths
+from vqtoolkit.errors import ConfigError
+
+#: Levels allowed: 2 to 5, so the downsampling factor 2 ** (levels - 1) is 2, 4, 8 or 16.
+LEVELS = range(2, 6)
+
+#: The options' bounds, the same for the encoder and the decoder.
+LIMITS = bounds(dim=Limit(1), blocks=Limit(1), groups=Limit(1))
+
+
+def level_widths(values: Sequence[int]) -> list[int]:
+    """``values`` as the per-level widths, refused unless there are 2-5 levels of positive widths.
+
+    Args:
+        values: Channels of each level, image side first.
+
+    Returns:
+        The widths as a list of ints.
+
+    Raises:
+        ConfigError: Too few or too many levels, or a width below 1.
+    """
+    out = widths("widths", values)
+    if len(out) not in LEVELS:
+        raise ConfigError(
+            f"widths lists one width per level and the factor is 2 ** (levels - 1), so it needs 2-5 "
+            f"levels (f = 2, 4, 8 or 16); got {len(out)}: {out}"
+        )
+    if min(out) < 1:
+        raise ConfigError(f"widths must all be >= 1; got {out}")
+    return out
+
+
+def norm(channels: int, groups: int) -> nn.GroupNorm:
+    """GroupNorm with ``gcd(channels, groups)`` groups, so any width can be normalised."""
+    return nn.GroupNorm(math.gcd(channels, groups), channels, eps=1e-6)
+
+
+class ResBlock(nn.Module):
+    """Pre-activation residual block: two (GroupNorm, SiLU, 3×3 conv) steps plus the skip path."""
+
+    def __init__(self, c_in: int, c_out: int, groups: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            norm(c_in, groups),
+            nn.SiLU(),
+            nn.Conv2d(c_in, c_out, 3, padding=1),
+            norm(c_out, groups),
+            nn.SiLU(),
+            nn.Conv2d(c_out, c_out, 3, padding=1),
+        )
+        self.skip = nn.Identity() if c_in == c_out else nn.Conv2d(c_in, c_out, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``skip(x) + body(x)``, same H and W."""
+        return self.skip(x) + self.body(x)
+
+
+class Downsample(nn.Module):
+    """A stride-2 3×3 convolution: H and W halve (even sizes)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(B, C, H, W)`` → ``(B, C, H/2, W/2)``."""
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    """Nearest-neighbour ×2, then a 3×3 convolution (no checkerboard from transposed convolutions)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(B, C, h, w)`` → ``(B, C, 2h, 2w)``."""
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+def stack(c_in: int, c_out: int, blocks: int, groups: int) -> list[nn.Module]:
+    """``blocks`` residual blocks going from ``c_in`` to ``c_out`` channels (the first changes width)."""
+    return [ResBlock(c_in if i == 0 else c_out, c_out, groups) for i in range(blocks)]
+
+
+def head(channels: int, c_out: int, groups: int) -> list[nn.Module]:
+    """The taming output head: GroupNorm, SiLU and a 3×3 convolution to ``c_out`` channels."""
+    return [norm(channels, groups), nn.SiLU(), nn.Conv2d(channels, c_out, 3, padding=1)]

@@ -1,0 +1,59 @@
+"""``resnet``: a residual encoder for real and colour images, in the layout of the VQGAN/taming tokenizers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+from vqtoolkit.components.options import Limit, bounds
+from vqtoolkit.encoders import _blocks
+from vqtoolkit.encoders.base import Encoder
+
+
+class ResNetEncoder(Encoder):
+    """Residual blocks (GroupNorm, SiLU, 3×3 convolutions) per level, halving H and W between levels.
+
+    ``conv3×3(in_channels → widths[0])``, then for each level ``blocks`` residual blocks at that
+    level's width and, between levels, a stride-2 convolution; optionally a ``middle`` residual
+    block at the bottom; then GroupNorm, SiLU and ``conv3×3(→ dim)``. With ``L = len(widths)`` levels
+    the downsampling factor is ``f = 2 ** (L - 1)``: the defaults ``[32, 64, 64]`` take 32×32 images
+    to 8×8 latents (f = 4); ``[32, 64, 64, 128]`` gives f = 8. Sized for a CPU; the taming f = 16
+    tokenizer is ``widths=[128, 128, 256, 256, 512], blocks=2, middle=True`` (for a GPU).
+
+    Args:
+        in_channels: Image channels (3 for colour).
+        dim: Latent channels, the quantizer's code dimension.
+        widths: Channels of each level, image side first (2-5 levels).
+        blocks: Residual blocks per level.
+        groups: GroupNorm groups (``gcd(width, groups)`` at each width, so any width works).
+        middle: Add one residual block at the lowest resolution, before the output head.
+    """
+
+    limits = bounds(in_channels=Limit(1), **_blocks.LIMITS)
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        dim: int = 64,
+        widths: Sequence[int] = (32, 64, 64),
+        blocks: int = 1,
+        groups: int = 8,
+        middle: bool = False,
+    ) -> None:
+        super().__init__()
+        levels = _blocks.level_widths(widths)
+        self.in_channels, self.dim, self.downsample = in_channels, dim, 2 ** (len(levels) - 1)
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, levels[0], 3, padding=1)]
+        for i, width in enumerate(levels):
+            layers += _blocks.stack(levels[max(i - 1, 0)], width, blocks, groups)
+            if i < len(levels) - 1:
+                layers.append(_blocks.Downsample(width))
+        if middle:
+            layers += _blocks.stack(levels[-1], levels[-1], 1, groups)
+        layers += _blocks.head(levels[-1], dim, groups)
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Images ``(B, in_channels, H, W)`` to latents ``(B, dim, H/downsample, W/downsample)``."""
+        return self.net(x)
