@@ -37,7 +37,9 @@ def subset(data: ImageDataset, train: int) -> ImageDataset:
     )
 
 
-def one_run(autoencoder: str, widths: list[int] | None, data: ImageDataset, epochs: int, seed: int) -> dict:
+def one_run(
+    autoencoder: str, widths: list[int] | None, data: ImageDataset, epochs: int, seed: int, lr: float | None
+) -> dict:
     config = {} if widths is None else {"widths": widths}
     pipe = vqtoolkit.build(
         autoencoder,
@@ -51,7 +53,8 @@ def one_run(autoencoder: str, widths: list[int] | None, data: ImageDataset, epoc
         decoder_config=config,
     )
     params = sum(p.numel() for p in pipe.model.parameters())
-    config = TrainConfig(epochs=epochs, batch_size=data.default_batch_size, seed=seed, progress=False)
+    rate = {} if lr is None else {"lr": lr}
+    config = TrainConfig(epochs=epochs, batch_size=data.default_batch_size, seed=seed, progress=False, **rate)
     pipe.fit_autoencoder(data, config)
     metrics = pipe.info["metrics"]
     return {
@@ -69,6 +72,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--lr", type=float, default=None, help="Adam's peak rate [default: the CLI's]")
+    parser.add_argument("--only", choices=["conv", "resnet"], default=None, help="time one pair only")
     parser.add_argument(
         "--resnet-widths",
         type=lambda text: [int(w) for w in text.split(",")],
@@ -83,12 +88,12 @@ def main() -> None:
         f"{data.describe()}; batch {data.default_batch_size}, K={data.default_num_codes}, "
         f"{args.epochs} epochs"
     )
-    setups = {"conv": ("conv", None), "resnet": ("resnet", None)}
+    setups = {name: (name, None) for name in ("conv", "resnet") if args.only in (None, name)}
     setups.update({f"resnet {w}": ("resnet", w) for w in args.resnet_widths})
     runs: dict[str, list[dict]] = {name: [] for name in setups}
     for seed in range(args.rounds):
         for name, (autoencoder, widths) in setups.items():
-            runs[name].append(one_run(autoencoder, widths, data, args.epochs, seed))
+            runs[name].append(one_run(autoencoder, widths, data, args.epochs, seed, args.lr))
     full = 10_000 / args.train
     for name, results in runs.items():
         epoch = statistics.median(r["epoch_s"] for r in results)

@@ -108,7 +108,17 @@ def test_every_kind_of_option_reaches_the_bundle(use_data, tmp_path: Path) -> No
 )
 def test_a_bad_option_is_one_line_naming_the_flag(use_data, tmp_path, flag, value, message) -> None:
     use_data(images(3, 8))
-    code, output = run("build", "--prior", "categorical", flag, value, "-o", str(tmp_path / "m.safetensors"))
+    code, output = run(
+        "build",
+        "--encoder",
+        "resnet",
+        "--prior",
+        "categorical",
+        flag,
+        value,
+        "-o",
+        str(tmp_path / "m.safetensors"),
+    )
     assert code == 1 and message in output and "Traceback" not in output
     assert not (tmp_path / "m-checkpoint.safetensors").exists()  # refused before any training
 
@@ -118,14 +128,16 @@ def test_train_fits_no_prior_so_takes_no_prior_option() -> None:
     assert code == 2 and "No such option '--prior-option'" in output
 
 
-def test_colour_datasets_default_to_resnet_and_grey_ones_to_conv(use_data, tmp_path: Path) -> None:
+def test_the_dataset_picks_the_autoencoder_unless_told(use_data, tmp_path: Path) -> None:
     assert vqtoolkit.load_dataset("digits").default_autoencoder == "conv"
-    assert images(3, 8).default_autoencoder == "resnet"
-    assert autoencoder_names(images(3, 8), None, None) == ("resnet", "resnet")
-    assert autoencoder_names(images(3, 8), "conv", None) == ("conv", "conv")
-    assert autoencoder_names(images(1, 8), None, "resnet") == ("conv", "resnet")
+    colour = images(3, 8)
+    assert colour.default_autoencoder == "conv"  # every built-in dataset, colour too (docs/training.md)
+    assert autoencoder_names(colour, None, None) == ("conv", "conv")
+    assert autoencoder_names(colour, "resnet", None) == ("resnet", "resnet")  # the decoder follows
+    assert autoencoder_names(colour, None, "resnet") == ("conv", "resnet")
 
-    use_data(images(3, 8))
+    colour.default_autoencoder = "resnet"  # a dataset that prefers the residual pair
+    use_data(colour)
     bundle = tmp_path / "colour.safetensors"
     code, output = run(
         "train",
@@ -182,6 +194,8 @@ def test_an_image_size_the_encoder_cannot_halve_is_refused_before_training(use_d
     widths = ["widths=[4,4,8,8]", "groups=2"]
     code, output = run(
         "train",
+        "--encoder",
+        "resnet",
         *pairs("--encoder-option", widths),
         *pairs("--decoder-option", widths),
         "-o",

@@ -173,8 +173,8 @@ def component_options(command: F) -> F:
         click.option(
             "--encoder",
             default=None,
-            help="Registered encoder name (see `vqtool plugins`) [default: per dataset: conv for "
-            "greyscale images (digits, MNIST), resnet for colour].",
+            help="Registered encoder name (see `vqtool plugins`; `resnet` for colour images) "
+            "[default: the dataset's, conv for every built-in one].",
         ),
         config_option("encoder"),
         click.option(

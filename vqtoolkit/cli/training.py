@@ -165,7 +165,7 @@ def build(
     Example:
       vqtool build --encoder conv --prior gmm
       vqtool build --prior pixelcnn --conditional --prior-option epochs=5
-      vqtool build --data shapes --encoder-option widths=[32,64,64,128] --decoder-option widths=[32,64,64,128]
+      vqtool build --data shapes --encoder resnet --lr 0.002 --encoder-option middle=true
       vqtool build --data mnist --data-root ../shared/data --epochs 1 -o runs/mnist.safetensors
       vqtool build --data mnist --data-root ../shared/data --epochs 3 -o runs/mnist.safetensors --resume
     """

@@ -36,7 +36,7 @@ class ResNetDecoder(Decoder):
         self,
         out_channels: int = 3,
         dim: int = 64,
-        widths: Sequence[int] = (32, 64, 64),
+        widths: Sequence[int] = (16, 32, 32),
         blocks: int = 1,
         groups: int = 8,
         middle: bool = False,
