@@ -5,9 +5,11 @@ Both train on ``shapes`` (procedural 32×32 RGB scenes, no download) with every 
 quantizer at its K, Adam on the cosine schedule. Printed per autoencoder: parameters, the median
 seconds per epoch over ``--epochs`` epochs on ``--train`` training scenes (and that time scaled to
 the full 10 000), and test MSE / PSNR after those epochs. Runs alternate (conv, resnet, conv, ...)
-over ``--rounds`` so a shared machine's load hits both alike; medians are quoted.
+over ``--rounds`` so a shared machine's load hits both alike; medians are quoted. The figures in
+docs/training.md (one round each, on a busy shared machine, so the seconds are rough):
 
-    python benchmarks/resnet_stage1.py --train 2000 --epochs 3 --rounds 1 --threads 2
+    python benchmarks/resnet_stage1.py --train 2000 --epochs 4 --threads 1 --resnet-widths 32,64,64
+    python benchmarks/resnet_stage1.py --train 2000 --epochs 4 --threads 1 --lr 0.002
 """
 
 from __future__ import annotations
