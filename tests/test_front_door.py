@@ -111,6 +111,7 @@ EXPECTED = {  # which ideas each command has (docs/cli.md's table)
     "push": set(),
     "pull": {"output"},
     "export": {"output", "as_json"},
+    "inpaint": {"output", "num_samples", "seed"},
 }
 
 

@@ -28,7 +28,7 @@ def test_mismatched_components_fail_at_build_naming_both_sides() -> None:
 
 def test_wrong_image_shape_is_a_clear_error() -> None:
     pipe = vqtoolkit.build(dim=8, num_codes=16)
-    with pytest.raises(ShapeError, match=r"expected images \(B, 1, H, W\)"):
+    with pytest.raises(ShapeError, match=r"encodes greyscale images \(1 channel\) but the images are RGB"):
         pipe.model.encode(torch.rand(2, 3, 28, 28))
     with pytest.raises(ShapeError, match=r"cannot be downsampled evenly.*factor 4"):
         pipe.model.encode(torch.rand(2, 1, 30, 30))

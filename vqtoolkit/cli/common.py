@@ -61,7 +61,7 @@ def text(value: Any) -> str:
 
 
 def hold_output(output: Path) -> None:
-    """Lock ``output`` until the command ends: a second run writing it is refused (:mod:`vqtoolkit._util.lock`)."""
+    """Lock ``output`` until the command ends: a second run writing it is refused (see ``_util.lock``)."""
     from vqtoolkit._util.lock import output_lock
 
     click.get_current_context().with_resource(output_lock(output))
