@@ -123,6 +123,10 @@ def test_a_plain_checkpoint_does_not_resume_with_the_recipe(images: Any, tmp_pat
 
 
 def test_l1_perceptual_and_non_saturating_in_bf16(images: Any) -> None:
+    pytest.importorskip(
+        "pytorch_msssim",
+        reason='the SSIM loss needs the perceptual extra: pip install "vqtoolkit[perceptual]"',
+    )
     history = run(
         tiny_model(),
         images,
@@ -143,6 +147,13 @@ def test_perceptual_features_need_no_download() -> None:
     with pytest.raises(ConfigError, match=r"perceptual_features .*nothing is downloaded"):
         TrainConfig(perceptual_weight=1.0, perceptual_features="/no/such/vgg16.pth")
     TrainConfig(perceptual_features="/no/such/vgg16.pth")  # unused (weight 0): not checked
+
+
+def test_the_weight_free_ssim_loss_is_zero_on_equal_images() -> None:
+    pytest.importorskip(
+        "pytorch_msssim",
+        reason='the SSIM loss needs the perceptual extra: pip install "vqtoolkit[perceptual]"',
+    )
     ssim = perceptual_loss("ssim", torch.device("cpu"))
     x = torch.rand(2, 1, 8, 8)
     assert ssim(x, x).item() == pytest.approx(0.0, abs=1e-5) and ssim(1 - x, x).item() > 0.5
