@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from factories import tiny_data
+from factories import tiny_data, tiny_pipeline
 from fake_plugins import fake_install
 
 import vqtoolkit
@@ -33,16 +33,7 @@ def test_the_old_constructor_builds_fits_saves_and_loads_with_one_warning(instal
     base._WARNED_LEGACY_INIT.clear()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        pipe = vqtoolkit.build(
-            "conv",
-            "vq",
-            "conv",
-            "old-position",
-            dim=4,
-            num_codes=8,
-            encoder_config={"hidden_channels": [8, 8]},
-            decoder_config={"hidden_channels": [8, 8]},
-        )
+        pipe = tiny_pipeline("old-position")
         data = tiny_data()
         pipe.fit_autoencoder(data, epochs=1, batch_size=16, progress=False)
         pipe.fit_prior(data, progress=False)

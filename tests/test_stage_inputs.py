@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from factories import tiny_data
+from factories import tiny_data, tiny_pipeline
 from torch import nn
 
 import vqtoolkit
@@ -54,17 +54,7 @@ def test_the_tracer_sees_an_assignment_from_outside(monkeypatch: pytest.MonkeyPa
 def test_no_component_attribute_is_set_from_outside_during_a_fit(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, prior: str, options: dict[str, Any]
 ) -> None:
-    pipe = vqtoolkit.build(
-        "conv",
-        "vq",
-        "conv",
-        prior,
-        dim=4,
-        num_codes=8,
-        encoder_config={"hidden_channels": [8, 8]},
-        decoder_config={"hidden_channels": [8, 8]},
-        prior_config=options,
-    )
+    pipe = tiny_pipeline(prior, prior_config=options)
     data = tiny_data()
     outside_assignments = trace_outside_assignments(monkeypatch)
     pipe.fit_autoencoder(data, epochs=1, batch_size=16, progress=False)
@@ -74,16 +64,7 @@ def test_no_component_attribute_is_set_from_outside_during_a_fit(
 
 
 def test_python_and_the_cli_record_the_same_training_facts() -> None:
-    pipe = vqtoolkit.build(
-        "conv",
-        "vq",
-        "conv",
-        None,
-        dim=4,
-        num_codes=8,
-        encoder_config={"hidden_channels": [8, 8]},
-        decoder_config={"hidden_channels": [8, 8]},
-    )
+    pipe = tiny_pipeline()
     pipe.fit_autoencoder(tiny_data(), epochs=1, batch_size=16, progress=False)
     assert pipe.info["device"] == "cpu" and pipe.info["precision"] == "32"
     assert pipe.info["world_size"] == 1 and pipe.info["schema_version"] == 1
