@@ -18,7 +18,7 @@ from vqtoolkit.cli.options import (
     seed_option,
     temperature_option,
 )
-from vqtoolkit.cli.sampling import sampling_options, with_sampling
+from vqtoolkit.cli.sampling import Sampling, sampling_options
 from vqtoolkit.cli.using import pick_image
 from vqtoolkit.errors import ConfigError
 
@@ -67,9 +67,7 @@ def inpaint(
     num_samples: int,
     seed: int,
     temperature: float,
-    guidance: float | None,
-    steps: int | None,
-    top_k: int | None,
+    sampling: Sampling,
     label: int | None,
     dataset: str | None,
     data_root: Path | None,
@@ -95,7 +93,7 @@ def inpaint(
 
     check_image_output(output)
     top, left, height, width = parse_box(box)
-    pipe = with_sampling(bundle.load(), guidance=guidance, steps=steps, top_k=top_k)
+    pipe = sampling.apply(bundle.load())
     original = pick_image(image, pipe, functools.cache(lambda: pipe.dataset(data_root, name=dataset)))
     size = original.shape[-2:]
     if top >= size[0] or left >= size[1]:

@@ -20,7 +20,7 @@ import logging
 import math
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -28,8 +28,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from vqtoolkit.cli.configs import config_option
-from vqtoolkit.cli.recipe import recipe_options
-from vqtoolkit.runtime.schedule import DEFAULT_LR, DEFAULT_SCHEDULE, SCHEDULES
 
 if TYPE_CHECKING:
     from vqtoolkit.pipeline import Pipeline
@@ -167,6 +165,11 @@ def count_option(*names: str, help: str, default: int | None = None, minimum: in
     )
 
 
+def choice_option(*names: str, choices: Sequence[str], default: str, help: str) -> Callable[[F], F]:
+    """An option taking one of ``choices``, ``default`` shown in ``--help``."""
+    return click.option(*names, type=click.Choice(choices), default=default, show_default=True, help=help)
+
+
 def component_options(command: F) -> F:
     """``--encoder``, ``--quantizer``, ``--decoder``, their ``--KIND-option`` s and the shared model sizes."""
     return compose(
@@ -222,82 +225,6 @@ def image_options(command: F) -> F:
             help="--data folder: read images from disk batch by batch (DataLoader workers) instead of "
             "into memory [default: stream when they would not fit comfortably in RAM].",
         ),
-    )(command)
-
-
-def training_options(command: F) -> F:
-    """The stage-1 training options; their names are :class:`vqtoolkit.TrainConfig`'s fields."""
-    return compose(
-        count_option("--epochs", help="Stage-1 epochs [default: per dataset; the total when resuming]."),
-        count_option(
-            "--batch-size",
-            help="Images per optimizer step, over all processes [default: per dataset; 32 for digits, "
-            "128 for the others].",
-        ),
-        click.option(
-            "--lr",
-            type=FiniteFloat(min=0, min_open=True),
-            default=DEFAULT_LR,
-            show_default=True,
-            help="Adam's peak learning rate.",
-        ),
-        click.option(
-            "--lr-schedule",
-            type=click.Choice(SCHEDULES),
-            default=DEFAULT_SCHEDULE,
-            show_default=True,
-            help="cosine: 5% warm-up, then down to zero at the last epoch; constant: --lr throughout.",
-        ),
-        seed_option("Seed for weights, shuffling, the prior's fit and sampling."),
-        device_option(),
-        click.option(
-            "--precision",
-            type=click.Choice(PRECISIONS),
-            default="32",
-            show_default=True,
-            help="Mixed precision for training: 32, bf16 (CPU/CUDA) or 16 (CUDA/MPS).",
-        ),
-        click.option(
-            "--checkpoint",
-            "checkpoint_path",
-            type=click.Path(dir_okay=False, path_type=Path),
-            default=None,
-            help="Checkpoint written each epoch [default: OUTPUT-checkpoint.safetensors].",
-        ),
-        click.option(
-            "--resume", is_flag=True, help="Continue from --checkpoint (same options; --epochs may grow)."
-        ),
-        click.option(
-            "--allow-divergence",
-            is_flag=True,
-            help="Keep a run whose loss diverged (worse than predicting the mean) instead of failing.",
-        ),
-        click.option(
-            "--log",
-            "log_to",
-            type=(click.Choice(["tensorboard"]), click.Path(file_okay=False, path_type=Path)),
-            default=None,
-            metavar="tensorboard DIR",
-            help="Also log scalars, image grids and code usage for TensorBoard in DIR "
-            '(pip install "vqtoolkit[tensorboard]"); the JSON-lines metrics log is always written.',
-        ),
-    )(command)
-
-
-def stage1_options(command: F) -> F:
-    """Everything ``build`` and ``train`` share: components, data, training, device and outputs."""
-    return compose(
-        component_options,
-        data_options("digits"),
-        image_options,
-        training_options,
-        recipe_options,
-        output_option(
-            Path("vqtool-out/model.safetensors"),
-            "Bundle path; checkpoint, metrics log, plots and grids go beside it.",
-        ),
-        quiet_option(),
-        json_option("Print only a final machine-readable summary on stdout."),
     )(command)
 
 

@@ -2,13 +2,16 @@
 
 ``--temperature`` (every prior) is :func:`vqtoolkit.cli.options.temperature_option`; the options here
 belong to some priors only: ``--guidance`` (pixelcnn, transformer, maskgit fitted with a label or
-clusters), ``--steps`` and ``--top-k`` (maskgit). :func:`with_sampling` sets them on the bundle's
-prior, refusing one it does not take in a line that says which priors do.
+clusters), ``--steps`` and ``--top-k`` (maskgit). They reach a command as one :class:`Sampling`,
+which sets them on the bundle's prior, refusing one it does not take in a line that says which
+priors do.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from vqtoolkit.cli.options import F, compose, count_option, guidance_option
@@ -26,39 +29,63 @@ SAMPLING_PRIORS = {
 }
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """The prior-specific sampling options a command was given (``None``: keep the bundle's)."""
+
+    guidance: float | None = None
+    steps: int | None = None
+    top_k: int | None = None
+
+    def apply(self, pipe: Pipeline) -> Pipeline:
+        """Set the given options on ``pipe``'s prior.
+
+        Args:
+            pipe: The loaded bundle.
+
+        Returns:
+            ``pipe``, its prior set up to sample with these options.
+
+        Raises:
+            ConfigError: An option the bundle's prior does not take, naming the priors that do.
+        """
+        for name, value in vars(self).items():
+            if value is None:
+                continue
+            if not isinstance(getattr(type(pipe.prior), name, None), property):
+                what = "no prior" if pipe.prior is None else f"a {type(pipe.prior).__name__}"
+                flag = name.replace("_", "-")
+                raise ConfigError(f"--{flag} {SAMPLING_PRIORS[name]}; this bundle has {what}")
+            setattr(pipe.prior, name, value)
+        return pipe
+
+
 def sampling_options() -> Callable[[F], F]:
-    """``--steps N``, ``--top-k K`` (maskgit) and ``--guidance G``.
+    """``--steps N``, ``--top-k K`` (maskgit) and ``--guidance G``, as one argument.
 
-    ``None`` (the default of each) keeps what the bundle saved; the command sets them on the prior with
-    :func:`with_sampling`, which refuses one the bundle's prior does not take.
+    The command receives them as ``sampling``, a :class:`Sampling` whose :meth:`~Sampling.apply`
+    sets them on the bundle's prior, refusing one that prior does not take.
     """
-    return compose(
-        count_option(
-            "--steps",
-            help="maskgit only: parallel network passes per image (fewer: faster) [default: the "
-            "bundle's, 8].",
-        ),
-        count_option(
-            "--top-k",
-            "top_k",
-            help="maskgit only: draw each code from the K likeliest [default: the bundle's, all codes].",
-        ),
-        guidance_option(),
-    )
 
+    def decorate(command: F) -> F:
+        @functools.wraps(command)
+        def wrapper(
+            *args: Any, guidance: float | None, steps: int | None, top_k: int | None, **kwargs: Any
+        ) -> Any:
+            return command(*args, sampling=Sampling(guidance, steps, top_k), **kwargs)
 
-def with_sampling(pipe: Pipeline, **options: Any) -> Pipeline:
-    """The pipe with its prior's sampling ``options`` (``guidance``, ``steps``, ``top_k``; ``None`` keeps).
+        return compose(
+            count_option(
+                "--steps",
+                help="maskgit only: parallel network passes per image (fewer: faster) [default: the "
+                "bundle's, 8].",
+            ),
+            count_option(
+                "--top-k",
+                "top_k",
+                help="maskgit only: draw each code from the K likeliest [default: the bundle's, all codes].",
+            ),
+            guidance_option(),
+        )(wrapper)  # type: ignore[return-value]
 
-    Raises:
-        ConfigError: An option the bundle's prior does not take, naming the priors that do.
-    """
-    for name, value in options.items():
-        if value is None:
-            continue
-        if not isinstance(getattr(type(pipe.prior), name, None), property):
-            what = "no prior" if pipe.prior is None else f"a {type(pipe.prior).__name__}"
-            flag = name.replace("_", "-")
-            raise ConfigError(f"--{flag} {SAMPLING_PRIORS[name]}; this bundle has {what}")
-        setattr(pipe.prior, name, value)
-    return pipe
+    return decorate

@@ -11,7 +11,8 @@ import click
 
 from vqtoolkit.cli.common import emit_json, friendly_errors, hold_output, prior_seed, resume_hint
 from vqtoolkit.cli.configs import component_config, config_option
-from vqtoolkit.cli.options import configure_logging, num_samples_option, stage1_options
+from vqtoolkit.cli.options import configure_logging, num_samples_option
+from vqtoolkit.cli.recipe import stage1_options
 from vqtoolkit.errors import TrainingInterrupted
 
 if TYPE_CHECKING:
@@ -29,7 +30,7 @@ def train_stage1(
 ) -> tuple[Pipeline, ImageDataset, dict[str, Path]]:
     """Load data, build, check everything, train stage 1 (checkpointed), then write the run's pictures.
 
-    ``options`` are the command's :func:`~vqtoolkit.cli.options.stage1_options`; ``num_samples``
+    ``options`` are the command's :func:`~vqtoolkit.cli.recipe.stage1_options`; ``num_samples``
     images drawn later must fit in memory. Under torchrun every process runs this; rank 0 alone
     prints, draws and writes.
     """

@@ -27,7 +27,7 @@ from vqtoolkit.cli.options import (
     seed_option,
     temperature_option,
 )
-from vqtoolkit.cli.sampling import sampling_options, with_sampling
+from vqtoolkit.cli.sampling import Sampling, sampling_options
 from vqtoolkit.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -52,9 +52,7 @@ def sample(
     num_samples: int,
     seed: int,
     temperature: float,
-    guidance: float | None,
-    steps: int | None,
-    top_k: int | None,
+    sampling: Sampling,
     label: int | None,
     output: Path,
     as_json: bool,
@@ -77,7 +75,7 @@ def sample(
     from vqtoolkit.data.images import save_grid
 
     check_image_output(output)
-    pipe = with_sampling(bundle.load(), guidance=guidance, steps=steps, top_k=top_k)
+    pipe = sampling.apply(bundle.load())
     check_sample_memory(num_samples, pipe.info.get("image_shape") or (1, 28, 28))
     images = pipe.sample(
         num_samples, label=label, temperature=temperature, generator=torch.Generator().manual_seed(seed)
@@ -220,9 +218,7 @@ def evaluate(
     num_samples: int | None,
     samples_alias: int | None,
     temperature: float,
-    guidance: float | None,
-    steps: int | None,
-    top_k: int | None,
+    sampling: Sampling,
     seed: int,
     as_json: bool,
 ) -> None:
@@ -245,7 +241,7 @@ def evaluate(
     """
     from vqtoolkit.components import registry
 
-    pipe = with_sampling(bundle.load(), guidance=guidance, steps=steps, top_k=top_k)
+    pipe = sampling.apply(bundle.load())
     data = pipe.dataset(data_root, name=dataset)
     result: dict[str, Any] = {
         "dataset": data.name,
