@@ -47,10 +47,7 @@ class ResNetDecoder(Decoder):
         layers: list[nn.Module] = [nn.Conv2d(dim, levels[0], 3, padding=1)]
         if middle:
             layers += _blocks.stack(levels[0], levels[0], 1, groups)
-        for i, width in enumerate(levels):
-            layers += _blocks.stack(levels[max(i - 1, 0)], width, blocks, groups)
-            if i < len(levels) - 1:
-                layers.append(_blocks.Upsample(width))
+        layers += _blocks.levels(levels, blocks, groups, _blocks.Upsample)
         layers += [*_blocks.head(levels[-1], out_channels, groups), nn.Sigmoid()]
         self.net = nn.Sequential(*layers)
 

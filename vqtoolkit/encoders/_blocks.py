@@ -8,7 +8,7 @@ halve and double H and W. The options both halves take, and their limits, are de
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -98,6 +98,22 @@ class Upsample(nn.Module):
 def stack(c_in: int, c_out: int, blocks: int, groups: int) -> list[nn.Module]:
     """``blocks`` residual blocks going from ``c_in`` to ``c_out`` channels (the first changes width)."""
     return [ResBlock(c_in if i == 0 else c_out, c_out, groups) for i in range(blocks)]
+
+
+def levels(
+    widths: Sequence[int], blocks: int, groups: int, between: Callable[[int], nn.Module]
+) -> list[nn.Module]:
+    """``blocks`` residual blocks per level at each of ``widths`` in turn, ``between(width)`` between levels.
+
+    The encoder passes :class:`Downsample` and its widths image side first; the decoder passes
+    :class:`Upsample` and the widths lowest resolution first.
+    """
+    layers: list[nn.Module] = []
+    for i, width in enumerate(widths):
+        layers += stack(widths[max(i - 1, 0)], width, blocks, groups)
+        if i < len(widths) - 1:
+            layers.append(between(width))
+    return layers
 
 
 def head(channels: int, c_out: int, groups: int) -> list[nn.Module]:

@@ -18,9 +18,9 @@ class ResNetEncoder(Encoder):
     level's width and, between levels, a stride-2 convolution; optionally a ``middle`` residual
     block at the bottom; then GroupNorm, SiLU and ``conv3×3(→ dim)``. With ``L = len(widths)`` levels
     the downsampling factor is ``f = 2 ** (L - 1)``: the defaults ``[16, 32, 32]`` take 32×32 images
-    to 8×8 latents (f = 4); ``[16, 32, 32, 64]`` gives f = 8. Sized for a CPU (``[32, 64, 64]`` cost
-    2.9× as much per epoch there and reconstructed worse after the same epochs); the taming f = 16
-    tokenizer is ``widths=[128, 128, 256, 256, 512], blocks=2, middle=True`` (for a GPU).
+    to 8×8 latents (f = 4); ``[16, 32, 32, 64]`` gives f = 8. The defaults are sized for a CPU
+    (docs/training.md compares widths); the taming f = 16 tokenizer is
+    ``widths=[128, 128, 256, 256, 512], blocks=2, middle=True`` (for a GPU).
 
     Args:
         in_channels: Image channels (3 for colour).
@@ -46,10 +46,7 @@ class ResNetEncoder(Encoder):
         levels = _blocks.level_widths(widths)
         self.in_channels, self.dim, self.downsample = in_channels, dim, 2 ** (len(levels) - 1)
         layers: list[nn.Module] = [nn.Conv2d(in_channels, levels[0], 3, padding=1)]
-        for i, width in enumerate(levels):
-            layers += _blocks.stack(levels[max(i - 1, 0)], width, blocks, groups)
-            if i < len(levels) - 1:
-                layers.append(_blocks.Downsample(width))
+        layers += _blocks.levels(levels, blocks, groups, _blocks.Downsample)
         if middle:
             layers += _blocks.stack(levels[-1], levels[-1], 1, groups)
         layers += _blocks.head(levels[-1], dim, groups)

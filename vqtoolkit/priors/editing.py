@@ -21,7 +21,8 @@ region; else a label or cluster drawn by frequency.
 from __future__ import annotations
 
 from contextlib import nullcontext
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -30,8 +31,11 @@ from torch import Tensor
 from vqtoolkit._util.modes import eval_mode
 from vqtoolkit.components.base import component_name
 from vqtoolkit.errors import ConfigError, ShapeError
-from vqtoolkit.priors.base import Prior
+from vqtoolkit.priors.base import Prior, SampleOptions
 from vqtoolkit.priors.neural.base import NeuralIndexPrior, single_thread
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 
 class CodeModel(Protocol):
@@ -46,6 +50,19 @@ class CodeModel(Protocol):
     def decode_indices(self, indices: Tensor) -> Tensor:
         """Images from code indices."""
         ...
+
+
+@dataclass(frozen=True)
+class FillOptions:
+    """How :meth:`EditablePrior._resample` draws the codes it fills in."""
+
+    #: The condition of each row the network sees (``None``: unconditional); when guided, twice as
+    #: many rows as grids, the second half "no condition".
+    groups: Tensor | None
+    #: Divides the logits.
+    temperature: float
+    #: The random stream of the draws.
+    generator: torch.Generator | None
 
 
 class EditablePrior(NeuralIndexPrior):
@@ -99,9 +116,8 @@ class EditablePrior(NeuralIndexPrior):
         self.net.eval()
         try:
             with torch.inference_mode(), single_thread() if device.type == "cpu" else nullcontext():
-                return self._resample(
-                    indices.to(device, torch.long).clone(), masked, groups, temperature, generator
-                )
+                fill = FillOptions(groups, temperature, generator)
+                return self._resample(indices.to(device, torch.long).clone(), masked, fill)
         finally:
             self._guided = False
 
@@ -111,15 +127,8 @@ class EditablePrior(NeuralIndexPrior):
             return self.draw_groups(n, label, generator)
         return torch.full((n,), self.groups, dtype=torch.long, device=self.class_log_prior.device)
 
-    def _resample(
-        self,
-        tokens: Tensor,
-        masked: Tensor,
-        groups: Tensor | None,
-        temperature: float,
-        generator: torch.Generator | None,
-    ) -> Tensor:
-        """Fill ``tokens`` ``(N, H, W)`` where ``masked``; ``groups`` has twin rows when guided."""
+    def _resample(self, tokens: Tensor, masked: Tensor, fill: FillOptions) -> Tensor:
+        """Fill ``tokens`` ``(N, H, W)`` where ``masked``, drawing as ``fill`` says."""
         raise NotImplementedError
 
 
@@ -130,20 +139,13 @@ class RasterEditing(EditablePrior):
     position is drawn given every earlier one, kept or already drawn; later kept codes are not seen.
     """
 
-    def _resample(
-        self,
-        tokens: Tensor,
-        masked: Tensor,
-        groups: Tensor | None,
-        temperature: float,
-        generator: torch.Generator | None,
-    ) -> Tensor:
+    def _resample(self, tokens: Tensor, masked: Tensor, fill: FillOptions) -> Tensor:
         n, _, width = tokens.shape
         twins = 2 if self._guided else 1
         for position in masked.flatten(1).any(0).nonzero().flatten().tolist():
             i, j = divmod(position, width)
-            logits = self.net(tokens.repeat(twins, 1, 1), groups)[:, :, i, j]
-            drawn = self._draw(logits, temperature, generator)[:n]
+            logits = self.net(tokens.repeat(twins, 1, 1), fill.groups)[:, :, i, j]
+            drawn = self._draw(logits, fill.temperature, fill.generator)[:n]
             rows = masked[:, i, j]
             tokens[rows, i, j] = drawn[rows]
         return tokens
@@ -186,10 +188,7 @@ def inpaint(
     prior: Prior | None,
     images: Tensor,
     mask: Tensor,
-    *,
-    label: int | None = None,
-    temperature: float = 1.0,
-    generator: torch.Generator | None = None,
+    **options: Unpack[SampleOptions],
 ) -> Tensor:
     """Images with the region under ``mask`` redrawn by ``prior``, the codes outside it kept exactly.
 
@@ -199,9 +198,9 @@ def inpaint(
         images: ``(N, C, H, W)`` in [0, 1].
         mask: Boolean ``(H, W)`` or ``(N, H, W)``, true for the pixels to redraw; every code whose
             patch it touches is drawn again (:func:`code_region`).
-        label: Class to steer the new region to (a conditional prior).
-        temperature: Sampling temperature of the new codes.
-        generator: Random stream (same state, same images).
+        **options: How the new codes are drawn, as :meth:`EditablePrior.resample` takes them
+            (:class:`~vqtoolkit.priors.base.SampleOptions`): a ``label`` to steer the region to (a
+            conditional prior), a ``temperature``, a ``generator`` (same state, same images).
 
     Returns:
         The decoded edited images ``(N, C, H, W)`` in [0, 1].
@@ -231,7 +230,5 @@ def inpaint(
     with eval_mode(model), torch.inference_mode():  # type: ignore[arg-type]
         tokens = model.encode_tokens(images.to(prior.class_log_prior.device))
         region = code_region(mask, tuple(tokens.shape[1:])).to(tokens.device)
-        edited = prior.resample(
-            tokens, ~region.expand_as(tokens), label=label, temperature=temperature, generator=generator
-        )
+        edited = prior.resample(tokens, ~region.expand_as(tokens), **options)
         return model.decode_indices(model.quantizer.from_tokens(edited.to(tokens.device))).clamp(0, 1)

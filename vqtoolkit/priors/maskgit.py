@@ -32,9 +32,9 @@ from torch import Tensor, nn
 
 from vqtoolkit.components.options import Limit, bounds
 from vqtoolkit.errors import ConfigError
-from vqtoolkit.priors.editing import EditablePrior
+from vqtoolkit.priors.editing import EditablePrior, FillOptions
 from vqtoolkit.priors.neural.base import draw
-from vqtoolkit.priors.transformer import Block
+from vqtoolkit.priors.transformer import TransformerNet
 
 Schedule = Literal["cosine", "linear", "arccos"]
 #: The share of a grid left masked, ``γ(r)`` for ``r`` in [0, 1]: 1 at 0, 0 at 1.
@@ -47,7 +47,7 @@ SCHEDULES: Final[Mapping[str, Callable[[Tensor], Tensor]]] = {
 HISTORY_NAMES: Final = {"train_bits_per_code": "train_masked_bits", "val_bits_per_code": "val_masked_bits"}
 
 
-class BidirectionalTransformer(nn.Module):
+class BidirectionalTransformer(TransformerNet):
     """Code embeddings (plus a mask token, index ``num_codes``) + positions + condition → blocks → logits."""
 
     def __init__(
@@ -64,9 +64,7 @@ class BidirectionalTransformer(nn.Module):
         self.code = nn.Embedding(num_codes + 1, dim)
         self.condition = nn.Embedding(num_classes, dim) if num_classes else None
         self.position = nn.Parameter(torch.randn(grid_shape[0] * grid_shape[1], dim) * 0.02)
-        self.blocks = nn.ModuleList(Block(dim, heads, dropout, causal=False) for _ in range(layers))
-        self.norm = nn.LayerNorm(dim)
-        self.head = nn.Linear(dim, num_codes)
+        self.add_trunk(num_codes, dim, layers, heads, dropout, causal=False)
 
     def forward(self, tokens: Tensor, labels: Tensor | None = None) -> Tensor:
         """Logits ``(N, K, H, W)`` of grids ``(N, H, W)`` whose masked positions hold the mask token."""
@@ -74,9 +72,7 @@ class BidirectionalTransformer(nn.Module):
         x = self.code(tokens.reshape(n, h * w)) + self.position
         if self.condition is not None and labels is not None:
             x = x + self.condition(labels)[:, None]
-        for block in self.blocks:
-            x = block(x)
-        return self.head(self.norm(x)).transpose(1, 2).reshape(n, -1, h, w)
+        return self.trunk(x, h, w)
 
 
 def random_masks(indices: Tensor, schedule: Schedule, generator: torch.Generator | None = None) -> Tensor:
@@ -124,18 +120,11 @@ class MaskGITPrior(EditablePrior):
         lr: float = 3e-3,
         **options: Any,
     ) -> None:
-        if dim % heads:
-            raise ConfigError(f"dim must be a multiple of heads; got dim={dim}, heads={heads}")
         super().__init__(num_codes=num_codes, lr=lr, **options)
         self.net = self._new_net()
 
     def _new_net(self) -> BidirectionalTransformer:
-        c = self._config
-        grid = tuple(c["grid_shape"] or (1, 1))
-        return BidirectionalTransformer(
-            self.num_codes, (grid[0], grid[1]), c["dim"], c["layers"], c["heads"], self.condition_rows,
-            self.dropout_rate,
-        )  # fmt: skip
+        return BidirectionalTransformer.for_prior(self)
 
     # -- sampling options, settable after fitting ------------------------------------------------
     @property
@@ -173,11 +162,7 @@ class MaskGITPrior(EditablePrior):
         """
         generator = None if net.training else torch.Generator(indices.device).manual_seed(0)
         masked = random_masks(indices, self._config["schedule"], generator)
-        dropout = self._config["condition_dropout"]
-        if net.training and dropout and groups is not None and self.groups is not None:
-            dropped = torch.rand(len(groups), device=groups.device) < dropout
-            groups = groups.masked_fill(dropped, self.groups)  # the "no condition" row
-        logits = net(indices.masked_fill(masked, self.num_codes), groups)
+        logits = net(indices.masked_fill(masked, self.num_codes), self._drop_conditions(net, groups))
         return F.cross_entropy(logits.float().permute(0, 2, 3, 1)[masked], indices[masked])
 
     def _log_likelihood(self, data: Tensor, labels: Tensor | None) -> Tensor:
@@ -196,20 +181,13 @@ class MaskGITPrior(EditablePrior):
         h, w = self.grid_shape
         tokens = torch.zeros(rows, h, w, dtype=torch.long, device=self.class_log_prior.device)
         self.net.eval()
-        filled = self._resample(
-            tokens, torch.ones_like(tokens, dtype=torch.bool), labels, temperature, generator
-        )
+        fill = FillOptions(labels, temperature, generator)
+        filled = self._resample(tokens, torch.ones_like(tokens, dtype=torch.bool), fill)
         return filled.repeat(n // rows, 1, 1)
 
-    def _resample(
-        self,
-        tokens: Tensor,
-        masked: Tensor,
-        groups: Tensor | None,
-        temperature: float,
-        generator: torch.Generator | None,
-    ) -> Tensor:
+    def _resample(self, tokens: Tensor, masked: Tensor, fill: FillOptions) -> Tensor:
         """Fill ``tokens`` where ``masked`` in ``min(steps, masked codes)`` parallel passes."""
+        temperature, generator = fill.temperature, fill.generator
         n, h, w = tokens.shape
         net = cast("BidirectionalTransformer", self.net)
         tokens, masked = tokens.reshape(n, h * w).clone(), masked.reshape(n, h * w).clone()
@@ -218,7 +196,9 @@ class MaskGITPrior(EditablePrior):
         gamma = SCHEDULES[self._config["schedule"]]
         for step in range(steps):
             inputs = tokens.masked_fill(masked, self.num_codes).reshape(n, h, w)
-            logits = net(inputs.repeat(2 if self._guided else 1, 1, 1), groups).flatten(2).transpose(1, 2)
+            logits = (
+                net(inputs.repeat(2 if self._guided else 1, 1, 1), fill.groups).flatten(2).transpose(1, 2)
+            )
             logits = self._filtered(logits.float()).reshape(n * h * w, -1)
             drawn = draw(logits, temperature, generator, self._config["top_p"]).reshape(n, h * w)
             confidence = torch.log_softmax(logits / temperature, -1).gather(1, drawn.reshape(-1, 1))

@@ -194,8 +194,7 @@ class PixelCNNPrior(RasterEditing):
 
     def _new_net(self) -> GatedPixelCNN:
         c = self._config
-        grid = c["grid_shape"] or (1, 1)
-        rates = dilations(grid, c["layers"], c["kernel_size"])
+        rates = dilations(self.net_grid, c["layers"], c["kernel_size"])
         return GatedPixelCNN(
             self.num_codes, c["channels"], rates, c["kernel_size"], self.condition_rows, self.dropout_rate
         )

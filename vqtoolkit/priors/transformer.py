@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any, ClassVar, Literal, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +27,10 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from vqtoolkit.components.options import Limit, bounds
 from vqtoolkit.errors import ConfigError
 from vqtoolkit.priors.editing import RasterEditing
-from vqtoolkit.priors.neural.base import single_thread
+from vqtoolkit.priors.neural.base import NeuralIndexPrior, single_thread
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 
 class KVCache:
@@ -86,7 +89,56 @@ class Block(nn.Module):
         return x + self.drop(self.mlp(self.mlp_norm(x)))
 
 
-class CausalTransformer(nn.Module):
+class TransformerNet(nn.Module):
+    """What the transformer priors' networks share: blocks, a final norm and the logits head.
+
+    A subclass's constructor takes :meth:`for_prior`'s arguments and registers its embeddings and
+    learned positions, then :meth:`add_trunk`; its ``forward`` embeds a grid, adds the positions and
+    hands the sequence to :meth:`trunk`.
+    """
+
+    blocks: nn.ModuleList
+    norm: nn.LayerNorm
+    head: nn.Linear
+
+    @classmethod
+    def for_prior(cls, prior: NeuralIndexPrior, **options: Any) -> Self:
+        """The network ``prior``'s ``dim``, ``layers`` and ``heads`` describe, for its grid and conditions.
+
+        Args:
+            prior: A transformer prior (its config holds ``dim``, ``layers`` and ``heads``).
+            **options: Further options of this network class.
+
+        Returns:
+            A fresh network, weights drawn from torch's random stream.
+
+        Raises:
+            ConfigError: ``dim`` is not a multiple of ``heads``.
+        """
+        c = prior.config
+        return cls(
+            prior.num_codes, prior.net_grid, c["dim"], c["layers"], c["heads"], prior.condition_rows,
+            prior.dropout_rate, **options,
+        )  # fmt: skip
+
+    def add_trunk(
+        self, num_codes: int, dim: int, layers: int, heads: int, dropout: float, *, causal: bool
+    ) -> None:
+        """Register ``layers`` :class:`Block` s, the final ``norm`` and a ``head`` to ``num_codes`` logits."""
+        if dim % heads:
+            raise ConfigError(f"dim must be a multiple of heads; got dim={dim}, heads={heads}")
+        self.blocks = nn.ModuleList(Block(dim, heads, dropout, causal=causal) for _ in range(layers))
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, num_codes)
+
+    def trunk(self, x: Tensor, h: int, w: int) -> Tensor:
+        """Logits ``(N, K, h, w)`` of embedded sequences ``x`` ``(N, h·w, dim)``, positions included."""
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.norm(x)).transpose(1, 2).reshape(len(x), -1, h, w)
+
+
+class CausalTransformer(TransformerNet):
     """Start/class token + code embeddings + learned positions → blocks → logits over ``num_codes``."""
 
     def __init__(
@@ -106,9 +158,7 @@ class CausalTransformer(nn.Module):
         self.start = nn.Embedding(num_classes or 1, dim)
         self.condition = nn.Embedding(num_classes, dim) if num_classes and condition_every_position else None
         self.position = nn.Parameter(torch.randn(self.grid_shape[0] * self.grid_shape[1], dim) * 0.02)
-        self.blocks = nn.ModuleList(Block(dim, heads, dropout) for _ in range(layers))
-        self.norm = nn.LayerNorm(dim)
-        self.head = nn.Linear(dim, num_codes)
+        self.add_trunk(num_codes, dim, layers, heads, dropout, causal=True)
 
     def start_token(self, n: int, labels: Tensor | None) -> Tensor:
         """``(n, dim)``: the class token of ``labels`` (the one start token when unconditional)."""
@@ -126,10 +176,7 @@ class CausalTransformer(nn.Module):
         n, h, w = indices.shape
         codes = indices.reshape(n, h * w)
         x = torch.cat([self.start_token(n, labels)[:, None], self.code(codes[:, :-1])], 1)
-        x = x + self.position + self.condition_bias(labels)
-        for block in self.blocks:
-            x = block(x)
-        return self.head(self.norm(x)).transpose(1, 2).reshape(n, -1, h, w)
+        return self.trunk(x + self.position + self.condition_bias(labels), h, w)
 
     def step(
         self, previous: Tensor | None, t: int, labels: Tensor | None, caches: list[KVCache], n: int
@@ -176,23 +223,12 @@ class TransformerPrior(RasterEditing):
         lr: float = 3e-3,
         **options: Any,
     ) -> None:
-        if dim % heads:
-            raise ConfigError(f"dim must be a multiple of heads; got dim={dim}, heads={heads}")
         super().__init__(num_codes=num_codes, lr=lr, **options)
         self.net = self._new_net()
 
     def _new_net(self) -> CausalTransformer:
-        c = self._config
-        grid = c["grid_shape"] or (1, 1)
-        return CausalTransformer(
-            self.num_codes,
-            grid,
-            c["dim"],
-            c["layers"],
-            c["heads"],
-            self.condition_rows,
-            self.dropout_rate,
-            c["condition_every_position"],
+        return CausalTransformer.for_prior(
+            self, condition_every_position=self._config["condition_every_position"]
         )
 
     @torch.inference_mode()

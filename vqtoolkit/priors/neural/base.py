@@ -203,6 +203,12 @@ class NeuralIndexPrior(ClusteredIndexPrior):
             return None
         return self.groups + (1 if self._config["condition_dropout"] else 0)
 
+    @property
+    def net_grid(self) -> tuple[int, int]:
+        """The grid ``(H, W)`` the network is built for: the fitted ``grid_shape``, else ``(1, 1)``."""
+        height, width = self._config["grid_shape"] or (1, 1)
+        return height, width
+
     def _generate(
         self, n: int, label: int | None, temperature: float, generator: torch.Generator | None
     ) -> Tensor:
@@ -300,11 +306,15 @@ class NeuralIndexPrior(ClusteredIndexPrior):
         if self.clusters is not None:
             assert groups is not None  # fit passes every grid's cluster
             cost = -self.class_log_prior[groups].mean() / indices[0].numel()
+        return cross_entropy_loss(net, indices, self._drop_conditions(net, groups)) + cost
+
+    def _drop_conditions(self, net: nn.Module, groups: Tensor | None) -> Tensor | None:
+        """``groups`` with, while ``net`` trains, ``condition_dropout`` of them set to "no condition"."""
         dropout = self._config["condition_dropout"]
         if net.training and dropout and groups is not None and self.groups is not None:
             dropped = torch.rand(len(groups), device=groups.device) < dropout
             groups = groups.masked_fill(dropped, self.groups)  # the "no condition" row
-        return cross_entropy_loss(net, indices, groups) + cost
+        return groups
 
     def _log_likelihood(self, data: Tensor, labels: Tensor | None) -> Tensor:
         self.net.eval()  # no dropout when scoring
