@@ -27,6 +27,7 @@ from vqtoolkit.compose import component
 from vqtoolkit.data.datasets import ImageDataset
 from vqtoolkit.data.streaming import Images, as_tensor
 from vqtoolkit.errors import ConfigError
+from vqtoolkit.model.codes import check_prior_matches
 from vqtoolkit.model.vqvae import VQVAE
 from vqtoolkit.priors.base import Prior
 from vqtoolkit.priors.neural.checkpoint import FitCheckpoint
@@ -194,17 +195,6 @@ def code_vectors(model: VQVAE, max_tokens: int = 65_536) -> Tensor | None:
     device = next(model.parameters()).device
     tokens = torch.arange(quantizer.num_tokens, device=device)[:, None]
     return quantizer.lookup(quantizer.from_tokens(tokens))[..., 0].clone()
-
-
-def check_prior_matches(model: VQVAE, prior: Prior) -> None:
-    """Refuse an index prior fitted for a codebook of another size than ``model``'s."""
-    prior_codes = prior.config.get("num_codes")
-    num_codes = model.quantizer.num_tokens
-    if prior.space == "indices" and prior_codes is not None and prior_codes != num_codes:
-        raise ConfigError(
-            f"the {component_name(prior)} prior models {prior_codes} codes but the quantizer has "
-            f"{num_codes}; refit it with `vqtool fit-prior`"
-        )
 
 
 def fit_inputs_taken(prior: Prior, **inputs: Any) -> dict[str, Any]:

@@ -60,7 +60,13 @@ def _convert(count: int) -> str:
 class VQVAE(nn.Module):
     """The autoencoder of stage 1. Components are any registered encoder, quantizer and decoder.
 
-    Components that do not fit together (see :func:`check_wiring`) raise a :class:`ShapeError` here.
+    Args:
+        encoder: Images to latents.
+        quantizer: Latents to codes.
+        decoder: Quantized latents to images.
+
+    Raises:
+        ShapeError: Components that do not fit together (see :func:`check_wiring`).
     """
 
     def __init__(self, encoder: Encoder, quantizer: Quantizer, decoder: Decoder) -> None:
@@ -74,7 +80,14 @@ class VQVAE(nn.Module):
         return int(self.encoder.in_channels)
 
     def check_images(self, x: Tensor) -> None:
-        """Raise a :class:`ShapeError` for images this model cannot encode, saying why."""
+        """Refuse images this model cannot encode, saying why.
+
+        Args:
+            x: Images ``(B, C, H, W)``.
+
+        Raises:
+            ShapeError: Not a 4-D batch, or images of the wrong channels or size (:meth:`check_image_shape`).
+        """
         if x.ndim != 4:
             raise ShapeError(f"expected images (B, {self.in_channels}, H, W); got shape {tuple(x.shape)}")
         self.check_image_shape(tuple(x.shape[1:]))
@@ -104,41 +117,116 @@ class VQVAE(nn.Module):
             )
 
     def encode_latents(self, x: Tensor) -> Tensor:
-        """Continuous encoder output ``z`` ``(B, D, h, w)``."""
+        """The encoder's continuous output.
+
+        Args:
+            x: Images ``(B, C, H, W)``.
+
+        Returns:
+            Latents ``z`` ``(B, D, h, w)``.
+
+        Raises:
+            ShapeError: Images this model cannot encode.
+        """
         self.check_images(x)
         return self.encoder(x)
 
     def encode(self, x: Tensor) -> Tensor:
-        """Code indices ``(B, h, w)`` (or the quantizer's index layout) for images ``x``."""
+        """The codes of images ``x``.
+
+        Args:
+            x: Images ``(B, C, H, W)``.
+
+        Returns:
+            Code indices ``(B, h, w)`` (or the quantizer's index layout).
+
+        Raises:
+            ShapeError: Images this model cannot encode.
+        """
         return self.quantizer.quantize_indices(self.encode_latents(x))
 
     def encode_tokens(self, x: Tensor) -> Tensor:
-        """One token per latent position ``(B, h, w)``: what index priors model (``Quantizer.to_tokens``)."""
+        """What index priors model: one token per latent position (``Quantizer.to_tokens``).
+
+        Args:
+            x: Images ``(B, C, H, W)``.
+
+        Returns:
+            Tokens ``(B, h, w)``.
+
+        Raises:
+            ShapeError: Images this model cannot encode.
+        """
         return self.quantizer.to_tokens(self.encode(x))
 
     def decode(self, quantized: Tensor) -> Tensor:
-        """Images from quantized latents."""
+        """Images from quantized latents.
+
+        Args:
+            quantized: Quantized latents ``(B, D, h, w)``.
+
+        Returns:
+            Images ``(B, C, H, W)``.
+        """
         return self.decoder(quantized)
 
     def decode_indices(self, indices: Tensor) -> Tensor:
-        """Images from code indices."""
+        """Images from code indices.
+
+        Args:
+            indices: Indices in the quantizer's layout, as :meth:`encode` returns them.
+
+        Returns:
+            Images ``(B, C, H, W)``.
+        """
         return self.decoder(self.quantizer.lookup(indices))
 
     def forward(self, x: Tensor) -> VQVAEOutput:
-        """Encode, quantize (straight-through) and decode ``x``, for training."""
+        """Encode, quantize (straight-through) and decode ``x``, for training.
+
+        Args:
+            x: Images ``(B, C, H, W)``.
+
+        Returns:
+            The reconstruction and the quantizer's output (codes, loss, counts).
+
+        Raises:
+            ShapeError: Images this model cannot encode.
+        """
         out = self.quantizer(self.encode_latents(x))
         return VQVAEOutput(self.decoder(out.quantized), out)
 
     @torch.inference_mode()
     def reconstruct(self, x: Tensor) -> Tensor:
-        """Encode, quantize and decode ``x`` without tracking gradients."""
+        """Encode, quantize and decode ``x`` without tracking gradients.
+
+        Args:
+            x: Images ``(B, C, H, W)``.
+
+        Returns:
+            Reconstructions, same shape.
+
+        Raises:
+            ShapeError: Images this model cannot encode.
+        """
         return self.forward(x).reconstruction
 
     def interpolate(self, a: Tensor, b: Tensor, steps: int) -> Tensor:
-        """Images ``(steps, C, H, W)`` along the straight line between the latents of ``a`` and ``b``.
+        """Images along the straight line between the latents of ``a`` and ``b``.
 
-        ``a`` and ``b`` are single images ``(1, C, H, W)``; each point on the line is snapped to its
-        nearest codes and decoded, so the ends are their reconstructions.
+        Each point on the line is snapped to its nearest codes and decoded, so the ends are the two
+        images' reconstructions.
+
+        Args:
+            a: One image ``(1, C, H, W)``.
+            b: Another, likewise.
+            steps: Points on the line, both ends included.
+
+        Returns:
+            Images ``(steps, C, H, W)``.
+
+        Raises:
+            ShapeError: Images this model cannot encode.
         """
         za, zb = self.encode_latents(a), self.encode_latents(b)
         t = torch.linspace(0, 1, steps, device=za.device).view(-1, 1, 1, 1)

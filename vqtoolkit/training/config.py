@@ -135,7 +135,18 @@ class TrainConfig:
 
     @classmethod
     def of(cls, config: TrainConfig | None = None, **options: Any) -> TrainConfig:
-        """``config`` (or the defaults) with ``options`` replacing fields; an unknown option is refused."""
+        """``config`` (or the defaults) with ``options`` replacing fields.
+
+        Args:
+            config: The config to start from (``None``: the defaults).
+            **options: Fields to replace, e.g. ``TrainConfig.of(epochs=2, lr=1e-3)``.
+
+        Returns:
+            A new config, checked.
+
+        Raises:
+            ConfigError: An option that is not a field (with the closest name), or a value a field refuses.
+        """
         fields = {f.name for f in dataclasses.fields(cls)}
         for name in options:
             if name not in fields:
@@ -145,7 +156,15 @@ class TrainConfig:
         return dataclasses.replace(config or cls(), **options)
 
     def with_dataset_defaults(self, epochs: int, batch_size: int) -> TrainConfig:
-        """This config with ``epochs`` and ``batch_size`` set to a dataset's defaults where left ``None``."""
+        """This config with ``epochs`` and ``batch_size`` set to a dataset's defaults where left ``None``.
+
+        Args:
+            epochs: The dataset's default epochs.
+            batch_size: The dataset's default batch size.
+
+        Returns:
+            A new config; fields already set are kept.
+        """
         return dataclasses.replace(
             self,
             epochs=self.epochs if self.epochs is not None else epochs,

@@ -1,40 +1,37 @@
 """Composition: ``build()`` wires registered components into a :class:`Pipeline`.
 
 The pipeline trains in two stages (the autoencoder, then a prior on its codes), samples,
-evaluates and saves.
+evaluates and saves. Its parts and what a trained one does with them (sample, reconstruct,
+explore the codes, score) are a base class beside it, ``vqtoolkit.pipeline._base``; training,
+saving and sharing are here.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from vqtoolkit import stages
-from vqtoolkit._util.modes import eval_mode
 from vqtoolkit.components import registry
-from vqtoolkit.compose import SHARED_OPTIONS, check_model_fits, components, describe
+from vqtoolkit.compose import SHARED_OPTIONS, check_model_fits, components
 from vqtoolkit.data.datasets import ImageDataset, load_dataset
 from vqtoolkit.data.streaming import Images
 from vqtoolkit.decoders.base import Decoder
 from vqtoolkit.encoders.base import Encoder
-from vqtoolkit.errors import ConfigError, ShapeError
+from vqtoolkit.errors import ConfigError
 from vqtoolkit.model.assemble import load_parts, save_parts
 from vqtoolkit.model.vqvae import VQVAE
-from vqtoolkit.priors import editing
-from vqtoolkit.priors.base import Prior, SampleOptions
+from vqtoolkit.pipeline._base import PipelineBase
+from vqtoolkit.priors.base import Prior
 from vqtoolkit.quantize.base import Quantizer
 from vqtoolkit.runtime import distributed
 from vqtoolkit.sharing import onnx as onnx_export
 from vqtoolkit.sharing import pretrained
 from vqtoolkit.training.config import TrainConfig
-from vqtoolkit.training.evaluation import evaluate_autoencoder
 from vqtoolkit.training.loop import EpochCallback
-
-if TYPE_CHECKING:
-    from typing_extensions import Unpack
 
 
 def build(
@@ -97,36 +94,18 @@ def build(
     return Pipeline(VQVAE(enc, quant, dec), pri)
 
 
-class Pipeline:
-    """A stage-1 :class:`VQVAE` plus an optional stage-2 :class:`Prior`.
+class Pipeline(PipelineBase):
+    """A stage-1 :class:`VQVAE` plus an optional stage-2 :class:`Prior`: trained, saved and shared here.
 
     ``info`` records training facts (dataset, image shape, epochs, per-epoch history, metrics)
-    and travels in saved bundles.
+    and travels in saved bundles. Sampling, reconstructing, exploring the codes and scoring are
+    inherited from the base class beside it.
+
+    Args:
+        model: The stage-1 model.
+        prior: The prior over its codes, or ``None``.
+        info: The training record (copied).
     """
-
-    def __init__(self, model: VQVAE, prior: Prior | None = None, info: dict[str, Any] | None = None) -> None:
-        self.model = model
-        self.prior = prior
-        self.info: dict[str, Any] = dict(info or {})
-
-    def __repr__(self) -> str:
-        """Each component by registered name with its config, and what training recorded."""
-        return describe(self.model, self.prior, self.info)
-
-    @property
-    def device(self) -> torch.device:
-        """Where the model's weights live."""
-        return next(self.model.parameters()).device
-
-    def to(self, device: str | torch.device) -> Pipeline:
-        """Move model and prior to ``device`` (``auto``, ``cpu``, ``cuda[:i]``, ``mps``); returns self."""
-        from vqtoolkit.runtime.devices import resolve_device
-
-        target = resolve_device(device)
-        self.model.to(target)
-        if self.prior is not None:
-            self.prior.to(target)
-        return self
 
     # -- training: the stages live in vqtoolkit.stages ------------------------------------------
     def fit(
@@ -148,6 +127,10 @@ class Pipeline:
 
         Returns:
             ``self``, trained.
+
+        Raises:
+            ConfigError: Options ``TrainConfig`` refuses, or images the model cannot encode.
+            TrainingError: Stage 1 diverged (unless ``allow_divergence``).
         """
         config = TrainConfig.of(config, **options)
         self.fit_autoencoder(data, config, on_epoch_end=on_epoch_end)
@@ -179,6 +162,10 @@ class Pipeline:
 
         Returns:
             The per-epoch history (also kept in ``info``, with the rest of the training record).
+
+        Raises:
+            ConfigError: Options ``TrainConfig`` refuses, or images the model cannot encode.
+            TrainingError: Training diverged (unless ``allow_divergence``).
         """
         record = stages.train_autoencoder_stage(
             self.model, data, TrainConfig.of(config, **options), on_epoch_end=on_epoch_end
@@ -226,121 +213,56 @@ class Pipeline:
         return self.prior
 
     def prior_inputs(self, images: Images, *, space: str, batch_size: int = 1024) -> Tensor:
-        """What a prior of ``space`` fits on: encoder latents or code indices of ``images``."""
+        """What a prior of ``space`` fits on (:func:`~vqtoolkit.stages.prior_inputs`).
+
+        Args:
+            images: Images ``(N, C, H, W)`` in [0, 1].
+            space: ``"indices"`` for code grids, ``"latents"`` for the encoder's latents.
+            batch_size: Images encoded at a time.
+
+        Returns:
+            Code grids ``(N, h, w)`` or latents ``(N, D, h, w)``.
+        """
         return stages.prior_inputs(self.model, images, space=space, batch_size=batch_size)
 
     def code_vectors(self) -> Tensor | None:
-        """The stage-1 vector of every code a prior models (what clustered priors group grids by)."""
+        """The stage-1 vector of every code a prior models (what clustered priors group grids by).
+
+        Returns:
+            ``(num_tokens, D)``, or ``None`` for a codebook too large to list.
+        """
         return stages.code_vectors(self.model)
 
-    def prior_nll(self, images: Images, labels: Tensor | None = None) -> float | None:
-        """Held-out NLL of the prior in bits per code (see :func:`~vqtoolkit.stages.prior_nll`)."""
-        return stages.prior_nll(self.model, self.prior, images, labels)
-
-    def prior_metrics(self, images: Images, labels: Tensor | None = None) -> dict[str, float | None]:
-        """The prior's held-out bits per code, marginal and per label (see :func:`stages.prior_metrics`)."""
-        return stages.prior_metrics(self.model, self.prior, images, labels)
-
     def log_samples(self, log_dir: str | Path, *, n: int = 32, seed: int = 0) -> None:
-        """Write a grid of ``n`` prior samples to TensorBoard's ``images/samples`` at the last epoch."""
+        """Write a grid of prior samples to TensorBoard's ``images/samples`` at the last epoch.
+
+        Args:
+            log_dir: The TensorBoard log folder.
+            n: How many samples.
+            seed: Their seed.
+
+        Raises:
+            ConfigError: No fitted prior.
+        """
         from vqtoolkit.training.tensorboard import log_samples
 
         samples = self.sample(n, generator=torch.Generator().manual_seed(seed))
         log_samples(log_dir, samples, int(self.info.get("epochs", 0)))
 
-    # -- using a trained pipeline -----------------------------------------------------------
-    def _require_prior(self) -> Prior:
-        if self.prior is None or not self.prior.is_fitted:
-            raise ConfigError(
-                "this model has no fitted prior to sample from; fit one with "
-                "`vqtool fit-prior BUNDLE --prior pixelcnn -o NEW_BUNDLE` or "
-                "pipeline.fit_prior(data, 'pixelcnn')"
-            )
-        return self.prior
-
-    @torch.inference_mode()
-    def sample_indices(self, n: int, **options: Unpack[SampleOptions]) -> Tensor:
-        """Code indices of ``n`` new images drawn from the prior (latent samples snapped to codes)."""
-        prior = self._require_prior()
-        stages.check_prior_matches(self.model, prior)
-        drawn = prior.sample(n, **options)
-        if prior.space == "latents":
-            return self.model.quantizer.quantize_indices(drawn)
-        return self.model.quantizer.from_tokens(drawn)
-
-    @torch.inference_mode()
-    def sample(self, n: int, **options: Unpack[SampleOptions]) -> Tensor:
-        """``n`` new images ``(n, C, H, W)`` in [0, 1]: prior sample → codes → decoder.
-
-        ``options`` (:class:`SampleOptions`): ``label`` for a conditional prior, ``temperature``
-        (below 1: cleaner, less varied samples) and a ``generator`` (same generator state, same images).
-        """
-        with eval_mode(self.model):
-            indices = self.sample_indices(n, **options)
-            return self.model.decode_indices(indices).clamp(0, 1)
-
-    def reconstruct(self, images: Tensor) -> Tensor:
-        """Images passed through encoder, quantizer and decoder."""
-        with eval_mode(self.model):
-            return self.model.reconstruct(images.to(self.device))
-
-    # -- exploring the code space: encode and decode are a pair -------------------------------
-    @torch.inference_mode()
-    def encode(self, images: Tensor) -> Tensor:
-        """Code grids ``(B, h, w)`` (the quantizer's index layout) of ``images`` ``(B, C, H, W)``.
-
-        :meth:`decode` turns them back into images, so a grid can be edited in between (copy a
-        region of one grid into another) and decoded.
-        """
-        with eval_mode(self.model):
-            return self.model.encode(images.to(self.device))
-
-    @torch.inference_mode()
-    def decode(self, indices: Tensor) -> Tensor:
-        """Images ``(B, C, H, W)`` in [0, 1] from code grids shaped like :meth:`encode`'s output."""
-        expected = self.grid_shape()
-        if expected is not None and tuple(indices.shape[1:]) != expected:
-            raise ShapeError(
-                f"expected code grids (B, {', '.join(map(str, expected))}) as pipe.encode returns; "
-                f"got shape {tuple(indices.shape)}"
-            )
-        with eval_mode(self.model):
-            return self.model.decode_indices(indices.to(self.device)).clamp(0, 1)
-
-    def inpaint(self, images: Tensor, mask: Tensor, **options: Any) -> Tensor:
-        """Redraw the region under ``mask`` by the prior (see :func:`vqtoolkit.priors.editing.inpaint`)."""
-        return editing.inpaint(self.model, self.prior, images.to(self.device), mask, **options)
-
-    def grid_shape(self) -> tuple[int, ...] | None:
-        """Shape of one image's code grid (``(h, w)`` for one codebook), or ``None`` if unrecorded."""
-        if (image_shape := self.info.get("image_shape")) is None:
-            return None
-        with torch.inference_mode():
-            return tuple(self.encode(torch.zeros(1, *image_shape)).shape[1:])
-
-    @torch.inference_mode()
-    def interpolate(self, a: Tensor, b: Tensor, steps: int = 8) -> Tensor:
-        """``steps`` images walking from image ``a`` to image ``b`` through the latent space.
-
-        Both images ``(C, H, W)`` (or ``(1, C, H, W)``): see :meth:`VQVAE.interpolate`.
-        """
-        if steps < 2:
-            raise ConfigError(f"interpolate needs steps >= 2 (both ends included); got {steps}")
-        ends = []
-        for name, image in (("a", a), ("b", b)):
-            batch = image.unsqueeze(0) if image.ndim == 3 else image
-            if batch.ndim != 4 or len(batch) != 1:
-                raise ShapeError(f"{name} must be one image (C, H, W); got shape {tuple(image.shape)}")
-            ends.append(batch.to(self.device))
-        with eval_mode(self.model):
-            return self.model.interpolate(ends[0], ends[1], steps).clamp(0, 1)
-
     def dataset(self, root: str | Path | None = None, *, name: str | None = None) -> ImageDataset:
         """The dataset this pipeline was trained on, loaded again with the same held-out split.
 
-        Name, split seed and image size come from what :meth:`fit_autoencoder` recorded; ``name``
-        picks another dataset instead (e.g. to score on a different one), ``root`` is where its
-        files are (see :func:`~vqtoolkit.data.datasets.load_dataset`).
+        Args:
+            root: Where its files are (see :func:`~vqtoolkit.data.datasets.load_dataset`).
+            name: Another dataset instead (e.g. to score on it).
+
+        Returns:
+            The dataset, split with the seed and resized to the image size :meth:`fit_autoencoder`
+            recorded.
+
+        Raises:
+            ConfigError: No ``name`` and none recorded.
+            DataError: The dataset's files are not under ``root``.
         """
         name = name or self.info.get("dataset")
         if name is None:
@@ -349,16 +271,14 @@ class Pipeline:
         size = shape[-1] if name == self.info.get("dataset") and shape and shape[-1] == shape[-2] else None
         return load_dataset(name, root, seed=int(self.info.get("seed", 0)), image_size=size)
 
-    def evaluate(self, images: Images, labels: Tensor | None = None) -> dict[str, Any]:
-        """Held-out reconstruction MSE/PSNR, perplexity, codes used and the prior's bits per code."""
-        result: dict[str, Any] = dict(evaluate_autoencoder(self.model, images))
-        result.update(self.prior_metrics(images, labels))
-        return result
-
     def save(self, path: str | Path) -> Path:
-        """Write one ``.safetensors`` bundle (atomically); see :mod:`vqtoolkit.storage.bundle`.
+        """Write one ``.safetensors`` bundle, atomically (:mod:`vqtoolkit.storage.bundle`).
 
-        Across processes only rank 0 writes (the others hold the same weights and return the path).
+        Args:
+            path: Where.
+
+        Returns:
+            The path written; across processes only rank 0 writes (the others hold the same weights).
         """
         if not distributed.is_main():
             return Path(path)
@@ -366,19 +286,54 @@ class Pipeline:
 
     @classmethod
     def load(cls, path: str | Path, *, trust_provider: bool = False) -> Pipeline:
-        """Rebuild the pipeline saved at ``path``, validated first (see :func:`vqtoolkit.load`)."""
+        """Rebuild the pipeline saved at ``path``, validated first.
+
+        Args:
+            path: A bundle written by :meth:`save`.
+            trust_provider: As for :func:`vqtoolkit.load`.
+
+        Returns:
+            The pipeline.
+
+        Raises:
+            BundleError: What is wrong and what to do, from a truncated file to a plugin not installed.
+        """
         return cls(*load_parts(path, trust_provider=trust_provider))
 
     def save_pretrained(self, folder: str | Path, **options: Any) -> Path:
-        """Write a Hugging Face model folder (:func:`~vqtoolkit.sharing.pretrained.save_pretrained`)."""
+        """Write a Hugging Face model folder (:func:`~vqtoolkit.sharing.pretrained.save_pretrained`).
+
+        Args:
+            folder: Where.
+            **options: As :func:`~vqtoolkit.sharing.pretrained.save_pretrained` takes them.
+
+        Returns:
+            The folder.
+        """
         return pretrained.save_pretrained(self, folder, **options)
 
     def push_to_hub(self, repo_id: str, **options: Any) -> str:
-        """Upload the model folder to the Hub, returning the commit URL (see :mod:`vqtoolkit.sharing`)."""
+        """Upload the model folder to the Hub (:func:`~vqtoolkit.sharing.pretrained.push_to_hub`).
+
+        Args:
+            repo_id: ``"user/name"``.
+            **options: As :func:`~vqtoolkit.sharing.pretrained.push_to_hub` takes them.
+
+        Returns:
+            The commit's URL.
+        """
         return pretrained.push_to_hub(self, repo_id, **options)
 
     def export_onnx(self, folder: str | Path, **options: Any) -> dict[str, Any]:
-        """Encoder and decoder as checked ONNX graphs (:func:`~vqtoolkit.sharing.onnx.export_onnx`)."""
+        """Encoder and decoder as checked ONNX graphs (:func:`~vqtoolkit.sharing.onnx.export_onnx`).
+
+        Args:
+            folder: Where the graphs go.
+            **options: As :func:`~vqtoolkit.sharing.onnx.export_onnx` takes them.
+
+        Returns:
+            What was written and checked, as that function reports it.
+        """
         return onnx_export.export_onnx(self, folder, **options)
 
 
