@@ -6,8 +6,14 @@ alike; each round visits the layers in a fresh random order and times each layer
 back-to-back steps, so every layer is measured in the steady state of a training loop rather than
 in caches the previous layer left behind. The best of the rounds is reported:
 
-* ``bound``    - the bare forward ``addmm`` + ``argmin`` over the whole N×K distance matrix (no
-  lookup, no loss, no backward): what any exact quantizer must at least pay;
+* ``floor``    - the float32 distance GEMM alone, in the cache-sized tiles the search uses (no
+  reduction, no lookup, no loss, no backward): the compute floor of an exact float32 search, which
+  the performance issue's targets are stated against;
+* ``bound``    - the bare forward ``addmm`` + ``argmin`` over the whole N×K distance matrix: the
+  simplest exact search;
+* ``search``, ``screened`` - vqtoolkit's nearest-code search alone, float32 tiles only and with
+  the bfloat16 screen in front (``nearest_codes(screen=False / True)``): where the screen pays,
+  which sets ``screen.MIN_CODES``;
 * ``vq``       - vqtoolkit's classic quantizer (chunked exact search, STE, both losses, backward);
 * ``ema``      - vqtoolkit's default recipe (EMA update, revival bookkeeping, backward);
 * ``tutorial`` - the classic tutorial layer verbatim (``‖z‖² + ‖E‖² − 2 z·Eᵀ`` materialised, argmin,
@@ -36,6 +42,7 @@ import torch
 from tutorial_layer import TutorialLayer  # benchmarks/ is on sys.path when run as a script
 
 import vqtoolkit
+from vqtoolkit.quantize.core.search import DEFAULT_CHUNK_BYTES, nearest_codes, tile_shape
 
 B, D, H = 128, 64, 7
 
@@ -44,6 +51,22 @@ def make_step(layer: str, k: int) -> Callable[[], None]:
     """A closure doing one timed step of ``layer`` at codebook size ``k``."""
     g = torch.Generator().manual_seed(0)
     z = torch.randn(B, D, H, H, generator=g).requires_grad_(True)
+    if layer == "floor":
+        flat = z.detach().permute(0, 2, 3, 1).reshape(-1, D).contiguous()
+        codebook = torch.randn(k, D, generator=g)
+        sq = codebook.pow(2).sum(1)
+        rows, codes = tile_shape(flat.shape[0], k, DEFAULT_CHUNK_BYTES, 4)
+        buffer = torch.empty(min(rows, flat.shape[0]) * codes)
+
+        def floor() -> None:
+            for row in range(0, flat.shape[0], rows):
+                chunk = flat[row : row + rows]
+                for start in range(0, k, codes):
+                    stop = min(start + codes, k)
+                    out = buffer[: chunk.shape[0] * (stop - start)].view(chunk.shape[0], stop - start)
+                    torch.addmm(sq[start:stop], chunk, codebook[start:stop].t(), alpha=-2, out=out)
+
+        return floor
     if layer == "bound":
         flat = z.detach().permute(0, 2, 3, 1).reshape(-1, D).contiguous()
         codebook = torch.randn(k, D, generator=g)
@@ -53,6 +76,10 @@ def make_step(layer: str, k: int) -> Callable[[], None]:
             torch.addmm(sq, flat, codebook.t(), alpha=-2).argmin(1)
 
         return bound
+    if layer in ("search", "screened"):
+        flat = z.detach().permute(0, 2, 3, 1).reshape(-1, D).contiguous()
+        codebook = torch.randn(k, D, generator=g)
+        return lambda: nearest_codes(flat, codebook, screen=layer == "screened")
     if layer in ("vq", "ema"):
         q = vqtoolkit.create("quantizer", layer, num_codes=k, dim=D).train()
 
@@ -128,14 +155,14 @@ def main() -> None:
         layer, k = args.memory_of.split(":")
         print(json.dumps({"mb": measure_memory(layer, int(k))}))
         return
-    layers = ["bound", "vq", "ema", "tutorial"]
+    layers = ["floor", "bound", "search", "screened", "vq", "ema", "tutorial"]
     if importlib.util.find_spec("vector_quantize_pytorch") is not None:
         layers.append("vqp")
     print(
         f"{B}×{H}×{H} = {B * H * H} vectors, D = {D}, {torch.get_num_threads()} threads, "
         f"best of {args.rounds} rounds (per K); memory = peak-RSS growth (fresh process)"
     )
-    print("| K | layer | ms / step | × bound | tutorial ÷ this | extra memory MB |")
+    print("| K | layer | ms / step | × floor | tutorial ÷ this | extra memory MB |")
     print("|---:|---|---:|---:|---:|---:|")
     sizes = [int(s) for s in args.sizes.split(",")]
     rounds = [int(r) for r in args.rounds.split(",")]
@@ -163,22 +190,22 @@ def main() -> None:
             memory[layer] = mem = memory_in_subprocess(layer, k, args.threads)
             mem_text = "failed" if mem is None else f"{mem:.0f}"
             print(
-                f"| {k} | {layer} | {ms[layer]:.1f} | {ms[layer] / ms['bound']:.2f} "
+                f"| {k} | {layer} | {ms[layer]:.1f} | {ms[layer] / ms['floor']:.2f} "
                 f"| {ms['tutorial'] / ms[layer]:.2f} | {mem_text} |",
                 flush=True,
             )
         checks |= target_checks(k, ms, memory)
     print("\n`vq` against the issue's targets:")
     for text, ok in checks.items():
-        print(f"  [{'ok' if ok else 'MISSED'}] {text}")
+        print(f"  [{'MET' if ok else 'MISSED'}] {text}")
 
 
 def target_checks(k: int, ms: dict[str, float], memory: dict[str, float | None]) -> dict[str, bool]:
     """The `vq` step's speed and memory targets at codebook size ``k``, as text -> met."""
-    bound_limit = 1.5 if k <= 512 else 1.15
-    over_bound, speedup, mb = ms["vq"] / ms["bound"], ms["tutorial"] / ms["vq"], memory["vq"]
+    floor_limit = 2.5 if k < 8192 else 1.5
+    over_floor, speedup, mb = ms["vq"] / ms["floor"], ms["tutorial"] / ms["vq"], memory["vq"]
     return {
-        f"K={k}: {over_bound:.2f}x the bound (<= {bound_limit})": over_bound <= bound_limit,
+        f"K={k}: {over_floor:.2f}x the float32 GEMM floor (<= {floor_limit})": over_floor <= floor_limit,
         f"K={k}: {speedup:.2f}x faster than the tutorial layer (>= 1.5)": speedup >= 1.5,
         f"K={k}: extra memory {mb if mb is None else round(mb)} MB (<= 256)": mb is not None and mb <= 256,
     }

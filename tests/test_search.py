@@ -167,3 +167,126 @@ def test_first_copies_groups_identical_codes_only() -> None:
     codebook = torch.tensor([[1.0, 2.0], [0.0, -0.0], [1.0, 2.0], [-0.0, 0.0], [2.0, 1.0]])
     assert search.first_copies(codebook).tolist() == [0, 1, 0, 1, 4]
     assert search.first_copies(torch.eye(3)) is None
+
+
+def float32_argmin(flat: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """Lowest index at the least float32 ``‖z − e‖²``, computed as the screen's recheck computes it."""
+    n, k = flat.shape[0], codebook.shape[0]
+    d = (flat.repeat_interleave(k, 0) - codebook.repeat(n, 1)).pow(2).sum(1).view(n, k)
+    return (d == d.min(1, keepdim=True).values).int().argmax(1)
+
+
+@given(tied_problem(), st.sampled_from([400, 20_000, 8 * 2**20]))
+@settings(max_examples=60, deadline=None)
+def test_screen_is_exact_on_tied_integer_problems(
+    problem: tuple[torch.Tensor, torch.Tensor], chunk_bytes: int
+) -> None:
+    flat, codebook = problem
+    expected = brute_force(flat, codebook)
+    for dtype in (torch.float32, torch.float64):
+        found = nearest_codes(flat.to(dtype), codebook.to(dtype), chunk_bytes=chunk_bytes, screen=True)
+        assert torch.equal(found, expected)
+
+
+@given(duplicated_float_problem(), st.sampled_from([4096, 8 * 2**20]))
+@settings(max_examples=40, deadline=None)
+def test_screen_ties_copies_to_the_first_and_matches_float32(
+    problem: tuple[torch.Tensor, torch.Tensor, int], chunk_bytes: int
+) -> None:
+    flat, codebook, half = problem
+    found = nearest_codes(flat, codebook, chunk_bytes=chunk_bytes, screen=True)
+    assert int(found.max()) < half, "a later copy of a code won"
+    assert torch.equal(found, float32_argmin(flat, codebook))
+
+
+@st.composite
+def near_tie_problem(draw: st.DrawFn) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's nearest codes are rivals whose distances differ by float32 ulps, far below bfloat16's.
+
+    Among up to 600 background codes, every row gets 2-6 rivals on a sphere around it, with radii a
+    few float32 steps apart.
+    """
+    n, rivals, d = draw(st.integers(1, 40)), draw(st.integers(2, 6)), draw(st.integers(4, 64))
+    g = torch.Generator().manual_seed(draw(st.integers(0, 2**31 - 1)))
+    scale = 10.0 ** draw(st.integers(-2, 2))
+    flat = torch.randn(n, d, generator=g) * scale
+    directions = torch.nn.functional.normalize(torch.randn(n, rivals, d, generator=g), dim=2)
+    radius = 0.01 * scale * (1 + 1.2e-7 * torch.randint(0, 4, (n, rivals, 1), generator=g))
+    near = (flat[:, None] + directions * radius).reshape(n * rivals, d)
+    background = torch.randn(draw(st.integers(0, 600)), d, generator=g) * scale
+    codebook = torch.cat([background, near])[torch.randperm(len(background) + len(near), generator=g)]
+    return flat, codebook
+
+
+def screened(
+    flat: torch.Tensor, codebook: torch.Tensor, chunk_bytes: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The screened search's answer, and what it must equal: the float32 ``‖z − e‖²`` argmin.
+
+    A row chunk too crowded for the bound is searched the plain way instead, rightly; then the
+    plain search's answer is the reference.
+    """
+    plain = search.exact_codes
+    crowded = []
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setattr(search, "exact_codes", lambda *a: crowded.append(a) or plain(*a))
+        found = nearest_codes(flat, codebook, chunk_bytes=chunk_bytes, screen=True)
+    expected = float32_argmin(flat, codebook)
+    for chunk, _, _ in crowded:  # rows (a contiguous chunk) that took the plain search
+        start = (chunk.data_ptr() - flat.data_ptr()) // (flat.element_size() * flat.shape[1])
+        expected[start : start + len(chunk)] = plain(chunk, codebook, chunk_bytes)
+    return found, expected
+
+
+@given(near_tie_problem(), st.sampled_from([4096, 8 * 2**20]))
+@settings(max_examples=60, deadline=None)
+def test_screen_picks_the_float32_argmin_among_near_ties(
+    problem: tuple[torch.Tensor, torch.Tensor], chunk_bytes: int
+) -> None:
+    found, expected = screened(*problem, chunk_bytes)
+    assert torch.equal(found, expected)
+
+
+@given(st.integers(1, 300), st.integers(256, 3000), st.integers(1, 64), st.integers(0, 2**31 - 1))
+@settings(max_examples=30, deadline=None)
+def test_screen_matches_float64_on_random_data(n: int, k: int, d: int, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    flat, codebook = torch.randn(n, d, generator=g), torch.randn(k, d, generator=g)
+    found, expected = screened(flat, codebook, 2**16)
+    assert torch.equal(found, expected)
+    exact = torch.cdist(flat.double(), codebook.double()).pow(2)
+    gap = exact.gather(1, found[:, None]).squeeze(1) - exact.min(1).values
+    assert bool((gap <= 1e-4 * (1 + exact.min(1).values)).all())  # float32's own rounding at most
+
+
+def test_crowded_and_non_finite_searches_fall_back_to_the_plain_search(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    g = torch.Generator().manual_seed(5)
+    crowded = torch.randn(1, 16, generator=g) + 1e-6 * torch.randn(
+        512, 16, generator=g
+    )  # all within the bound
+    flat = torch.randn(64, 16, generator=g)
+    calls = []
+    plain = search.exact_codes
+    monkeypatch.setattr(search, "exact_codes", lambda *a: calls.append(a[0].shape[0]) or plain(*a))
+    assert torch.equal(
+        nearest_codes(flat, crowded, screen=True), plain(flat, crowded, search.DEFAULT_CHUNK_BYTES)
+    )
+    assert calls == [64]
+    broken = torch.randn(512, 16, generator=g)
+    broken[7, 3] = float("inf")
+    assert torch.equal(
+        nearest_codes(flat, broken, screen=True), plain(flat, broken, search.DEFAULT_CHUNK_BYTES)
+    )
+    assert calls == [64, 64]
+
+
+def test_screen_is_chosen_for_large_float32_codebooks_on_bfloat16_cpus() -> None:
+    from vqtoolkit.quantize.core import screen
+
+    big, small = torch.randn(screen.MIN_CODES, 8), torch.randn(screen.MIN_CODES - 1, 8)
+    flat = torch.randn(4, 8)
+    assert screen.worth_screening(flat, big) == screen.bf16_matmul_is_fast()
+    assert not screen.worth_screening(flat, small)
+    assert not screen.worth_screening(flat.double(), big.double())

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from vqtoolkit.errors import ShapeError
+from vqtoolkit.quantize.core.screen import Screen, worth_screening
 
 #: Largest distance tile (bytes) the search may allocate: small enough to stay in cache.
 DEFAULT_CHUNK_BYTES = 8 * 2**20
@@ -157,7 +158,9 @@ def first_copies(codebook: Tensor) -> Tensor | None:
 
 
 @torch.no_grad()
-def nearest_codes(flat: Tensor, codebook: Tensor, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Tensor:
+def nearest_codes(
+    flat: Tensor, codebook: Tensor, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES, screen: bool | None = None
+) -> Tensor:
     """Indices ``(N,)`` of the nearest row of ``codebook`` ``(K, D)`` for each row of ``flat`` ``(N, D)``.
 
     Exact (the same answer as ``argmin`` over the full distance matrix, ties to the lowest index)
@@ -165,6 +168,19 @@ def nearest_codes(flat: Tensor, codebook: Tensor, *, chunk_bytes: int = DEFAULT_
     exactly for copies of a code, on any data (:func:`first_copies`), and between different codes
     wherever the distances are exact (e.g. integer-valued data); distinct codes whose distances
     differ only in rounding may go either way, as between any two GEMM implementations.
+
+    Args:
+        flat: Query rows ``(N, D)``.
+        codebook: Codes ``(K, D)``, ``K >= 1``.
+        chunk_bytes: Budget for the distance tile, the search's only allocation that grows with N·K.
+        screen: Whether to screen candidates with a bfloat16 GEMM first (:mod:`.screen`; same
+            answer). ``None`` screens where that is faster: float32 on CPUs with bfloat16 units.
+
+    Returns:
+        Code indices ``(N,)`` (``torch.long``).
+
+    Raises:
+        ShapeError: If the shapes are not ``(N, D)`` and ``(K, D)`` with one D, or K is 0.
     """
     if flat.ndim != 2 or codebook.ndim != 2 or flat.shape[1] != codebook.shape[1]:
         raise ShapeError(
@@ -174,11 +190,18 @@ def nearest_codes(flat: Tensor, codebook: Tensor, *, chunk_bytes: int = DEFAULT_
     if codebook.shape[0] == 0:
         raise ShapeError("nearest_codes needs at least one code; got an empty codebook (0, D)")
     dtype = search_dtype(flat, codebook)
-    flat = flat.to(dtype)
+    flat, codebook = flat.to(dtype), codebook.to(dtype)
+    if flat.shape[0] and (worth_screening(flat, codebook) if screen is None else screen):
+        return screened_codes(flat, codebook, chunk_bytes)
+    return exact_codes(flat, codebook, chunk_bytes)
+
+
+def exact_codes(flat: Tensor, codebook: Tensor, chunk_bytes: int) -> Tensor:
+    """:func:`nearest_codes` by float32 (or wider) distance tiles alone."""
     (n, k), size = (flat.shape[0], codebook.shape[0]), flat.element_size()
     rows, tile_codes = tile_shape(n, k, chunk_bytes, size)
     order, tiles = tile_plan(k, tile_codes)
-    table = codebook.to(dtype)[order.to(codebook.device)]
+    table = codebook[order.to(codebook.device)]
     sq = table.pow(2).sum(1)
     buffer = scratch(min(rows, n) * min(tile_codes, k), flat)
     out = torch.empty(n, dtype=torch.long, device=flat.device)
@@ -191,5 +214,22 @@ def nearest_codes(flat: Tensor, codebook: Tensor, *, chunk_bytes: int = DEFAULT_
             best_value = torch.where(better, value, best_value)
             best_index = torch.where(better, index, best_index)
         out[row : row + rows] = best_index
-    copies = first_copies(codebook.to(dtype))
+    copies = first_copies(codebook)
     return out if copies is None else copies[out]
+
+
+def screened_codes(flat: Tensor, codebook: Tensor, chunk_bytes: int) -> Tensor:
+    """:func:`nearest_codes` through the bfloat16 screen; crowded row chunks by :func:`exact_codes`."""
+    n, k = flat.shape[0], codebook.shape[0]
+    rows, tile_codes = tile_shape(n, k, chunk_bytes, 2)
+    order, tiles = tile_plan(k, tile_codes)
+    screen = Screen(flat, codebook, codebook[order.to(codebook.device)], tiles)
+    if not screen.usable:  # non-finite values: the bound says nothing
+        return exact_codes(flat, codebook, chunk_bytes)
+    buffer = scratch(min(rows, n) * min(tile_codes, k), screen.flat)
+    out = torch.empty(n, dtype=torch.long, device=flat.device)
+    for row in range(0, n, rows):
+        chunk = flat[row : row + rows]
+        found = screen.rows(row, chunk, buffer)
+        out[row : row + rows] = exact_codes(chunk, codebook, chunk_bytes) if found is None else found
+    return out
