@@ -8,17 +8,8 @@ from pathlib import Path
 import click
 
 from vqtoolkit.cli.common import check_image_output, emit_json, friendly_errors
-from vqtoolkit.cli.options import (
-    BundleSource,
-    bundle_source,
-    data_options,
-    json_option,
-    num_samples_option,
-    output_option,
-    seed_option,
-    temperature_option,
-)
-from vqtoolkit.cli.sampling import Sampling, sampling_options
+from vqtoolkit.cli.options import BundleSource, bundle_source, data_options, json_option, output_option
+from vqtoolkit.cli.sampling import Sampling, drawing_options
 from vqtoolkit.cli.using import pick_image
 from vqtoolkit.errors import ConfigError
 
@@ -45,10 +36,12 @@ def parse_box(spec: str) -> tuple[int, int, int, int]:
     metavar="TOP,LEFT,HEIGHT,WIDTH",
     help="The pixel box to redraw, e.g. 14,0,14,28 for the bottom half of a 28×28 digit.",
 )
-@num_samples_option(4, "How many completions of the image to draw.")
-@seed_option("Same seed, same completions.")
-@temperature_option("Every prior: below 1, likelier codes in the box; above 1, more varied.")
-@sampling_options()
+@drawing_options(
+    4,
+    "How many completions of the image to draw.",
+    "Same seed, same completions.",
+    "Every prior: below 1, likelier codes in the box; above 1, more varied.",
+)
 @click.option("--label", type=int, default=None, help="Class to steer the box to (a --conditional prior).")
 @data_options(None)
 @output_option(

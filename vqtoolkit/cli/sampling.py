@@ -14,7 +14,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from vqtoolkit.cli.options import F, compose, count_option, guidance_option
+from vqtoolkit.cli.options import (
+    F,
+    compose,
+    count_option,
+    guidance_option,
+    num_samples_option,
+    seed_option,
+    temperature_option,
+)
 from vqtoolkit.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -89,3 +97,25 @@ def sampling_options() -> Callable[[F], F]:
         )(wrapper)  # type: ignore[return-value]
 
     return decorate
+
+
+def drawing_options(count: int, count_help: str, seed_help: str, temperature_help: str) -> Callable[[F], F]:
+    """How a command draws from a prior: ``-n/--num-samples``, ``--seed``, ``--temperature``, the rest.
+
+    The rest are :func:`sampling_options`; ``sample`` and ``inpaint`` take the four alike.
+
+    Args:
+        count: The default ``--num-samples``.
+        count_help: What ``--num-samples`` counts.
+        seed_help: What the seed makes repeatable.
+        temperature_help: What ``--temperature`` does for this command.
+
+    Returns:
+        One decorator adding the four, in that order.
+    """
+    return compose(
+        num_samples_option(count, count_help),
+        seed_option(seed_help),
+        temperature_option(temperature_help),
+        sampling_options(),
+    )

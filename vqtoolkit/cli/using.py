@@ -22,12 +22,11 @@ from vqtoolkit.cli.options import (
     count_option,
     data_options,
     json_option,
-    num_samples_option,
     output_option,
     seed_option,
     temperature_option,
 )
-from vqtoolkit.cli.sampling import Sampling, sampling_options
+from vqtoolkit.cli.sampling import Sampling, drawing_options, sampling_options
 from vqtoolkit.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -38,10 +37,12 @@ if TYPE_CHECKING:
 
 
 @click.command()
-@num_samples_option(64, "How many images.")
-@seed_option("Same seed, same images.")
-@temperature_option("Every prior: below 1, cleaner, less varied samples; above 1, more varied.")
-@sampling_options()
+@drawing_options(
+    64,
+    "How many images.",
+    "Same seed, same images.",
+    "Every prior: below 1, cleaner, less varied samples; above 1, more varied.",
+)
 @click.option("--label", type=int, default=None, help="Class to draw (needs a prior fitted --conditional).")
 @output_option(Path("samples.png"), "A .png or .jpg grid, or .npy for the raw images (N, C, H, W) in [0, 1].")
 @json_option()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -23,32 +23,26 @@ class ResNetDecoder(Decoder):
 
     Args:
         out_channels: Image channels (3 for colour).
-        dim: Latent channels, the quantizer's code dimension.
-        widths: Channels of each level, image side first (2-5 levels).
-        blocks: Residual blocks per level.
-        groups: GroupNorm groups (``gcd(width, groups)`` at each width).
-        middle: Add one residual block at the lowest resolution, after the input convolution.
+        **layout: The levels, the encoder's (:class:`~vqtoolkit.encoders._blocks.Layout`): ``dim``
+            latent channels; ``widths`` channels of each level, image side first (2-5 levels);
+            ``blocks`` residual blocks per level; ``groups`` GroupNorm groups (``gcd(width,
+            groups)`` at each width); ``middle`` one more residual block at the lowest resolution,
+            after the input convolution.
     """
 
-    limits = bounds(out_channels=Limit(1), **_blocks.LIMITS)
+    options_to = _blocks.Layout
+    limits = bounds(out_channels=Limit(1))
 
-    def __init__(
-        self,
-        out_channels: int = 3,
-        dim: int = 64,
-        widths: Sequence[int] = (16, 32, 32),
-        blocks: int = 1,
-        groups: int = 8,
-        middle: bool = False,
-    ) -> None:
+    def __init__(self, out_channels: int = 3, **layout: Any) -> None:
         super().__init__()
-        levels = _blocks.level_widths(widths)[::-1]  # lowest resolution first
-        self.out_channels, self.dim, self.upsample = out_channels, dim, 2 ** (len(levels) - 1)
-        layers: list[nn.Module] = [nn.Conv2d(dim, levels[0], 3, padding=1)]
-        if middle:
-            layers += _blocks.stack(levels[0], levels[0], 1, groups)
-        layers += _blocks.levels(levels, blocks, groups, _blocks.Upsample)
-        layers += [*_blocks.head(levels[-1], out_channels, groups), nn.Sigmoid()]
+        shape = _blocks.Layout(**layout)
+        levels = shape.levels[::-1]  # lowest resolution first
+        self.out_channels, self.dim, self.upsample = out_channels, shape.dim, shape.factor
+        layers: list[nn.Module] = [nn.Conv2d(shape.dim, levels[0], 3, padding=1)]
+        if shape.middle:
+            layers += _blocks.stack(levels[0], levels[0], 1, shape.groups)
+        layers += _blocks.levels(levels, shape.blocks, shape.groups, _blocks.Upsample)
+        layers += [*_blocks.head(levels[-1], out_channels, shape.groups), nn.Sigmoid()]
         self.net = nn.Sequential(*layers)
 
     def forward(self, q: Tensor) -> Tensor:

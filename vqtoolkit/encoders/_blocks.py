@@ -2,25 +2,61 @@
 
 A :class:`ResBlock` is ``x + conv(SiLU(norm(conv(SiLU(norm(x))))))`` with GroupNorm, and a 1×1
 convolution on the skip path where the width changes; :class:`Downsample` and :class:`Upsample`
-halve and double H and W. The options both halves take, and their limits, are declared here once.
+halve and double H and W. The options both halves take, and their limits, are declared here once
+(:class:`Layout`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vqtoolkit.components.options import Limit, bounds, widths
+from vqtoolkit.components.options import Limit, bounds
+from vqtoolkit.components.options import widths as checked_widths
 from vqtoolkit.errors import ConfigError
 
 #: Levels allowed: 2 to 5, so the downsampling factor 2 ** (levels - 1) is 2, 4, 8 or 16.
 LEVELS = range(2, 6)
 
-#: The options' bounds, the same for the encoder and the decoder.
-LIMITS = bounds(dim=Limit(1), blocks=Limit(1), groups=Limit(1))
+
+@dataclass(frozen=True)
+class Layout:
+    """The options the encoder and the decoder share: the ``**layout`` of both constructors.
+
+    Both halves name it as their ``options_to``, so its fields are their options, checked and
+    recorded in their ``config`` like options of their own.
+
+    Args:
+        dim: Latent channels, the quantizer's code dimension.
+        widths: Channels of each level, image side first (2-5 levels), for both halves.
+        blocks: Residual blocks per level.
+        groups: GroupNorm groups (``gcd(width, groups)`` at each width, so any width works).
+        middle: Add one residual block at the lowest resolution, beside the latents.
+    """
+
+    #: The options' bounds, the same for the encoder and the decoder.
+    limits: ClassVar[Mapping[str, Limit]] = bounds(dim=Limit(1), blocks=Limit(1), groups=Limit(1))
+
+    dim: int = 64
+    widths: Sequence[int] = (16, 32, 32)
+    blocks: int = 1
+    groups: int = 8
+    middle: bool = False
+
+    @property
+    def levels(self) -> list[int]:
+        """The checked per-level widths, image side first (see :func:`level_widths`)."""
+        return level_widths(self.widths)
+
+    @property
+    def factor(self) -> int:
+        """How much H and W shrink from image to latents: ``2 ** (levels - 1)``."""
+        return 2 ** (len(self.levels) - 1)
 
 
 def level_widths(values: Sequence[int]) -> list[int]:
@@ -35,7 +71,7 @@ def level_widths(values: Sequence[int]) -> list[int]:
     Raises:
         ConfigError: Too few or too many levels, or a width below 1.
     """
-    out = widths("widths", values)
+    out = checked_widths("widths", values)
     if len(out) not in LEVELS:
         raise ConfigError(
             f"widths lists one width per level and the factor is 2 ** (levels - 1), so it needs 2-5 "

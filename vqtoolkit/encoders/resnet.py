@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -24,32 +24,26 @@ class ResNetEncoder(Encoder):
 
     Args:
         in_channels: Image channels (3 for colour).
-        dim: Latent channels, the quantizer's code dimension.
-        widths: Channels of each level, image side first (2-5 levels).
-        blocks: Residual blocks per level.
-        groups: GroupNorm groups (``gcd(width, groups)`` at each width, so any width works).
-        middle: Add one residual block at the lowest resolution, before the output head.
+        **layout: The levels, shared with the decoder (:class:`~vqtoolkit.encoders._blocks.Layout`):
+            ``dim`` latent channels, the quantizer's code dimension; ``widths`` channels of each
+            level, image side first (2-5 levels); ``blocks`` residual blocks per level; ``groups``
+            GroupNorm groups (``gcd(width, groups)`` at each width, so any width works); ``middle``
+            one more residual block at the lowest resolution, before the output head.
     """
 
-    limits = bounds(in_channels=Limit(1), **_blocks.LIMITS)
+    options_to = _blocks.Layout
+    limits = bounds(in_channels=Limit(1))
 
-    def __init__(
-        self,
-        in_channels: int = 3,
-        dim: int = 64,
-        widths: Sequence[int] = (16, 32, 32),
-        blocks: int = 1,
-        groups: int = 8,
-        middle: bool = False,
-    ) -> None:
+    def __init__(self, in_channels: int = 3, **layout: Any) -> None:
         super().__init__()
-        levels = _blocks.level_widths(widths)
-        self.in_channels, self.dim, self.downsample = in_channels, dim, 2 ** (len(levels) - 1)
+        shape = _blocks.Layout(**layout)
+        levels = shape.levels
+        self.in_channels, self.dim, self.downsample = in_channels, shape.dim, shape.factor
         layers: list[nn.Module] = [nn.Conv2d(in_channels, levels[0], 3, padding=1)]
-        layers += _blocks.levels(levels, blocks, groups, _blocks.Downsample)
-        if middle:
-            layers += _blocks.stack(levels[-1], levels[-1], 1, groups)
-        layers += _blocks.head(levels[-1], dim, groups)
+        layers += _blocks.levels(levels, shape.blocks, shape.groups, _blocks.Downsample)
+        if shape.middle:
+            layers += _blocks.stack(levels[-1], levels[-1], 1, shape.groups)
+        layers += _blocks.head(levels[-1], shape.dim, shape.groups)
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:

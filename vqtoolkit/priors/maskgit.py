@@ -32,9 +32,9 @@ from torch import Tensor, nn
 
 from vqtoolkit.components.options import Limit, bounds
 from vqtoolkit.errors import ConfigError
-from vqtoolkit.priors.editing import EditablePrior, FillOptions
+from vqtoolkit.priors.editing import FillOptions
 from vqtoolkit.priors.neural.base import draw
-from vqtoolkit.priors.transformer import TransformerNet
+from vqtoolkit.priors.transformer import TransformerNet, TransformerNetPrior
 
 Schedule = Literal["cosine", "linear", "arccos"]
 #: The share of a grid left masked, ``γ(r)`` for ``r`` in [0, 1]: 1 at 0, 0 at 1.
@@ -84,44 +84,33 @@ def random_masks(indices: Tensor, schedule: Schedule, generator: torch.Generator
     return (ranks < count[:, None]).reshape(indices.shape)
 
 
-class MaskGITPrior(EditablePrior):
+class MaskGITPrior(TransformerNetPrior):
     """MaskGIT prior: ``dim`` wide, ``layers`` bidirectional blocks of ``heads`` heads, ``dropout``.
 
-    Sampling options (also settable after fitting, like ``guidance``): ``steps`` network passes,
-    ``choice_temperature`` of the confidence noise, ``top_k`` most likely codes to draw from
-    (``None``: all). ``schedule`` is the mask schedule of training and sampling. Fitting options
-    (``epochs``, ``patience``, ...) are those of :class:`~vqtoolkit.priors.neural.base.NeuralIndexPrior`.
+    The sampling options are also settable after fitting, like ``guidance``.
+
+    Args:
+        steps: Network passes of a sample.
+        schedule: The mask schedule of training and sampling (:data:`SCHEDULES`).
+        choice_temperature: Scale of the confidence noise that picks which drawn codes to keep.
+        top_k: Draw each code from the ``top_k`` likeliest (``None``: all).
+        **options: The options of :class:`~vqtoolkit.priors.transformer.TransformerNetPrior`
+            (``dim``, ``layers``, ``heads``, ``dropout``, ``lr``) and its fitting options
+            (``epochs``, ``patience``, ...).
     """
 
     has_likelihood = False
-    limits = bounds(
-        dim=Limit(1),
-        layers=Limit(1),
-        heads=Limit(1),
-        dropout=Limit(0, 1, high_open=True),
-        steps=Limit(1),
-        choice_temperature=Limit(0),
-        top_k=Limit(1),
-    )
-    #: Training grids of the default budget: as the AR transformer's (the same network per grid).
-    auto_grids = 399_000
+    limits = bounds(steps=Limit(1), choice_temperature=Limit(0), top_k=Limit(1))
 
     def __init__(
         self,
-        num_codes: int = 512,
-        dim: int = 96,
-        layers: int = 3,
-        heads: int = 4,
-        dropout: float | Literal["auto"] = "auto",
         steps: int = 8,
         schedule: Schedule = "cosine",
         choice_temperature: float = 4.5,
         top_k: int | None = None,
-        lr: float = 3e-3,
         **options: Any,
     ) -> None:
-        super().__init__(num_codes=num_codes, lr=lr, **options)
-        self.net = self._new_net()
+        super().__init__(**options)
 
     def _new_net(self) -> BidirectionalTransformer:
         return BidirectionalTransformer.for_prior(self)

@@ -26,7 +26,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from vqtoolkit.components.options import Limit, bounds
 from vqtoolkit.errors import ConfigError
-from vqtoolkit.priors.editing import RasterEditing
+from vqtoolkit.priors.editing import EditablePrior, RasterEditing
 from vqtoolkit.priors.neural.base import NeuralIndexPrior, single_thread
 
 if TYPE_CHECKING:
@@ -138,6 +138,43 @@ class TransformerNet(nn.Module):
         return self.head(self.norm(x)).transpose(1, 2).reshape(len(x), -1, h, w)
 
 
+class TransformerNetPrior(EditablePrior):
+    """A network prior whose network is a :class:`TransformerNet`: the options every such prior takes.
+
+    ``dropout="auto"`` sets the rate from the data size
+    (:func:`~vqtoolkit.priors.neural.base.auto_dropout`). A subclass's constructor adds its own
+    options and passes the rest on; its ``_new_net`` builds the network (with
+    :meth:`TransformerNet.for_prior`), which this constructor calls last.
+
+    Args:
+        num_codes: Codes of the stage-1 model (the network's vocabulary).
+        dim: Width of every block.
+        layers: Transformer blocks.
+        heads: Attention heads per block (``dim`` must be a multiple).
+        dropout: Dropout rate of every block, or ``"auto"``.
+        lr: Peak learning rate.
+        **options: The fitting options of :class:`~vqtoolkit.priors.neural.base.NeuralIndexPrior`.
+    """
+
+    limits = bounds(dim=Limit(1), layers=Limit(1), heads=Limit(1), dropout=Limit(0, 1, high_open=True))
+    #: Training grids of the default budget: 7 epochs of MNIST; a transformer grid costs more to
+    #: train on than a PixelCNN's, so it gets fewer (the timing is in docs/results.md).
+    auto_grids = 399_000
+
+    def __init__(
+        self,
+        num_codes: int = 512,
+        dim: int = 96,
+        layers: int = 3,
+        heads: int = 4,
+        dropout: float | Literal["auto"] = "auto",
+        lr: float = 3e-3,
+        **options: Any,
+    ) -> None:
+        super().__init__(num_codes=num_codes, lr=lr, **options)
+        self.net = self._new_net()
+
+
 class CausalTransformer(TransformerNet):
     """Start/class token + code embeddings + learned positions → blocks → logits over ``num_codes``."""
 
@@ -192,39 +229,20 @@ class CausalTransformer(TransformerNet):
         return self.head(self.norm(x[:, 0]))
 
 
-class TransformerPrior(RasterEditing):
+class TransformerPrior(RasterEditing, TransformerNetPrior):
     """Causal transformer prior: ``dim`` wide, ``layers`` blocks of ``heads`` heads, ``dropout``.
 
-    ``dropout="auto"`` sets the rate from the data size (:func:`~vqtoolkit.priors.neural.base.auto_dropout`).
-
-    ``condition_every_position`` adds the label or cluster embedding to every position's input, not
-    only the start token (bundles written before the option load with it off). ``lr`` is the peak
-    learning rate.
-
-    Fitting options (``epochs``, ``patience``, ...) are those of
-    :class:`~vqtoolkit.priors.neural.base.NeuralIndexPrior`.
+    Args:
+        condition_every_position: Add the label or cluster embedding to every position's input, not
+            only the start token (bundles written before the option load with it off).
+        **options: The options of :class:`TransformerNetPrior` (``dim``, ``layers``, ``heads``,
+            ``dropout``, ``lr``) and its fitting options (``epochs``, ``patience``, ...).
     """
 
-    limits = bounds(dim=Limit(1), layers=Limit(1), heads=Limit(1), dropout=Limit(0, 1, high_open=True))
     added_options: ClassVar[Mapping[str, Any]] = {"condition_every_position": False}
 
-    #: Training grids of the default budget: 7 epochs of MNIST; a transformer grid costs more to
-    #: train on than a PixelCNN's, so it gets fewer (the timing is in docs/results.md).
-    auto_grids = 399_000
-
-    def __init__(
-        self,
-        num_codes: int = 512,
-        dim: int = 96,
-        layers: int = 3,
-        heads: int = 4,
-        dropout: float | Literal["auto"] = "auto",
-        condition_every_position: bool = True,
-        lr: float = 3e-3,
-        **options: Any,
-    ) -> None:
-        super().__init__(num_codes=num_codes, lr=lr, **options)
-        self.net = self._new_net()
+    def __init__(self, condition_every_position: bool = True, **options: Any) -> None:
+        super().__init__(**options)
 
     def _new_net(self) -> CausalTransformer:
         return CausalTransformer.for_prior(

@@ -29,34 +29,32 @@ from vqtoolkit.quantize.vq import VectorQuantizer
 class ResidualQuantizer(Quantizer):
     """``num_stages`` codebooks of ``num_codes`` codes each, applied to successive residuals.
 
-    ``stage_options`` are passed to every stage's :class:`VectorQuantizer` (e.g. ``ema=True``);
     ``loss`` is the sum of the stages' losses, ``counts`` the sum of their per-code counts.
+
+    Args:
+        num_stages: Codebooks in a row.
+        **stage_options: The options of every stage's :class:`VectorQuantizer` (``num_codes``,
+            ``dim``, ``beta``, ``ema=True``, ...), with its defaults.
+
+    Raises:
+        ConfigError: ``rotation_trick``, which applies to single-stage quantizers only.
     """
 
     radix: Tensor
     options_to = VectorQuantizer
     limits = bounds(num_stages=Limit(1))
 
-    def __init__(
-        self,
-        num_codes: int = 512,
-        dim: int = 64,
-        beta: float = 0.25,
-        num_stages: int = 2,
-        **stage_options: Any,
-    ) -> None:
+    def __init__(self, num_stages: int = 2, **stage_options: Any) -> None:
         if stage_options.get("rotation_trick"):
             raise ConfigError(
                 "rotation_trick applies to single-stage quantizers; residual passes gradients "
                 "straight through to z"
             )
         super().__init__()
-        self.num_codes, self.dim, self.num_stages = num_codes, dim, num_stages
-        self.stages = nn.ModuleList(
-            VectorQuantizer(num_codes=num_codes, dim=dim, beta=beta, **stage_options)
-            for _ in range(num_stages)
-        )
-        radix = num_codes ** torch.arange(num_stages - 1, -1, -1)
+        self.stages = nn.ModuleList(VectorQuantizer(**stage_options) for _ in range(num_stages))
+        first = self.vq_stages[0]
+        self.num_codes, self.dim, self.num_stages = first.num_codes, first.dim, num_stages
+        radix = self.num_codes ** torch.arange(num_stages - 1, -1, -1)
         self.register_buffer("radix", radix, persistent=False)
 
     @property
