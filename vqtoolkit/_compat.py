@@ -7,12 +7,17 @@ serves the old names, so no stub module is left in the tree for each; 0.3 remove
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.abc
 import importlib.machinery
 import sys
 import warnings
+from collections.abc import Callable
 from types import ModuleType
+from typing import TypeVar
+
+F = TypeVar("F", bound=Callable[..., None])
 
 #: Old module (``vqtoolkit.`` left out) → where it lives now.
 MOVED = {
@@ -124,6 +129,54 @@ def deprecated_super_options(cls: type, options: dict[str, object], warned: set[
         DeprecationWarning,
         stacklevel=outside_stacklevel(1),
     )
+
+
+def positional_options(*names: str) -> Callable[[F], F]:
+    """Let a constructor take, for one more release, options that 0.3 made keyword-only, by position.
+
+    Up to 0.2 the decorated constructor's first options were ``names`` in this order (e.g.
+    ``TransformerPrior(512, 96)``); 0.3 moved them into a shared base, where they are keyword-only.
+    A call by position still works, with a ``DeprecationWarning`` spelling the call by name
+    (:func:`options_by_name`, also used by :class:`~vqtoolkit.components.base.Component`'s
+    ``__new__``, which records the options).
+    """
+
+    def decorate(init: F) -> F:
+        @functools.wraps(init)
+        def by_name(self: object, *args: object, **kwargs: object) -> None:
+            init(self, **options_by_name(type(self), args, kwargs, warn=False))
+
+        by_name.positional_names = names  # type: ignore[attr-defined]
+        return by_name  # type: ignore[return-value]
+
+    return decorate
+
+
+def options_by_name(
+    cls: type, args: tuple[object, ...], kwargs: dict[str, object], *, warn: bool
+) -> dict[str, object]:
+    """``kwargs`` plus ``args`` named as ``cls``'s 0.2 constructor named them (:func:`positional_options`).
+
+    Raises:
+        TypeError: More positional options than the old constructor had, or an option given twice.
+    """
+    names: tuple[str, ...] = getattr(cls.__init__, "positional_names", ())  # type: ignore[misc]
+    if not args:
+        return kwargs
+    if len(args) > len(names):
+        raise TypeError(f"{cls.__name__}() takes at most {len(names)} options by position; got {len(args)}")
+    named = dict(zip(names, args, strict=False))
+    if twice := sorted(set(named) & set(kwargs)):
+        raise TypeError(f"{cls.__name__}() got option(s) {', '.join(twice)} both by position and by name")
+    if warn:
+        spelled = ", ".join(f"{name}={value!r}" for name, value in named.items())
+        warnings.warn(
+            f"{cls.__name__}: options by position are deprecated since vqtoolkit 0.3 and stop working in "
+            f"0.4; name them: {cls.__name__}({spelled}, ...)",
+            DeprecationWarning,
+            stacklevel=outside_stacklevel(1),
+        )
+    return {**named, **kwargs}
 
 
 def install() -> None:

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from vqtoolkit._compat import deprecated_super_options
+from vqtoolkit._compat import deprecated_super_options, options_by_name
 from vqtoolkit.components.options import Limit, accepted_options, capture, merged_over_bases, signature
 
 
@@ -50,6 +50,8 @@ class Component(nn.Module):
     def __new__(cls, *args: Any, **kwargs: Any) -> Component:  # noqa: D102 - documented on the class
         self = super().__new__(cls)
         if args or kwargs or _constructible_without_arguments(cls):  # copy/pickle call __new__ bare
+            if args and hasattr(cls.__init__, "positional_names"):  # a 0.2 call by position
+                kwargs, args = options_by_name(cls, args, kwargs, warn=True), ()
             object.__setattr__(self, "_config", capture(cls, args, kwargs))
         return self
 

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from vqtoolkit._compat import positional_options
 from vqtoolkit.components.options import Limit, bounds
 from vqtoolkit.errors import ConfigError
 from vqtoolkit.priors.editing import EditablePrior, RasterEditing
@@ -241,6 +242,7 @@ class TransformerPrior(RasterEditing, TransformerNetPrior):
 
     added_options: ClassVar[Mapping[str, Any]] = {"condition_every_position": False}
 
+    @positional_options("num_codes", "dim", "layers", "heads", "dropout", "condition_every_position", "lr")
     def __init__(self, condition_every_position: bool = True, **options: Any) -> None:
         super().__init__(**options)
 

@@ -19,6 +19,7 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
+from vqtoolkit._compat import positional_options
 from vqtoolkit.components.options import Limit, bounds
 from vqtoolkit.errors import ConfigError
 from vqtoolkit.quantize.base import Quantizer, QuantizerOutput
@@ -44,6 +45,7 @@ class ResidualQuantizer(Quantizer):
     options_to = VectorQuantizer
     limits = bounds(num_stages=Limit(1))
 
+    @positional_options("num_codes", "dim", "beta", "num_stages")
     def __init__(self, num_stages: int = 2, **stage_options: Any) -> None:
         if stage_options.get("rotation_trick"):
             raise ConfigError(
