@@ -141,15 +141,14 @@ def first_copies(codebook: Tensor) -> Tensor | None:
     Two copies of a code have equal distances in exact arithmetic, but a GEMM may round them
     differently (another tile, another column of a blocked kernel, another memory alignment), so the
     search alone cannot promise the lowest copy. An integer hash of the bits (exact and
-    order-free, unlike float sums) groups identical rows; a collision is caught by comparing the
-    rows and only leaves a code as its own first copy.
+    order-free, unlike float sums: products and sums wrap modulo 2³² in any order) groups identical
+    rows; a collision is caught by comparing the rows and only leaves a code as its own first copy.
     """
     k = codebook.shape[0]
     values = (codebook + 0.0).contiguous()  # -0.0 + 0.0 is +0.0: equal values, equal bits
-    bits = values.view(torch.int32).reshape(k, -1).long()
-    width = max(1, 31 - math.ceil(math.log2(bits.shape[1] + 1)))  # no int64 overflow in the sum
-    weights = torch.randint(1, 2**width, (bits.shape[1],), generator=torch.Generator().manual_seed(0))
-    hashes = (bits * weights.to(bits.device)).sum(1)
+    bits = values.view(torch.int32).reshape(k, -1)
+    weights = torch.randint(-(2**31), 2**31 - 1, (bits.shape[1],), generator=torch.Generator().manual_seed(0))
+    hashes = (bits * (weights.to(torch.int32) | 1).to(bits.device)).sum(1, dtype=torch.int32)
     _, group = torch.unique(hashes, return_inverse=True)
     codes = torch.arange(k, device=codebook.device)
     first = torch.full((k,), k, device=codebook.device).scatter_reduce(0, group, codes, "amin")[group]
@@ -219,7 +218,7 @@ def exact_codes(flat: Tensor, codebook: Tensor, chunk_bytes: int) -> Tensor:
 
 
 def screened_codes(flat: Tensor, codebook: Tensor, chunk_bytes: int) -> Tensor:
-    """:func:`nearest_codes` through the bfloat16 screen; crowded row chunks by :func:`exact_codes`."""
+    """:func:`nearest_codes` through the bfloat16 screen; from a crowded row chunk on, :func:`exact_codes`."""
     n, k = flat.shape[0], codebook.shape[0]
     rows, tile_codes = tile_shape(n, k, chunk_bytes, 2)
     order, tiles = tile_plan(k, tile_codes)
@@ -229,7 +228,9 @@ def screened_codes(flat: Tensor, codebook: Tensor, chunk_bytes: int) -> Tensor:
     buffer = scratch(min(rows, n) * min(tile_codes, k), screen.flat)
     out = torch.empty(n, dtype=torch.long, device=flat.device)
     for row in range(0, n, rows):
-        chunk = flat[row : row + rows]
-        found = screen.rows(row, chunk, buffer)
-        out[row : row + rows] = exact_codes(chunk, codebook, chunk_bytes) if found is None else found
+        found = screen.rows(row, flat[row : row + rows], buffer)
+        if found is None:  # codes too close for bfloat16 to tell apart: the rest goes the plain way
+            out[row:] = exact_codes(flat[row:], codebook, chunk_bytes)
+            break
+        out[row : row + rows] = found
     return out
