@@ -12,8 +12,10 @@ in caches the previous layer left behind. The best of the rounds is reported:
 * ``bound``    - the bare forward ``addmm`` + ``argmin`` over the whole N×K distance matrix: the
   simplest exact search;
 * ``search``, ``screened`` - vqtoolkit's nearest-code search alone, float32 tiles only and with
-  the bfloat16 screen in front (``nearest_codes(screen=False / True)``): where the screen pays,
-  which sets ``screen.MIN_CODES``;
+  the bfloat16 screen in front (``nearest_codes(screen=False / True)``), on vectors near random
+  codes (as encoder outputs are after some training; the layers' own steps use a codebook at its
+  initialisation, which the screen cannot tell apart): where the screen pays, which sets
+  ``screen.MIN_CODES``;
 * ``vq``       - vqtoolkit's classic quantizer (chunked exact search, STE, both losses, backward);
 * ``ema``      - vqtoolkit's default recipe (EMA update, revival bookkeeping, backward);
 * ``tutorial`` - the classic tutorial layer verbatim (``‖z‖² + ‖E‖² − 2 z·Eᵀ`` materialised, argmin,
@@ -76,9 +78,10 @@ def make_step(layer: str, k: int) -> Callable[[], None]:
             torch.addmm(sq, flat, codebook.t(), alpha=-2).argmin(1)
 
         return bound
-    if layer in ("search", "screened"):
-        flat = z.detach().permute(0, 2, 3, 1).reshape(-1, D).contiguous()
+    if layer in ("search", "screened"):  # encoder outputs near their codes, as after some training
         codebook = torch.randn(k, D, generator=g)
+        near = codebook[torch.randint(0, k, (B * H * H,), generator=g)]
+        flat = near + 0.3 * torch.randn(near.shape, generator=g)
         return lambda: nearest_codes(flat, codebook, screen=layer == "screened")
     if layer in ("vq", "ema"):
         q = vqtoolkit.create("quantizer", layer, num_codes=k, dim=D).train()
