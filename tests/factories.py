@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 import vqtoolkit
+from vqtoolkit.components import registry
 from vqtoolkit.data.datasets import ImageDataset
 
 
@@ -22,7 +23,8 @@ def tiny_pipeline(
     prior: str | None = None, quantizer: str = "vq", *, num_codes: int = 8, dim: int = 4, **options: Any
 ) -> vqtoolkit.Pipeline:
     """An untrained pipeline of narrow conv parts; ``options`` go to ``build``."""
-    codes = {} if quantizer == "fsq" else {"num_codes": num_codes}  # fsq has no num_codes: build() refuses it
+    takes = registry.takes("quantizer", quantizer, "num_codes")  # fsq, lfq, bsq: build() refuses it
+    codes = {"num_codes": num_codes} if takes else {}
     return vqtoolkit.build(
         "conv",
         quantizer,

@@ -94,7 +94,7 @@ def check_sample_memory(num_samples: int, image_shape: Any) -> None:
 def check_image_output(output: Path) -> None:
     """Fail before any work on an image ``-o`` whose suffix is unknown or whose place is unwritable."""
     from vqtoolkit._util.atomic import check_writable
-    from vqtoolkit.data.images import check_image_path
+    from vqtoolkit._util.image_formats import check_image_path
 
     check_image_path(output)
     check_writable(output)

@@ -271,7 +271,14 @@ class BundleSource:
     trust_provider: bool = False
 
     def load(self) -> Pipeline:
-        """The bundle's pipeline on :attr:`device` (see :func:`vqtoolkit.load` for ``trust_provider``)."""
+        """The bundle's pipeline on :attr:`device` (see :func:`vqtoolkit.load` for ``trust_provider``).
+
+        The file's header is checked before torch is imported, so a file that is no bundle is
+        refused at once.
+        """
+        from vqtoolkit.storage.header import read_header
+
+        read_header(self.path)
         import vqtoolkit
 
         return vqtoolkit.load(self.path, trust_provider=self.trust_provider).to(self.device)

@@ -71,12 +71,12 @@ def sample(
       vqtool sample cond.safetensors -n 16 --label 3 --guidance 2 -o threes.png
       vqtool sample maskgit.safetensors -n 64 --steps 12 --top-k 32 -o grid.png
     """
+    check_image_output(output)
+    pipe = sampling.apply(bundle.load())  # before importing torch: a file that is no bundle fails fast
     import torch
 
     from vqtoolkit.data.images import save_grid
 
-    check_image_output(output)
-    pipe = sampling.apply(bundle.load())
     check_sample_memory(num_samples, pipe.info.get("image_shape") or (1, 28, 28))
     images = pipe.sample(
         num_samples, label=label, temperature=temperature, generator=torch.Generator().manual_seed(seed)

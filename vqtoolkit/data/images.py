@@ -12,24 +12,40 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
-from torchvision.utils import make_grid
 
 from vqtoolkit._util.atomic import atomic_write
-from vqtoolkit.errors import ConfigError, DataError
-
-#: File suffix → what is written: a Pillow image format, or ``npy`` for the raw array.
-FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".npy": "npy"}
+from vqtoolkit._util.image_formats import check_image_path
+from vqtoolkit.errors import DataError
 
 
-def check_image_path(path: str | Path) -> str:
-    """The format ``path``'s suffix asks for; a :class:`ConfigError` for any other suffix."""
-    suffix = Path(path).suffix.lower()
-    if suffix not in FORMATS:
-        raise ConfigError(
-            f"cannot tell how to write {path}: the suffix {suffix or '(none)'!r} is not one of "
-            f"{', '.join(FORMATS)}; e.g. -o samples.png"
-        )
-    return FORMATS[suffix]
+def tile(images: Tensor, *, nrow: int = 8, padding: int = 2, pad_value: float = 0.0) -> Tensor:
+    """``images`` side by side in one picture, laid out as torchvision's ``make_grid`` does.
+
+    Grey images come out RGB and one image alone unpadded, as there; torchvision is not imported
+    (importing it imports ``torch._dynamo``, which is slow).
+
+    Args:
+        images: The images, ``(N, C, H, W)``.
+        nrow: Images per row.
+        padding: Pixels between images and around the grid.
+        pad_value: The value of those pixels.
+
+    Returns:
+        The grid, 3 channels for grey images, else ``C``.
+    """
+    if images.shape[1] == 1:
+        images = images.expand(-1, 3, -1, -1)
+    if len(images) == 1:
+        return images[0].clone()
+    count, channels, height, width = images.shape
+    columns = min(nrow, count)
+    rows = -(-count // columns)
+    step_y, step_x = height + padding, width + padding
+    grid = images.new_full((channels, rows * step_y + padding, columns * step_x + padding), pad_value)
+    for k, image in enumerate(images):
+        y, x = divmod(k, columns)
+        grid[:, y * step_y + padding : (y + 1) * step_y, x * step_x + padding : (x + 1) * step_x] = image
+    return grid
 
 
 def grid_bytes(
@@ -50,7 +66,7 @@ def grid_bytes(
     """
     rows = nrow or max(1, round(len(images) ** 0.5))
     images = images.detach().cpu().float()
-    parts = [make_grid(part, nrow=rows, padding=padding, pad_value=1.0) for part in images.chunk(sections)]
+    parts = [tile(part, nrow=rows, padding=padding, pad_value=1.0) for part in images.chunk(sections)]
     gap = torch.ones(parts[0].shape[0], 3 * padding, parts[0].shape[2])
     grid = torch.cat([piece for part in parts for piece in (gap, part)][1:], dim=1)
     array = (grid.clamp(0, 1) * 255 + 0.5).byte().permute(1, 2, 0).numpy()
@@ -65,7 +81,8 @@ def grid_bytes(
 def save_grid(images: Tensor, path: str | Path, *, nrow: int | None = None, sections: int = 1) -> Path:
     """Save ``images`` ``(N, C, H, W)`` in [0, 1] as a ``.png``/``.jpg`` grid, or as an ``.npy`` array.
 
-    The suffix decides the format (:func:`check_image_path`); ``sections`` as in :func:`grid_bytes`.
+    The suffix decides the format (``.png``, ``.jpg``/``.jpeg`` or ``.npy``); ``sections`` as in
+    :func:`grid_bytes`.
     The file appears complete or not at all (see :func:`vqtoolkit._util.atomic.atomic_write`).
     """
     path = Path(path)

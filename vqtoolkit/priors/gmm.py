@@ -18,18 +18,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from einops import rearrange
-from sklearn.decomposition import PCA
-from sklearn.mixture import GaussianMixture
-from threadpoolctl import threadpool_limits
 from torch import Tensor
 
 from vqtoolkit.components.options import Limit, bounds
 from vqtoolkit.errors import ConfigError, ShapeError
 from vqtoolkit.priors.base import Prior
+
+if TYPE_CHECKING:  # scikit-learn is imported by fit alone: sampling a fitted prior needs torch only
+    from sklearn.mixture import GaussianMixture
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 
@@ -75,7 +76,8 @@ class GMMPrior(Prior):
         self.register_buffer("pca_basis", torch.zeros(dims, features))
         self.register_buffer("weights", torch.full((components,), 1.0 / components))
         self.register_buffer("means", torch.zeros(components, dims))
-        self.register_buffer("scale_tril", torch.eye(dims).repeat(components, 1, 1))
+        self.register_buffer("scale_tril", torch.zeros(components, dims, dims))
+        self.scale_tril.diagonal(dim1=1, dim2=2).fill_(1.0)  # identities; torch.eye has no C++ meta kernel
 
     def fit(self, data: Tensor, labels: Tensor | None = None, *, progress: bool = True) -> GMMPrior:
         """Fit PCA then the mixture on latents ``(N, D, *spatial)``.
@@ -84,10 +86,15 @@ class GMMPrior(Prior):
         threads to pay off, and threads that spin waiting on each other make it far slower on a
         busy machine (``docs/performance.md``).
         """
+        from threadpoolctl import threadpool_limits
+
         with threadpool_limits(limits=1, user_api="blas"):
             return self._fit(data)
 
     def _fit(self, data: Tensor) -> GMMPrior:
+        from sklearn.decomposition import PCA
+        from sklearn.mixture import GaussianMixture
+
         if data.ndim < 3 or not data.is_floating_point():
             raise ShapeError(
                 f"the gmm prior fits continuous encoder latents (N, D, *spatial); got "

@@ -63,7 +63,7 @@ class BidirectionalTransformer(TransformerNet):
         super().__init__()
         self.code = nn.Embedding(num_codes + 1, dim)
         self.condition = nn.Embedding(num_classes, dim) if num_classes else None
-        self.position = nn.Parameter(torch.randn(grid_shape[0] * grid_shape[1], dim) * 0.02)
+        self.add_positions(grid_shape, dim)
         self.add_trunk(num_codes, dim, layers, heads, dropout, causal=False)
 
     def forward(self, tokens: Tensor, labels: Tensor | None = None) -> Tensor:

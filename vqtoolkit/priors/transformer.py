@@ -98,6 +98,7 @@ class TransformerNet(nn.Module):
     hands the sequence to :meth:`trunk`.
     """
 
+    position: nn.Parameter
     blocks: nn.ModuleList
     norm: nn.LayerNorm
     head: nn.Linear
@@ -121,6 +122,11 @@ class TransformerNet(nn.Module):
             prior.num_codes, prior.net_grid, c["dim"], c["layers"], c["heads"], prior.condition_rows,
             prior.dropout_rate, **options,
         )  # fmt: skip
+
+    def add_positions(self, grid_shape: Sequence[int], dim: int) -> None:
+        """Register ``position``: a learned ``dim``-vector per grid position, drawn from N(0, 0.02²)."""
+        positions = torch.empty(grid_shape[0] * grid_shape[1], dim)
+        self.position = nn.Parameter(nn.init.normal_(positions, std=0.02))  # randn * 0.02, no meta kernel
 
     def add_trunk(
         self, num_codes: int, dim: int, layers: int, heads: int, dropout: float, *, causal: bool
@@ -195,7 +201,7 @@ class CausalTransformer(TransformerNet):
         self.code = nn.Embedding(num_codes, dim)
         self.start = nn.Embedding(num_classes or 1, dim)
         self.condition = nn.Embedding(num_classes, dim) if num_classes and condition_every_position else None
-        self.position = nn.Parameter(torch.randn(self.grid_shape[0] * self.grid_shape[1], dim) * 0.02)
+        self.add_positions(self.grid_shape, dim)
         self.add_trunk(num_codes, dim, layers, heads, dropout, causal=True)
 
     def start_token(self, n: int, labels: Tensor | None) -> Tensor:

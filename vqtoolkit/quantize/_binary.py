@@ -87,7 +87,7 @@ class BinaryQuantizer(Quantizer):
         projected = self.dim != self.bits
         self.project_in = nn.Linear(self.dim, self.bits) if projected else None
         self.project_out = nn.Linear(self.bits, self.dim) if projected else None
-        self.register_buffer("bit_values", 2 ** torch.arange(self.bits), persistent=False)
+        self.register_buffer("bit_values", torch.tensor([1 << i for i in range(self.bits)]), persistent=False)
 
     # -- what lfq and bsq define ---------------------------------------------------------------
     @property

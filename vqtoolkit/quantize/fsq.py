@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -48,8 +49,8 @@ class FSQ(Quantizer):
         super().__init__()
         self.dim, self.num_codes, self.eps = len(levels), math.prod(levels), eps
         self.register_buffer("levels", torch.tensor(levels), persistent=False)
-        basis = torch.cumprod(torch.tensor([1, *levels[:-1]]), 0)
-        self.register_buffer("basis", basis, persistent=False)
+        basis = np.cumprod([1, *levels[:-1]], dtype=np.int64)  # as torch.cumprod, without a meta kernel
+        self.register_buffer("basis", torch.tensor(basis), persistent=False)
 
     def bound(self, flat: Tensor) -> Tensor:
         """Squash rows ``(N, d)`` so rounding channel ``i`` gives one of ``levels[i]`` integers."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+import numpy as np
 import torch
 from einops import rearrange
 from torch import Tensor, nn
@@ -56,8 +57,8 @@ class ResidualQuantizer(Quantizer):
         self.stages = nn.ModuleList(VectorQuantizer(**stage_options) for _ in range(num_stages))
         first = self.vq_stages[0]
         self.num_codes, self.dim, self.num_stages = first.num_codes, first.dim, num_stages
-        radix = self.num_codes ** torch.arange(num_stages - 1, -1, -1)
-        self.register_buffer("radix", radix, persistent=False)
+        radix = np.power(self.num_codes, np.arange(num_stages - 1, -1, -1), dtype=np.int64)  # no meta kernel
+        self.register_buffer("radix", torch.tensor(radix), persistent=False)
 
     @property
     def vq_stages(self) -> list[VectorQuantizer]:

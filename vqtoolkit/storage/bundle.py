@@ -31,12 +31,9 @@ from vqtoolkit._version import __version__
 from vqtoolkit.components import registry
 from vqtoolkit.components.options import check_json
 from vqtoolkit.errors import BundleError, VQToolkitError
+from vqtoolkit.storage.header import DIGEST_KEY, FORMAT, FORMAT_VERSION, METADATA_KEY, read_header
 from vqtoolkit.storage.restore import restore_components
 
-FORMAT = "vqtoolkit.bundle"
-FORMAT_VERSION = 1
-METADATA_KEY = "vqtoolkit"
-DIGEST_KEY = "vqtoolkit.sha256"
 ROLES = ("encoder", "quantizer", "decoder", "prior")
 REQUIRED_ROLES = ("encoder", "quantizer", "decoder")
 #: PEP 508 distribution names; anything else is refused, so no message ever suggests `pip install <junk>`.
@@ -163,55 +160,27 @@ def save(components: Mapping[str, nn.Module], info: Mapping[str, Any], path: str
 def read(path: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
     """The validated metadata document and the tensors of a bundle, without building anything.
 
-    Checks the file is a safetensors file, the document's format and version, the checksum, and
-    the document's structure. Does not need any component's plugin to be installed.
+    Checks the header first (:func:`~vqtoolkit.storage.header.read_header`: a safetensors file, the
+    document's format and version), then the checksum and the document's structure. Does not need
+    any component's plugin to be installed.
     """
     path = Path(path)
-    if not path.is_file():
-        raise BundleError(f"no bundle at {path}: the file does not exist")
+    header = read_header(path)
     try:
         with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
             tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 - safe_open is no dict
     except Exception as err:
         raise BundleError(
             f"{path} is not a readable safetensors file ({type(err).__name__}: {err}); "
             f"it may be truncated or corrupt"
         ) from err
-    if METADATA_KEY not in metadata:
-        raise BundleError(
-            f"{path} is a safetensors file but not a vqtoolkit bundle (no '{METADATA_KEY}' metadata)"
-        )
-    text = metadata[METADATA_KEY]
-    try:
-        document = json.loads(text)
-    except (ValueError, RecursionError) as err:
-        raise BundleError(f"{path}: the bundle metadata is not valid JSON ({err})") from err
-    _check_format(path, document)
-    if DIGEST_KEY not in metadata:
-        raise BundleError(
-            f"{path} has no '{DIGEST_KEY}' checksum (it was stripped, or written by a vqtoolkit without "
-            f"checksums); rebuild it with this vqtoolkit"
-        )
-    if metadata[DIGEST_KEY] != digest(text, tensors):
+    if header.checksum != digest(header.text, tensors):
         raise BundleError(
             f"{path}: checksum mismatch: the file changed after it was written (corrupt copy or edited "
             f"by hand); copy it again from its source"
         )
-    _check_document(path, document, tensors)
-    return document, tensors
-
-
-def _check_format(path: Path, document: Any) -> None:
-    if not isinstance(document, dict) or document.get("format") != FORMAT:
-        raise BundleError(f"{path}: metadata does not describe a {FORMAT} document")
-    version = document.get("format_version")
-    if version != FORMAT_VERSION or isinstance(version, bool):
-        raise BundleError(
-            f"{path}: bundle format version {version!r} is not supported by vqtoolkit {__version__} "
-            f"(it reads version {FORMAT_VERSION}); install the vqtoolkit that wrote it "
-            f"({document.get('vqtoolkit_version', 'unknown')!r})"
-        )
+    _check_document(path, header.document, tensors)
+    return header.document, tensors
 
 
 def _check_document(path: Path, document: dict[str, Any], tensors: Mapping[str, Tensor]) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
 
 from vqtoolkit._util.deadline import build_deadline
 from vqtoolkit._version import __version__
@@ -25,6 +26,26 @@ from vqtoolkit.errors import BundleError, VQToolkitError
 #: Bytes a component's implied parameters and buffers may exceed its tensors in the file by (buffers
 #: that are not saved, such as fsq's levels); anything beyond is refused before it is allocated.
 SLACK_BYTES = 1 << 20
+
+#: What only writes values into a tensor: ``torch.nn.init``'s fills and the in-place random draws.
+_FILLS = frozenset(
+    [getattr(torch.nn.init, name) for name in torch.nn.init.__all__ if name.endswith("_")]
+    + [getattr(Tensor, name) for name in ("normal_", "uniform_", "log_normal_", "exponential_", "cauchy_")]
+    + [Tensor.geometric_, Tensor.random_, Tensor.bernoulli_]
+)
+
+
+class _SkipFills(TorchFunctionMode):
+    """Hands a fill's tensor back unfilled, for builds on ``meta``.
+
+    A meta tensor has no values to write, and some fills run Python kernels there whose first use
+    imports ``torch._dynamo``, which is slow.
+    """
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        if func in _FILLS:
+            return args[0] if args else next(iter(kwargs.values()))
+        return func(*args, **(kwargs or {}))
 
 
 def _canonical(distribution: str) -> str:
@@ -90,7 +111,7 @@ def expected_state(
     beyond that plus :data:`SLACK_BYTES` are refused, naming the config fields that ask for them.
     """
     try:
-        with build_deadline(what), torch.device("meta"):
+        with build_deadline(what), torch.device("meta"), _SkipFills():
             module: nn.Module = cls(**config)
     except BundleError:
         raise

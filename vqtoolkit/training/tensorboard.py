@@ -24,8 +24,8 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torchvision.utils import make_grid
 
+from vqtoolkit.data.images import tile
 from vqtoolkit.errors import ConfigError
 from vqtoolkit.model.vqvae import VQVAE
 from vqtoolkit.training.evaluation import code_counts
@@ -50,7 +50,7 @@ def summary_writer(log_dir: str | Path) -> Any:
 
 
 def _grid(images: Tensor, nrow: int = 8) -> Tensor:
-    return make_grid(images.detach().float().cpu().clamp(0, 1), nrow=nrow, padding=2, pad_value=1.0)
+    return tile(images.detach().float().cpu().clamp(0, 1), nrow=nrow, padding=2, pad_value=1.0)
 
 
 class TensorBoardLogger:
