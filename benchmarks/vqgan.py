@@ -93,6 +93,8 @@ def main() -> None:
     parser.add_argument("--adversarial-weight", type=float, default=0.1)
     parser.add_argument("--adversarial-start", type=int, default=0)
     parser.add_argument("--perceptual-weight", type=float, default=0.0)
+    parser.add_argument("--discriminator-channels", type=int, default=None, help="[default: TrainConfig's]")
+    parser.add_argument("--discriminator-layers", type=int, default=None, help="[default: TrainConfig's]")
     parser.add_argument("--reconstruction-loss", default="mse", choices=("mse", "l1"))
     parser.add_argument("--threads", type=int, default=None, help="torch threads [default: torch's]")
     parser.add_argument("--progress", action="store_true")
@@ -107,6 +109,9 @@ def main() -> None:
         "perceptual_weight": args.perceptual_weight,
         "reconstruction_loss": args.reconstruction_loss,
     }
+    for name in ("discriminator_channels", "discriminator_layers"):
+        if getattr(args, name) is not None:
+            recipe[name] = getattr(args, name)
     rows = {"mse only": measure(data, train, args), "vqgan recipe": measure(data, train, args, **recipe)}
     print(
         f"MNIST stage 1 (conv → ema, K=512, 7×7), {args.epochs} epoch(s) on {len(train.train_images)} "

@@ -81,7 +81,7 @@ def recipe_options(command: F) -> F:
             help="The discriminator's peak learning rate [default: --lr].",
         ),
         count_option("--discriminator-layers", default=2, help="PatchGAN stride-2 layers."),
-        count_option("--discriminator-channels", default=64, help="PatchGAN first width."),
+        count_option("--discriminator-channels", default=16, help="PatchGAN first width."),
         click.option(
             "--discriminator-spectral-norm",
             is_flag=True,

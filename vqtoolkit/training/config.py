@@ -89,7 +89,7 @@ class TrainConfig:
     adversarial_loss: str = "hinge"
     discriminator_lr: float | None = None
     discriminator_layers: int = 2
-    discriminator_channels: int = 64
+    discriminator_channels: int = 16
     discriminator_spectral_norm: bool = False
 
     def __post_init__(self) -> None:

@@ -42,7 +42,7 @@ class PatchDiscriminator(nn.Module):
     """
 
     def __init__(
-        self, in_channels: int, layers: int = 2, channels: int = 64, spectral_norm: bool = False
+        self, in_channels: int, layers: int = 2, channels: int = 16, spectral_norm: bool = False
     ) -> None:
         super().__init__()
         if layers < 1 or channels < 1:
