@@ -120,7 +120,7 @@ def test_empty_inputs() -> None:
 
 @st.composite
 def duplicated_float_problem(draw: st.DrawFn) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Float rows and a codebook whose second half copies its first (the issue-13 shape and others)."""
+    """Float rows and a codebook whose later codes copy some of its first ones, exactly."""
     n, half, d = draw(st.integers(1, 80)), draw(st.integers(1, 70)), draw(st.integers(1, 12))
     g = torch.Generator().manual_seed(draw(st.integers(0, 2**31 - 1)))
     first = torch.randn(half, d, generator=g) * 10 ** draw(st.integers(-3, 3))

@@ -15,9 +15,9 @@ import sys
 import warnings
 from collections.abc import Callable
 from types import ModuleType
-from typing import TypeVar
 
-F = TypeVar("F", bound=Callable[..., None])
+#: A component's constructor.
+Init = Callable[..., None]
 
 #: Old module (``vqtoolkit.`` left out) → where it lives now.
 MOVED = {
@@ -131,7 +131,7 @@ def deprecated_super_options(cls: type, options: dict[str, object], warned: set[
     )
 
 
-def positional_options(*names: str) -> Callable[[F], F]:
+def positional_options(*names: str) -> Callable[[Init], Init]:
     """Let a constructor take, for one more release, options that 0.3 made keyword-only, by position.
 
     Up to 0.2 the decorated constructor's first options were ``names`` in this order (e.g.
@@ -141,13 +141,13 @@ def positional_options(*names: str) -> Callable[[F], F]:
     ``__new__``, which records the options).
     """
 
-    def decorate(init: F) -> F:
+    def decorate(init: Init) -> Init:
         @functools.wraps(init)
         def by_name(self: object, *args: object, **kwargs: object) -> None:
             init(self, **options_by_name(type(self), args, kwargs, warn=False))
 
         by_name.positional_names = names  # type: ignore[attr-defined]
-        return by_name  # type: ignore[return-value]
+        return by_name
 
     return decorate
 
