@@ -6,7 +6,7 @@ Each command runs as a fresh process (what a user's shell does) with the interpr
 `vqtoolkit.cli.main` as the `vqtool` script does; the script prints the median wall time, the peak
 resident memory of the child, whether torch got imported and which of the slow imports a sample needs
 none of (torch._dynamo, scikit-learn, matplotlib, torchvision) did. It also times `python -c "import
-torch"`, the floor any command that needs torch pays, and checks issue 34's targets against it:
+torch"`, the floor any command that needs torch pays, and checks the performance issue's targets against it:
 `vqtool sample BUNDLE -n 8` and refusing a crafted bundle each within 1.0 s of that floor.
 
 BUNDLE is a small digits bundle this script builds (`vqtool build --prior categorical --epochs 1`)

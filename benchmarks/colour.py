@@ -1,6 +1,6 @@
 """Colour images, offline: build time and sample scores on ``shapes``, rate against JPEG on ``photos``.
 
-What it prints (issue 30's figures, where this half of the work can measure them):
+What it prints (the colour issue's figures, where this half of the work can measure them):
 
 * **shapes**: wall time of ``vqtool build --data shapes`` (both stages; the median over ``--runs``),
   then ``vqtool eval --samples N``'s table: classifier score and Fréchet distance of the samples
