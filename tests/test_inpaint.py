@@ -130,3 +130,27 @@ def test_the_pipeline_inpaints_as_the_editing_function_does(fitted_pipeline):
     edited = fitted_pipeline.inpaint(images, bottom, generator=torch.Generator().manual_seed(5))
     torch.testing.assert_close(edited, direct, rtol=0, atol=0)
     assert not torch.equal(edited[:, :, 14:], fitted_pipeline.reconstruct(images).clamp(0, 1)[:, :, 14:])
+
+
+class GroupEchoNet(torch.nn.Module):
+    """A stand-in network whose every position predicts code ``c`` under condition ``c``."""
+
+    def forward(self, tokens: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+        logits = torch.full((len(tokens), K, *tokens.shape[1:]), -20.0)
+        logits[torch.arange(len(tokens)), groups.clamp(max=K - 1)] = 20.0
+        return logits
+
+
+def test_maskgit_draws_an_edits_condition_from_the_kept_codes():
+    data, labels = grids()
+    options = dict(EDITING)["maskgit"]
+    prior = registry.create("prior", "maskgit", num_codes=K, conditional=True, num_classes=3, **options)
+    prior.fit(data, labels, progress=False)
+    prior.net = GroupEchoNet()
+    shown = torch.tensor([0, 2, 1, 2]).repeat_interleave(5 * 6).view(4, 5, 6)  # each grid shows one code
+    keep = torch.zeros(5, 6, dtype=torch.bool)
+    keep[:2] = True
+    groups = prior._groups_given(shown, keep.expand_as(shown), torch.Generator().manual_seed(0))
+    assert groups.tolist() == [0, 2, 1, 2]
+    edited = prior.resample(shown, keep, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(edited, shown), "the region is drawn under the condition the kept codes show"

@@ -13,9 +13,11 @@ kept ones, and decodes. A prior offers editing by subclassing :class:`EditablePr
 * ``gmm`` (whole-image latents) and ``categorical`` (independent positions) cannot edit, and
   :func:`inpaint` says so.
 
-The condition of an edit: ``label`` if given (with the prior's guidance); else the network's
-"no condition" row where it learned one (``condition_dropout``), so the kept codes alone steer the
-region; else a label or cluster drawn by frequency.
+The condition of an edit: ``label`` if given (with the prior's guidance). Else maskgit draws a
+label or cluster from its posterior given the kept codes (:meth:`~EditablePrior._groups_given`),
+so the region is drawn as part of the digit the kept codes show. Else the network's "no
+condition" row, where it learned one (``condition_dropout``), so the kept codes alone steer the
+region. Else a label or cluster drawn by frequency.
 """
 
 from __future__ import annotations
@@ -107,7 +109,9 @@ class EditablePrior(NeuralIndexPrior):
             )
         device = self.class_log_prior.device
         masked = (~keep).expand_as(indices).to(device)
-        groups = self._edit_groups(n, label, generator)
+        groups = self._edit_groups(
+            indices.to(device, torch.long), keep.expand_as(indices).to(device), label, generator
+        )
         guided = label is not None and self.guidance != 1
         if guided:
             assert groups is not None and self.groups is not None  # guidance needs a condition
@@ -121,11 +125,25 @@ class EditablePrior(NeuralIndexPrior):
         finally:
             self._guided = False
 
-    def _edit_groups(self, n: int, label: int | None, generator: torch.Generator | None) -> Tensor | None:
+    def _edit_groups(
+        self, indices: Tensor, keep: Tensor, label: int | None, generator: torch.Generator | None
+    ) -> Tensor | None:
         """The condition of each edited grid (see the module docstring)."""
-        if self.groups is None or label is not None or not self._config["condition_dropout"]:
+        n = len(indices)
+        if self.groups is None or label is not None:
+            return self.draw_groups(n, label, generator)
+        inferred = self._groups_given(indices, keep, generator)
+        if inferred is not None:
+            return inferred
+        if not self._config["condition_dropout"]:
             return self.draw_groups(n, label, generator)
         return torch.full((n,), self.groups, dtype=torch.long, device=self.class_log_prior.device)
+
+    def _groups_given(
+        self, indices: Tensor, keep: Tensor, generator: torch.Generator | None
+    ) -> Tensor | None:
+        """A label or cluster per grid given its kept codes, where the network can tell (else ``None``)."""
+        return None
 
     def _resample(self, tokens: Tensor, masked: Tensor, fill: FillOptions) -> Tensor:
         """Fill ``tokens`` ``(N, H, W)`` where ``masked``, drawing as ``fill`` says."""

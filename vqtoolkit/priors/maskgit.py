@@ -84,6 +84,10 @@ def random_masks(indices: Tensor, schedule: Schedule, generator: torch.Generator
     return (ranks < count[:, None]).reshape(indices.shape)
 
 
+#: Most log-probabilities (groups × positions × codes) scored at once when inferring an edit's group.
+GROUP_SCORE_ELEMENTS = 2**24
+
+
 class MaskGITPrior(TransformerNetPrior):
     """MaskGIT prior: ``dim`` wide, ``layers`` bidirectional blocks of ``heads`` heads, ``dropout``.
 
@@ -173,6 +177,32 @@ class MaskGITPrior(TransformerNetPrior):
         fill = FillOptions(labels, temperature, generator)
         filled = self._resample(tokens, torch.ones_like(tokens, dtype=torch.bool), fill)
         return filled.repeat(n // rows, 1, 1)
+
+    def _groups_given(
+        self, indices: Tensor, keep: Tensor, generator: torch.Generator | None
+    ) -> Tensor | None:
+        """Each grid's label or cluster drawn from ``p(c | kept codes) ∝ p(c) Π p(code | c)``.
+
+        ``p(code | c)`` at a position is the network's prediction there from an all-masked grid given
+        ``c`` alone: the codes a condition makes likely, position by position. Without such a
+        posterior an edit is conditioned on no group. The bidirectional network then under-uses
+        the kept codes, having always seen a group in training but for ``condition_dropout``.
+        """
+        assert self.groups is not None
+        n, h, w = indices.shape
+        positions = indices.reshape(n, h * w)
+        kept = keep.reshape(n, h * w).float()
+        blank = torch.full((1, h, w), self.num_codes, dtype=torch.long, device=indices.device)
+        chunk = max(1, GROUP_SCORE_ELEMENTS // (h * w * self.num_codes))
+        scores = []
+        for start in range(0, self.groups, chunk):
+            groups = torch.arange(start, min(start + chunk, self.groups), device=indices.device)
+            logits = self.net(blank.expand(len(groups), h, w), groups).float().flatten(2)  # (g, K, hw)
+            log_p = torch.log_softmax(logits, 1).transpose(1, 2)  # (g, hw, K)
+            chosen = log_p.gather(2, positions.t()[None].expand(len(groups), h * w, n))  # (g, hw, n)
+            scores.append(torch.einsum("gpn,np->ng", chosen, kept))
+        posterior = torch.cat(scores, 1) + self.class_log_prior[: self.groups]
+        return torch.multinomial(torch.softmax(posterior, 1), 1, generator=generator).squeeze(1)
 
     def _resample(self, tokens: Tensor, masked: Tensor, fill: FillOptions) -> Tensor:
         """Fill ``tokens`` where ``masked`` in ``min(steps, masked codes)`` parallel passes."""
