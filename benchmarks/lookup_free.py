@@ -152,6 +152,8 @@ def mnist(args: argparse.Namespace, device: torch.device) -> None:
     for bits in args.bits:
         results[bits] = {}
         for label, name, shared, options in MNIST[bits]:
+            if name not in args.mnist_quantizers:
+                continue
             torch.manual_seed(args.seed)
             model = vqtoolkit.build(
                 "conv", name, "conv", None, in_channels=1, quantizer_config=options, **shared
@@ -191,6 +193,9 @@ def main() -> None:
     )
     parser.add_argument("--parts", default="speed,memory,mnist", help="comma-separated: speed, memory, mnist")
     parser.add_argument("--quantizers", default="lfq,bsq", help="speed and memory parts")
+    parser.add_argument(
+        "--mnist-quantizers", default="ema,fsq,lfq,bsq", help="mnist part: the rows to train, by quantizer"
+    )
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--reps", type=int, default=10)
@@ -210,6 +215,7 @@ def main() -> None:
         print(measure_memory(name, int(bits), device_name))
         return
     args.bits = [int(b) for b in args.bits.split(",")]
+    args.mnist_quantizers = args.mnist_quantizers.split(",")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     names = args.quantizers.split(",")
     parts = args.parts.split(",")
