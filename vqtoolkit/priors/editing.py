@@ -108,22 +108,20 @@ class EditablePrior(NeuralIndexPrior):
                 f"{keep.dtype} {tuple(keep.shape)}"
             )
         device = self.class_log_prior.device
-        masked = (~keep).expand_as(indices).to(device)
-        groups = self._edit_groups(
-            indices.to(device, torch.long), keep.expand_as(indices).to(device), label, generator
-        )
-        guided = label is not None and self.guidance != 1
-        if guided:
-            assert groups is not None and self.groups is not None  # guidance needs a condition
-            groups = torch.cat([groups, torch.full_like(groups, self.groups)])
-        self._guided = guided
-        self.net.eval()
-        try:
-            with torch.inference_mode(), single_thread() if device.type == "cpu" else nullcontext():
-                fill = FillOptions(groups, temperature, generator)
-                return self._resample(indices.to(device, torch.long).clone(), masked, fill)
-        finally:
-            self._guided = False
+        tokens = indices.to(device, torch.long)
+        masked = (~keep).expand_as(tokens).to(device)
+        self.net.eval()  # the condition's inference and the draws both run the network for sampling
+        with torch.inference_mode(), single_thread() if device.type == "cpu" else nullcontext():
+            groups = self._edit_groups(tokens, ~masked, label, generator)
+            guided = label is not None and self.guidance != 1
+            if guided:
+                assert groups is not None and self.groups is not None  # guidance needs a condition
+                groups = torch.cat([groups, torch.full_like(groups, self.groups)])
+            self._guided = guided
+            try:
+                return self._resample(tokens.clone(), masked, FillOptions(groups, temperature, generator))
+            finally:
+                self._guided = False
 
     def _edit_groups(
         self, indices: Tensor, keep: Tensor, label: int | None, generator: torch.Generator | None

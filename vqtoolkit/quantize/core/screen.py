@@ -2,13 +2,13 @@
 
 On CPUs with bfloat16 matrix instructions a bfloat16 distance GEMM costs well under half the
 float32 one. Its distances are only approximate, but their error has a proven bound
-(:func:`screen_error`), so every code whose screened distance lies within twice that bound of a
-row's best screened distance (plus the float32 recheck's own rounding, :func:`recheck_error`) is
-a *candidate*, so every code that could win the float32 comparison is one of them. The candidates
+(:func:`screen_error`, plus the float32 recheck's own rounding, :func:`recheck_error`): every code
+whose screened distance lies within twice that bound of a row's best screened distance is a
+*candidate*, and every code that could win the float32 comparison is one of them. The candidates
 (a handful per row) are then compared in float32 by ``‖z − e‖²``, ties to the lowest index, so
-copies of a code resolve to the first copy with no separate pass. A row
-chunk whose candidates would exceed a budget (codes packed far closer than the bound can tell
-apart) reports ``None`` and is searched the plain way.
+copies of a code resolve to the first copy with no separate pass. A row chunk whose candidates
+would exceed a budget (codes packed far closer than the bound can tell apart) reports ``None``,
+and the search takes the plain way from there on.
 """
 
 from __future__ import annotations
